@@ -1,0 +1,32 @@
+# `make demo` and `make test` set everything up in .venv first; `make setup` is idempotent and
+# does nothing when requirements.txt, setup.py and setup.cfg have not changed since the last run.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+# GPU users: `make setup TORCH_SPEC=torch==2.13.0` on a machine whose pip serves the CUDA build
+# (PyPI's default Linux wheel), or install any CUDA torch into .venv before `make setup`.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.mvp-setup-done
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.py setup.cfg package.xml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps robomimic==0.3.0
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+test: setup
+	MUJOCO_GL=egl $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	MUJOCO_GL=egl $(VENV)/bin/mvp demo --checkpoint models/lift_lowdim
+
+clean:
+	rm -rf $(VENV) build install log *.egg-info

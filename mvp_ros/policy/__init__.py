@@ -1,0 +1,1 @@
+"""ROS-free learning core: networks, MVP and baseline heads, normalization, checkpoints, `Policy`."""
