@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import h5py
 import numpy as np
+from tqdm import tqdm
+
+from mvp_ros.data.windows import WindowIndex
 
 
 class DatasetError(ValueError):
@@ -274,12 +278,14 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
         raise DatasetError(f"{path}: not a readable HDF5 file ({error})") from error
 
 
-def read_env_args(path: str | os.PathLike) -> dict | None:
-    """The environment description stored in data.attrs['env_args'], or None if absent."""
-    with open_hdf5(path) as file:
-        if "data" not in file:
-            raise DatasetError(f"{path}: no 'data' group (not a Robomimic-format file)")
-        raw = file["data"].attrs.get("env_args")
+def _data_group(file: h5py.File, path: str | os.PathLike) -> h5py.Group:
+    if not isinstance(file.get("data"), h5py.Group):
+        raise DatasetError(f"{path}: no 'data' group (not a Robomimic-format file)")
+    return file["data"]
+
+
+def _env_args_of(data: h5py.Group, path: str | os.PathLike) -> dict | None:
+    raw = data.attrs.get("env_args")
     if raw is None:
         return None
     try:
@@ -288,7 +294,217 @@ def read_env_args(path: str | os.PathLike) -> dict | None:
         raise DatasetError(f"{path}: data.attrs['env_args'] is not valid JSON ({error})") from error
 
 
+def read_env_args(path: str | os.PathLike) -> dict | None:
+    """The environment description stored in data.attrs['env_args'], or None if absent."""
+    with open_hdf5(path) as file:
+        return _env_args_of(_data_group(file, path), path)
+
+
 def read_file_attrs(path: str | os.PathLike) -> dict[str, Any]:
     """File-level provenance attrs, JSON-encoded values decoded."""
     with open_hdf5(path) as file:
         return {key: decode_attr(value) for key, value in file.attrs.items()}
+
+
+def _demo_sort_key(name: str) -> tuple[int, str]:
+    """robomimic orders demos by the number in demo_<n>."""
+    match = re.fullmatch(r"demo_(\d+)", name)
+    return (int(match.group(1)) if match else -1, name)
+
+
+def _selected_demos(file: h5py.File, path: Path, filter_key: str | None) -> list[str]:
+    data = _data_group(file, path)
+    if filter_key is None:
+        names = list(data.keys())
+    else:
+        masks = file.get("mask")
+        available = sorted(masks.keys()) if isinstance(masks, h5py.Group) else []
+        if filter_key not in available:
+            raise DatasetError(
+                f"{path}: filter key '{filter_key}' not in mask/ (available: {', '.join(available) or 'none'})"
+            )
+        names = [name.decode("utf-8") for name in np.asarray(masks[filter_key][()]).reshape(-1)]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise DatasetError(f"{path}: mask/{filter_key} lists demos not in data/: {', '.join(missing)}")
+    if not names:
+        selection = f"mask/{filter_key}" if filter_key else "data/"
+        raise DatasetError(f"{path}: no demos in {selection}")
+    return sorted(names, key=_demo_sort_key)
+
+
+def _read(dataset: h5py.Dataset, path: Path, out: np.ndarray | None = None) -> np.ndarray:
+    """Read a whole dataset, turning I/O failures (e.g. a truncated file) into DatasetError."""
+    try:
+        if out is None:
+            return dataset[()]
+        dataset.read_direct(out)
+        return out
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: cannot read {dataset.name} ({error})") from error
+
+
+class RobomimicDataset:
+    """Training windows from a Robomimic-format HDF5 file.
+
+    Item i is {"obs": {key: (frame_stack, *shape)}, "actions": (action_horizon, A)}: observation
+    frames k-F+1..k and actions k..k+H-1 of the step k it stands for, padded at episode ends as
+    robomimic's SequenceDataset pads (see mvp_ros.data.windows). Arrays keep the file's dtypes.
+    With cache=True the selected demos are loaded once into contiguous arrays and `get_batch` is
+    pure numpy indexing; with cache=False every batch is read from the file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        obs_keys: Sequence[str],
+        *,
+        action_horizon: int = 1,
+        frame_stack: int = 1,
+        filter_key: str | None = None,
+        cache: bool = True,
+    ):
+        if isinstance(obs_keys, str) or not obs_keys:
+            raise ValueError(f"obs_keys must be a non-empty list of keys, got {obs_keys!r}")
+        self.path = Path(path)
+        self.obs_keys = list(obs_keys)
+        self.cache = cache
+        self._file_handle: h5py.File | None = None
+        self._file_pid: int | None = None
+        with open_hdf5(self.path) as file:
+            self.env_args = _env_args_of(_data_group(file, self.path), self.path)
+            self.demo_names = _selected_demos(file, self.path, filter_key)
+            lengths = self._check_layout(file)
+            self.windows = WindowIndex(lengths, frame_stack, action_horizon)
+            self._actions: np.ndarray | None = None
+            self._obs: dict[str, np.ndarray] = {}
+            if cache:
+                self._load_into_memory(file)
+
+    def _check_layout(self, file: h5py.File) -> list[int]:
+        """Validate every selected demo; set obs_shapes, obs_dtypes, action_dim; return lengths."""
+        lengths = []
+        self.obs_shapes: dict[str, tuple[int, ...]] = {}
+        self.obs_dtypes: dict[str, np.dtype] = {}
+        self.action_dim = -1
+        for name in self.demo_names:
+            demo = file[f"data/{name}"]
+            if "num_samples" not in demo.attrs:
+                raise DatasetError(f"{self.path}: data/{name} has no num_samples attr")
+            length = int(demo.attrs["num_samples"])
+            if length < 1:
+                raise DatasetError(f"{self.path}: data/{name} has 0 steps")
+            if not isinstance(demo.get("actions"), h5py.Dataset) or demo["actions"].ndim != 2:
+                raise DatasetError(f"{self.path}: data/{name}/actions is missing or not (T, A)")
+            actions = demo["actions"]
+            if self.action_dim < 0:
+                self.action_dim = actions.shape[1]
+            if actions.shape != (length, self.action_dim):
+                raise DatasetError(
+                    f"{self.path}: data/{name}/actions has shape {actions.shape}, "
+                    f"expected ({length}, {self.action_dim}) from num_samples and the first demo"
+                )
+            available = sorted(demo["obs"].keys()) if isinstance(demo.get("obs"), h5py.Group) else []
+            for key in self.obs_keys:
+                if key not in available:
+                    raise DatasetError(
+                        f"{self.path}: obs key '{key}' not in data/{name}/obs "
+                        f"(available: {', '.join(available) or 'none'})"
+                    )
+                obs = demo["obs"][key]
+                shape = self.obs_shapes.setdefault(key, obs.shape[1:])
+                dtype = self.obs_dtypes.setdefault(key, obs.dtype)
+                if obs.shape[0] != length:
+                    raise DatasetError(
+                        f"{self.path}: data/{name}/obs/{key} has {obs.shape[0]} steps but num_samples is {length}"
+                    )
+                if obs.shape[1:] != shape or obs.dtype != dtype:
+                    raise DatasetError(
+                        f"{self.path}: data/{name}/obs/{key} is {obs.dtype}{list(obs.shape[1:])} per step, "
+                        f"data/{self.demo_names[0]}/obs/{key} is {dtype}{list(shape)}"
+                    )
+            lengths.append(length)
+        return lengths
+
+    def _load_into_memory(self, file: h5py.File) -> None:
+        total = len(self.windows)
+        names = {"actions": "actions", **{key: f"obs/{key}" for key in self.obs_keys}}
+        first = file[f"data/{self.demo_names[0]}"]
+        arrays = {field: np.empty((total, *first[name].shape[1:]), first[name].dtype) for field, name in names.items()}
+        bounds = zip(self.windows.episode_starts, self.windows.episode_starts + self.windows.episode_lengths)
+        demos = tqdm(self.demo_names, desc=f"loading {self.path.name}", unit="demo", leave=False)
+        for demo_name, (start, end) in zip(demos, bounds):
+            for field, name in names.items():
+                _read(file[f"data/{demo_name}/{name}"], self.path, arrays[field][start:end])
+        for array in arrays.values():
+            array.flags.writeable = False
+        self._actions = arrays.pop("actions")
+        self._obs = arrays
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict:
+        batch = self.get_batch(np.array([index]))
+        return {"obs": {key: frames[0] for key, frames in batch["obs"].items()}, "actions": batch["actions"][0]}
+
+    def get_batch(self, indices: np.ndarray) -> dict:
+        """{"obs": {key: (B, frame_stack, *shape)}, "actions": (B, action_horizon, A)}."""
+        windows = self.windows.check(np.asarray(indices).reshape(-1))
+        obs_steps = self.windows.obs_steps(windows)
+        action_steps = self.windows.action_steps(windows)
+        if self.cache:
+            return {
+                "obs": {key: self._obs[key][obs_steps] for key in self.obs_keys},
+                "actions": self._actions[action_steps],
+            }
+        return self._read_batch(windows, obs_steps, action_steps)
+
+    def _file(self) -> h5py.File:
+        """The lazily opened file, reopened in a new process (e.g. a DataLoader worker)."""
+        if self._file_handle is None or self._file_pid != os.getpid():
+            self._file_handle = open_hdf5(self.path)
+            self._file_pid = os.getpid()
+        return self._file_handle
+
+    def _read_batch(self, windows: np.ndarray, obs_steps: np.ndarray, action_steps: np.ndarray) -> dict:
+        data = self._file()["data"]
+        obs: dict[str, list[np.ndarray]] = {key: [] for key in self.obs_keys}
+        actions = []
+        for window, frames, chunk in zip(windows, obs_steps, action_steps):
+            episode = self.windows.step_episode[window]
+            demo = data[self.demo_names[episode]]
+            start = self.windows.episode_starts[episode]
+            for key in self.obs_keys:
+                obs[key].append(_read_steps(demo["obs"][key], frames - start))
+            actions.append(_read_steps(demo["actions"], chunk - start))
+        return {"obs": {key: np.stack(frames) for key, frames in obs.items()}, "actions": np.stack(actions)}
+
+    def all_actions(self) -> np.ndarray:
+        """(N_steps, A) actions of the selected demos, e.g. for normalization statistics."""
+        return self._actions if self.cache else self._concatenate("actions")
+
+    def all_obs(self, key: str) -> np.ndarray:
+        """(N_steps, *shape) observations under `key` (one of obs_keys) of the selected demos."""
+        if key not in self.obs_keys:
+            raise DatasetError(f"obs key '{key}' was not loaded (loaded: {', '.join(self.obs_keys)})")
+        return self._obs[key] if self.cache else self._concatenate(f"obs/{key}")
+
+    def _concatenate(self, name: str) -> np.ndarray:
+        data = self._file()["data"]
+        return np.concatenate([_read(data[f"{demo}/{name}"], self.path) for demo in self.demo_names])
+
+    def __getstate__(self) -> dict:
+        # An open h5py handle can't cross process boundaries; workers reopen the file.
+        return {**self.__dict__, "_file_handle": None, "_file_pid": None}
+
+    def close(self) -> None:
+        if self._file_handle is not None:
+            self._file_handle.close()
+            self._file_handle = None
+
+
+def _read_steps(dataset: h5py.Dataset, steps: np.ndarray) -> np.ndarray:
+    """Rows `steps` (non-decreasing, possibly repeated) of a dataset, reading one contiguous slice."""
+    first, last = int(steps[0]), int(steps[-1])
+    return dataset[first : last + 1][steps - first]
