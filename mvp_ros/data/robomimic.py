@@ -371,6 +371,7 @@ class RobomimicDataset:
         self.cache = cache
         self._file_handle: h5py.File | None = None
         self._file_pid: int | None = None
+        self._datasets: dict[int, dict[str, h5py.Dataset]] = {}
         with open_hdf5(self.path) as file:
             self.env_args = _env_args_of(_data_group(file, self.path), self.path)
             self.demo_names = _selected_demos(file, self.path, filter_key)
@@ -465,19 +466,27 @@ class RobomimicDataset:
         if self._file_handle is None or self._file_pid != os.getpid():
             self._file_handle = open_hdf5(self.path)
             self._file_pid = os.getpid()
+            self._datasets = {}
         return self._file_handle
 
+    def _episode_datasets(self, episode: int) -> dict[str, h5py.Dataset]:
+        """One demo's h5py datasets by field, looked up once per open file (path lookups are slow)."""
+        file = self._file()
+        if episode not in self._datasets:
+            demo = file[f"data/{self.demo_names[episode]}"]
+            self._datasets[episode] = {"actions": demo["actions"], **{key: demo["obs"][key] for key in self.obs_keys}}
+        return self._datasets[episode]
+
     def _read_batch(self, windows: np.ndarray, obs_steps: np.ndarray, action_steps: np.ndarray) -> dict:
-        data = self._file()["data"]
         obs: dict[str, list[np.ndarray]] = {key: [] for key in self.obs_keys}
         actions = []
         for window, frames, chunk in zip(windows, obs_steps, action_steps):
             episode = self.windows.step_episode[window]
-            demo = data[self.demo_names[episode]]
+            datasets = self._episode_datasets(episode)
             start = self.windows.episode_starts[episode]
             for key in self.obs_keys:
-                obs[key].append(_read_steps(demo["obs"][key], frames - start))
-            actions.append(_read_steps(demo["actions"], chunk - start))
+                obs[key].append(_read_steps(datasets[key], frames - start))
+            actions.append(_read_steps(datasets["actions"], chunk - start))
         return {"obs": {key: np.stack(frames) for key, frames in obs.items()}, "actions": np.stack(actions)}
 
     def all_actions(self) -> np.ndarray:
@@ -496,12 +505,13 @@ class RobomimicDataset:
 
     def __getstate__(self) -> dict:
         # An open h5py handle can't cross process boundaries; workers reopen the file.
-        return {**self.__dict__, "_file_handle": None, "_file_pid": None}
+        return {**self.__dict__, "_file_handle": None, "_file_pid": None, "_datasets": {}}
 
     def close(self) -> None:
         if self._file_handle is not None:
             self._file_handle.close()
             self._file_handle = None
+            self._datasets = {}
 
 
 def _read_steps(dataset: h5py.Dataset, steps: np.ndarray) -> np.ndarray:
