@@ -1,0 +1,279 @@
+"""Scripted demonstrations in robosuite, and the `mvp demos` command.
+
+The experts drive a Panda with an OSC_POSE controller (20 Hz, 7-d delta actions in [-1, 1]:
+position, axis-angle rotation, gripper) through a per-episode plan of waypoints. Like people, they
+do not all do the same thing: each episode picks one of two strategies at random and adds noise to
+the waypoints, the speed and every action, so the data is multimodal. Only successful episodes are
+written, in Robomimic format, with the `env_args` that rebuild the environment.
+
+- lift, `top`: turn to the nearest cube-face-aligned yaw, hover above the cube, descend, grasp.
+  lift, `side`: turn to the other face-aligned yaw (45-90 degrees away), come down beside the cube
+  and slide in between the open fingers horizontally, grasp.
+- can, `high`/`low`: grasp the can from above, carry it to its bin over a high arc or a low, direct
+  path (with different grasp yaws), lower it, release, and move the hand away.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from mvp_ros.data.robomimic import Episode, write_robomimic
+from mvp_ros.sim.envs import TASKS, SimEnv, env_args_for, make_env
+
+LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos", "object")
+IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
+OPEN, CLOSED = -1.0, 1.0
+
+# OSC_POSE maps an action of 1 to 0.05 m of position and 0.5 rad of rotation per step.
+POSITION_PER_ACTION = 0.05
+ROTATION_PER_ACTION = 0.5
+# Hand orientation at yaw 0: fingers pointing down, closing along world y.
+HAND_DOWN = np.diag([1.0, -1.0, -1.0])
+
+
+class DemoError(RuntimeError):
+    """The experts could not produce the requested demonstrations."""
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    position: np.ndarray  # target of the end effector (world frame, m)
+    yaw: float  # hand rotation about the world z axis (rad), 0 = HAND_DOWN
+    gripper: float  # OPEN or CLOSED
+    tolerance: float = 0.01  # m; the waypoint counts as reached within this distance
+    hold_steps: int = 0  # steps to stay once reached (e.g. while the fingers close)
+
+
+def _yaw_matrix(yaw: float) -> np.ndarray:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _quat_xyzw_to_matrix(quat: np.ndarray) -> np.ndarray:
+    x, y, z, w = quat / np.linalg.norm(quat)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def _rotation_vector(rotation: np.ndarray) -> np.ndarray:
+    """Axis-angle vector of a rotation matrix (angle in [0, pi])."""
+    angle = np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0))
+    if angle < 1e-6:
+        return np.zeros(3)
+    axis = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
+    if np.sin(angle) < 1e-3:  # near pi: take the axis from the symmetric part
+        axis = np.sqrt(np.clip((np.diag(rotation) + 1.0) / 2.0, 0.0, None))
+        axis[1] = np.copysign(axis[1], rotation[0, 1] + rotation[1, 0])
+        axis[2] = np.copysign(axis[2], rotation[0, 2] + rotation[2, 0])
+        return axis / np.linalg.norm(axis) * angle
+    return axis / np.linalg.norm(axis) * angle
+
+
+def _wrap_angle(angle: float) -> float:
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+class WaypointExpert:
+    """Moves the hand through waypoints with a capped proportional controller plus noise."""
+
+    def __init__(self, waypoints: list[Waypoint], speed: float, action_noise: float, rng: np.random.Generator):
+        self.waypoints = waypoints
+        self.speed = speed  # largest position action, in (0, 1]
+        self.action_noise = action_noise
+        self.rng = rng
+        self.index = 0
+        self.held = 0
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        waypoint = self.waypoints[self.index]
+        position_error = waypoint.position - obs["robot0_eef_pos"]
+        rotation_error = _rotation_vector(
+            _yaw_matrix(waypoint.yaw) @ HAND_DOWN @ _quat_xyzw_to_matrix(obs["robot0_eef_quat"]).T
+        )
+        if np.linalg.norm(position_error) < waypoint.tolerance and self.index < len(self.waypoints) - 1:
+            self.held += 1
+            if self.held > waypoint.hold_steps:
+                self.index, self.held = self.index + 1, 0
+
+        position_action = position_error / POSITION_PER_ACTION
+        norm = np.linalg.norm(position_action)
+        if norm > self.speed:
+            position_action *= self.speed / norm
+        position_action += self.rng.normal(0.0, self.action_noise, 3)
+        rotation_action = rotation_error / ROTATION_PER_ACTION
+        action = np.concatenate([position_action, rotation_action, [waypoint.gripper]])
+        return np.clip(action, -1.0, 1.0)
+
+
+def _face_aligned_yaws(object_quat: np.ndarray) -> tuple[float, float]:
+    """The hand yaws that close the fingers on a pair of cube faces: the nearest to the start
+    (yaw 0) and the next one round (45 to 90 degrees away)."""
+    rotation = _quat_xyzw_to_matrix(object_quat)
+    cube_yaw = np.arctan2(rotation[1, 0], rotation[0, 0])
+    nearest = (cube_yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4  # in [-45, 45) degrees
+    other = nearest - np.copysign(np.pi / 2, nearest)
+    return float(nearest), float(other)
+
+
+def plan_lift(env: SimEnv, obs: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[str, list[Waypoint]]:
+    cube_position, cube_quat = obs["object"][:3], obs["object"][3:7]
+    nearest_yaw, other_yaw = _face_aligned_yaws(cube_quat)
+    grasp = cube_position + np.array([*rng.uniform(-0.006, 0.006, 2), rng.uniform(-0.004, 0.006)])
+    lift = grasp + np.array([*rng.uniform(-0.03, 0.03, 2), rng.uniform(0.10, 0.20)])
+    close = Waypoint(grasp, 0.0, CLOSED, tolerance=0.02, hold_steps=int(rng.integers(6, 10)))
+    strategy = str(rng.choice(["top", "side"]))
+    if strategy == "top":
+        yaw = nearest_yaw + rng.normal(0.0, 0.05)
+        hover = grasp + np.array([0.0, 0.0, rng.uniform(0.06, 0.14)])
+        approach = [Waypoint(hover, yaw, OPEN, tolerance=0.02), Waypoint(grasp, yaw, OPEN, tolerance=0.008)]
+    else:
+        yaw = other_yaw + rng.normal(0.0, 0.05)
+        # Beside the cube along the hand's x axis, the direction in which the fingers' plane lies.
+        side = _yaw_matrix(yaw) @ np.array([rng.choice([-1.0, 1.0]) * rng.uniform(0.07, 0.09), 0.0, 0.0])
+        beside = grasp + side
+        above_beside = beside + np.array([0.0, 0.0, rng.uniform(0.05, 0.10)])
+        approach = [
+            Waypoint(above_beside, yaw, OPEN, tolerance=0.02),
+            Waypoint(beside, yaw, OPEN, tolerance=0.01),
+            Waypoint(grasp, yaw, OPEN, tolerance=0.008),
+        ]
+    close = Waypoint(grasp, yaw, CLOSED, tolerance=0.02, hold_steps=close.hold_steps)
+    return strategy, [*approach, close, Waypoint(lift, yaw, CLOSED)]
+
+
+PLANNERS: dict[str, Callable[[SimEnv, dict[str, np.ndarray], np.random.Generator], tuple[str, list[Waypoint]]]] = {
+    "lift": plan_lift,
+}
+
+
+@dataclass
+class Attempt:
+    episode: Episode
+    success: bool
+    strategy: str
+
+
+def run_expert(env: SimEnv, task: str, episode_seed: int, obs_keys: tuple[str, ...]) -> Attempt:
+    """One expert episode from `env.reset(seed=episode_seed)`, stopped at success or the horizon."""
+    rng = np.random.default_rng([episode_seed, 1])  # independent of the env's own seeded stream
+    obs = env.reset(seed=episode_seed)
+    model_file = env.model_xml()
+    strategy, waypoints = PLANNERS[task](env, obs, rng)
+    expert = WaypointExpert(waypoints, speed=rng.uniform(0.6, 1.0), action_noise=rng.uniform(0.02, 0.08), rng=rng)
+    steps: dict[str, list] = {key: [] for key in (*obs_keys, "actions", "rewards", "dones", "states")}
+    done, info = False, {"success": False}
+    while not done:
+        for key in obs_keys:
+            steps[key].append(obs[key])
+        steps["states"].append(env.get_state())
+        action = expert.act(obs)
+        obs, reward, done, info = env.step(action)
+        steps["actions"].append(action)
+        steps["rewards"].append(reward)
+        steps["dones"].append(float(done))
+    episode = Episode(
+        obs={key: np.stack(steps[key]) for key in obs_keys},
+        actions=np.stack(steps["actions"]),
+        rewards=np.asarray(steps["rewards"]),
+        dones=np.asarray(steps["dones"]),
+        states=np.stack(steps["states"]),
+        attrs={"model_file": model_file, "seed": episode_seed, "strategy": strategy},
+    )
+    return Attempt(episode, bool(info["success"]), strategy)
+
+
+def episode_seed(seed: int, attempt: int) -> int:
+    return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+@dataclass
+class DemoStats:
+    attempts: int = 0
+    successes: int = 0
+    seconds: float = 0.0
+
+
+def successful_demos(
+    env: SimEnv, task: str, episodes: int, seed: int, max_attempts: int, obs_keys: tuple[str, ...], stats: DemoStats
+) -> Iterator[Episode]:
+    """Yields `episodes` successful demonstrations, or raises DemoError after `max_attempts`."""
+    start = time.perf_counter()
+    with tqdm(total=episodes, desc=f"{task} demos", unit="demo") as progress:
+        while stats.successes < episodes:
+            if stats.attempts >= max_attempts:
+                raise DemoError(
+                    f"only {stats.successes} of {episodes} {task} demonstrations succeeded in {max_attempts} attempts"
+                )
+            attempt = run_expert(env, task, episode_seed(seed, stats.attempts), obs_keys)
+            stats.attempts += 1
+            stats.seconds = time.perf_counter() - start
+            progress.set_postfix(attempts=stats.attempts)
+            if attempt.success:
+                stats.successes += 1
+                progress.update(1)
+                yield attempt.episode
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, choices=sorted(PLANNERS), help="robosuite task")
+    parser.add_argument("--episodes", type=int, required=True, help="successful demonstrations to write")
+    parser.add_argument("--out", type=Path, required=True, help="output Robomimic-format HDF5 file")
+    parser.add_argument("--images", action="store_true", help=f"also store {' and '.join(IMAGE_KEYS)}")
+    parser.add_argument("--image-size", type=int, default=84, help="image height and width (default 84)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the whole run (default 0)")
+    parser.add_argument(
+        "--max-attempts", type=int, default=None, help="give up after this many episodes (default 2 x episodes + 20)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        raise SystemExit(f"mvp demos: --episodes must be at least 1, got {args.episodes}")
+    max_attempts = args.max_attempts if args.max_attempts is not None else 2 * args.episodes + 20
+    if max_attempts < args.episodes:
+        raise SystemExit(f"mvp demos: --max-attempts ({max_attempts}) is less than --episodes ({args.episodes})")
+    if args.image_size < 1:
+        raise SystemExit(f"mvp demos: --image-size must be positive, got {args.image_size}")
+    if not args.out.parent.is_dir():
+        raise SystemExit(f"mvp demos: output directory {args.out.parent} does not exist")
+    env_args = env_args_for(args.task, images=args.images, image_size=args.image_size)
+    env = make_env(env_args)
+    obs_keys = LOW_DIM_KEYS + (IMAGE_KEYS if args.images else ())
+    stats = DemoStats()
+    provenance = {
+        "source": "mvp demos (scripted expert)",
+        "task": args.task,
+        "seed": args.seed,
+        "command": " ".join(["mvp", *sys.argv[1:]]) if sys.argv[0].endswith("mvp") else "mvp demos",
+    }
+    try:
+        write_robomimic(
+            args.out,
+            successful_demos(env, args.task, args.episodes, args.seed, max_attempts, obs_keys, stats),
+            env_args,
+            seed=args.seed,
+            attrs=provenance,
+        )
+    except DemoError as error:
+        print(f"mvp demos: {error}; nothing written", file=sys.stderr)
+        return 1
+    finally:
+        env.close()
+    print(
+        f"{args.task}: {stats.attempts} attempts, {stats.successes} successes, "
+        f"success rate {stats.successes / stats.attempts:.3f}, "
+        f"{stats.seconds / stats.successes:.2f} s per demonstration -> {args.out}"
+    )
+    return 0

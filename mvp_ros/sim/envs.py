@@ -1,0 +1,264 @@
+"""robosuite environments built from Robomimic-style `env_args`: the one place that makes them.
+
+`env_args` follow robomimic's convention, so the `env_args` stored in a dataset or a checkpoint
+rebuild the same environment (and robomimic's own tools can read them):
+
+    {"env_name": "Lift", "env_version": "1.5.2", "type": 1, "env_kwargs": {<robosuite.make kwargs>}}
+
+Conventions fixed here for data generation, evaluation and the ROS simulation bridge alike:
+- Images come out right side up (row 0 is the top of the picture). robosuite renders OpenGL-style,
+  bottom row first; `SimEnv` flips every image once, here, instead of changing robosuite's global
+  `IMAGE_CONVENTION` macro, which would silently change images for any other robosuite user.
+- Offscreen rendering runs with shadows and reflections off: on a CPU (Mesa) reflections more
+  than double the cost of an 84x84 image, and shadows are not needed for learning.
+- Observation keys follow robomimic's env wrapper: images, `object` (robosuite's `object-state`)
+  and the robot's own keys (`robot0_eef_pos`, `robot0_joint_pos`, ...).
+- `ignore_done` is always true: robosuite never ends an episode itself. `SimEnv.step` reports
+  `done` at success or when `horizon` steps have been taken.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+from typing import Any, Sequence
+
+import mujoco
+import numpy as np
+
+
+class _RobosuiteStartupNoise(logging.Filter):
+    """Drops robosuite's import-time advice (private macro file, optional packages we don't use)
+    and its per-environment "Loading controller configuration" notice. Other messages pass."""
+
+    NOISE = (
+        "No private macro file found",
+        "It is recommended to use a private macro file",
+        "To setup, run:",
+        "Could not import robosuite_models",
+        "Could not load the mink-based whole-body IK",
+        "Loading controller configuration from",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
+# The filter must sit on robosuite's logger before robosuite is imported: it warns at import time.
+logging.getLogger("robosuite_logs").addFilter(_RobosuiteStartupNoise())
+
+import robosuite  # noqa: E402
+from robosuite import load_composite_controller_config  # noqa: E402
+
+ROBOSUITE_ENV_TYPE = 1  # robomimic's EnvType.ROBOSUITE_TYPE
+DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
+
+# task name (as the `mvp` commands spell it) -> (robosuite environment, episode horizon in steps)
+TASKS: dict[str, tuple[str, int]] = {
+    "lift": ("Lift", 200),
+    "can": ("PickPlaceCan", 400),
+}
+
+
+class EnvArgsError(ValueError):
+    """`env_args` that cannot build an environment; the message names the offending field."""
+
+
+def env_args_for(
+    task: str,
+    *,
+    images: bool,
+    image_size: int = 84,
+    cameras: Sequence[str] = DEFAULT_CAMERAS,
+    horizon: int | None = None,
+) -> dict[str, Any]:
+    """Robomimic-style env_args for a Panda with an OSC_POSE arm controller at 20 Hz."""
+    if task not in TASKS:
+        raise EnvArgsError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    env_name, default_horizon = TASKS[task]
+    env_kwargs: dict[str, Any] = {
+        "robots": ["Panda"],
+        # Panda's default composite controller: BASIC with an OSC_POSE arm (7-d delta actions).
+        "controller_configs": load_composite_controller_config(robot="Panda"),
+        "control_freq": 20,
+        "horizon": int(horizon if horizon is not None else default_horizon),
+        "ignore_done": True,
+        "hard_reset": False,  # reuse the compiled model on reset: ~20x faster resets, same dynamics
+        "reward_shaping": False,
+        "use_object_obs": True,
+        "use_camera_obs": bool(images),
+        "has_renderer": False,
+        "has_offscreen_renderer": bool(images),
+        "camera_names": list(cameras) if images else [],
+        "camera_heights": int(image_size),
+        "camera_widths": int(image_size),
+        "camera_depths": False,
+    }
+    return {
+        "env_name": env_name,
+        "env_version": robosuite.__version__,
+        "type": ROBOSUITE_ENV_TYPE,
+        "env_kwargs": env_kwargs,
+    }
+
+
+class SimEnv:
+    """A thin wrapper over one robosuite environment with the conventions of this module."""
+
+    def __init__(self, robosuite_env: Any, env_args: dict[str, Any]) -> None:
+        self.unwrapped = robosuite_env
+        self.env_args = copy.deepcopy(env_args)
+        self.horizon = int(robosuite_env.horizon)
+        self.control_rate_hz = float(robosuite_env.control_freq)
+        self.action_low, self.action_high = (np.asarray(bound) for bound in robosuite_env.action_spec)
+        self.action_dim = int(self.action_low.shape[0])
+        self._robot_prefix = robosuite_env.robots[0].robot_model.naming_prefix
+        self._disable_costly_rendering()
+        self.observation_keys = tuple(self._observation(robosuite_env.observation_spec()))
+
+    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
+        """Start an episode. With a seed, the object placement and robot start are reproducible."""
+        if seed is not None:
+            # robosuite's placement samplers and robot initialisation hold a reference to `env.rng`;
+            # re-seeding that generator in place reaches all of them.
+            self.unwrapped.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        raw = self.unwrapped.reset()
+        self._disable_costly_rendering()
+        return self._observation(raw)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, dict[str, Any]]:
+        """Apply one action; `done` is true at success or once `horizon` steps have been taken."""
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (self.action_dim,):
+            raise ValueError(f"action has shape {action.shape}, expected ({self.action_dim},)")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action.tolist()}")
+        raw, reward, _, info = self.unwrapped.step(action)
+        success = self.is_success()
+        done = success or self.unwrapped.timestep >= self.horizon
+        return self._observation(raw), float(reward), done, {**info, "success": success}
+
+    def is_success(self) -> bool:
+        return bool(self.unwrapped._check_success())
+
+    def get_state(self) -> np.ndarray:
+        """The flattened MuJoCo state (time, qpos, qvel), as robomimic stores it under `states`."""
+        return np.array(self.unwrapped.sim.get_state().flatten())
+
+    def reset_to(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Reset, then set the simulator to a flattened state from `get_state` (e.g. `states[0]`)."""
+        state = np.asarray(state, dtype=np.float64)
+        expected = self.get_state().shape
+        if state.shape != expected:
+            raise ValueError(
+                f"state has shape {state.shape}, but {self.env_args['env_name']} states have shape {expected}"
+            )
+        self.unwrapped.reset()
+        self._disable_costly_rendering()
+        self.unwrapped.sim.set_state_from_flattened(state)
+        self.unwrapped.sim.forward()
+        return self._observation(self.unwrapped._get_observations(force_update=True))
+
+    def model_xml(self) -> str:
+        """The MuJoCo model of the current episode (robomimic stores it as the demo's `model_file`)."""
+        return self.unwrapped.sim.model.get_xml()
+
+    def render(self, camera_name: str, height: int, width: int) -> np.ndarray:
+        """An RGB image (height, width, 3) uint8, right side up. Needs an offscreen renderer."""
+        if self.unwrapped.sim._render_context_offscreen is None:
+            raise RuntimeError("render() needs an offscreen renderer: make_env(env_args, offscreen_render=True)")
+        image = self.unwrapped.sim.render(camera_name=camera_name, height=height, width=width)
+        return np.ascontiguousarray(image[::-1])
+
+    def close(self) -> None:
+        self.unwrapped.close()
+
+    def _observation(self, raw: dict[str, Any]) -> dict[str, np.ndarray]:
+        observation: dict[str, np.ndarray] = {}
+        for key, value in raw.items():
+            if key.endswith(("_image", "_depth")):
+                observation[key] = np.ascontiguousarray(value[::-1])  # OpenGL bottom-up -> top-down
+            elif key == "object-state":
+                observation["object"] = np.array(value)
+            elif key.startswith(self._robot_prefix) and not key.endswith("proprio-state"):
+                observation[key] = np.array(value)
+        return observation
+
+    def _disable_costly_rendering(self) -> None:
+        # robosuite creates the offscreen context lazily (and anew after a hard reset), and offers
+        # no option for scene flags, so they are set on its context after every (re)creation.
+        context = self.unwrapped.sim._render_context_offscreen
+        if context is not None:
+            context.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            context.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+
+
+def make_env(env_args: dict[str, Any] | str, *, offscreen_render: bool = False) -> SimEnv:
+    """Build the environment that `env_args` describe (a dict, or its JSON text as stored in HDF5).
+
+    `offscreen_render` adds an offscreen renderer (for videos) without adding image observations.
+    """
+    env_args = _parse_env_args(env_args)
+    env_kwargs = copy.deepcopy(env_args["env_kwargs"])
+    env_kwargs["ignore_done"] = True
+    if offscreen_render:
+        env_kwargs["has_offscreen_renderer"] = True
+    return SimEnv(robosuite.make(env_args["env_name"], **env_kwargs), env_args)
+
+
+def _parse_env_args(env_args: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(env_args, (str, bytes)):
+        try:
+            env_args = json.loads(env_args)
+        except json.JSONDecodeError as error:
+            raise EnvArgsError(f"env_args is not valid JSON: {error}") from None
+    if not isinstance(env_args, dict):
+        raise EnvArgsError(f"env_args must be a dict, got {type(env_args).__name__}")
+    for field in ("env_name", "type", "env_kwargs"):
+        if field not in env_args:
+            raise EnvArgsError(f"env_args has no {field!r} field (fields present: {sorted(env_args)})")
+    env_name = env_args["env_name"]
+    if env_name not in robosuite.ALL_ENVIRONMENTS:
+        raise EnvArgsError(
+            f"env_args['env_name'] = {env_name!r} is not a robosuite environment; "
+            f"known: {', '.join(sorted(robosuite.ALL_ENVIRONMENTS))}"
+        )
+    if env_args["type"] != ROBOSUITE_ENV_TYPE:
+        raise EnvArgsError(
+            f"env_args['type'] = {env_args['type']!r}: only robosuite environments (type {ROBOSUITE_ENV_TYPE}) are supported"
+        )
+    env_kwargs = env_args["env_kwargs"]
+    if not isinstance(env_kwargs, dict):
+        raise EnvArgsError(f"env_args['env_kwargs'] must be a dict, got {type(env_kwargs).__name__}")
+    _check_env_kwargs(env_name, env_kwargs)
+    return env_args
+
+
+def _check_env_kwargs(env_name: str, env_kwargs: dict[str, Any]) -> None:
+    accepted = _constructor_arguments(robosuite.environments.REGISTERED_ENVS[env_name])
+    unknown = sorted(set(env_kwargs) - accepted)
+    if unknown:
+        raise EnvArgsError(f"env_args['env_kwargs'] has arguments that {env_name} does not take: {unknown}")
+    if "robots" not in env_kwargs:
+        raise EnvArgsError("env_args['env_kwargs'] has no 'robots' field")
+    for field in ("control_freq", "horizon", "camera_heights", "camera_widths"):
+        value = env_kwargs.get(field, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise EnvArgsError(f"env_args['env_kwargs'][{field!r}] must be a positive number, got {value!r}")
+    if env_kwargs.get("use_camera_obs") and not env_kwargs.get("camera_names"):
+        raise EnvArgsError("env_args['env_kwargs'] asks for camera observations but 'camera_names' is empty")
+
+
+def _constructor_arguments(env_class: type) -> set[str]:
+    # Task variants such as PickPlaceCan take **kwargs and pass them on, so collect the named
+    # parameters over the class hierarchy.
+    names: set[str] = set()
+    for cls in env_class.__mro__:
+        if "__init__" in vars(cls):
+            names.update(
+                name
+                for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+            )
+    return names
