@@ -1,0 +1,153 @@
+"""Checkpoints: a directory with `model.safetensors` (weights) and `config.json` (everything else).
+
+config.json holds the format version, the `PolicyConfig`, the normalization statistics, the
+observation contract and simulator `env_args` when known, training metadata, library versions,
+and the SHA-256 of model.safetensors, so a corrupted or swapped weights file is caught on load.
+Loading never executes code from the checkpoint (no pickle).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from .config import ConfigError, PolicyConfig
+from .model import ChunkPolicyModel
+from .normalizer import Normalization
+
+FORMAT = "mvp_ros.policy"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded, with the file and the reason."""
+
+
+@dataclass
+class CheckpointInfo:
+    directory: Path
+    config: PolicyConfig
+    normalization: Normalization
+    weights_sha256: str
+    env_args: dict | None = None
+    contract: dict | None = None
+    training: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(directory: str | Path, model: ChunkPolicyModel, normalization: Normalization, *,
+                    env_args: dict | None = None, contract: dict | None = None,
+                    training: dict | None = None) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_FILE
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(weights), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "policy": model.config.to_dict(),
+        "normalization": normalization.to_dict(),
+        "env_args": env_args,
+        "contract": contract,
+        "training": training or {},
+        "versions": {"mvp_ros": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "weights_sha256": _sha256(weights),
+    }
+    temporary = directory / (CONFIG_FILE + ".partial")
+    temporary.write_text(json.dumps(document, indent=2))
+    temporary.replace(directory / CONFIG_FILE)
+    return directory
+
+
+def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
+    """Reads and validates config.json alone (cheap: no weights are loaded)."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path} is missing: a checkpoint needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        document = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_path} is not valid JSON ({error}); the file is corrupted or truncated") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CheckpointError(f"{config_path} is not an mvp_ros policy checkpoint (format {document.get('format')!r}"
+                              f" where {FORMAT!r} was expected)" if isinstance(document, dict)
+                              else f"{config_path} is not an mvp_ros policy checkpoint")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise CheckpointError(
+            f"{config_path} has format_version {version!r}; this mvp_ros ({__version__}) reads version "
+            f"{FORMAT_VERSION}" + ("; upgrade mvp_ros to load it" if newer else ""))
+    for key in ("policy", "normalization", "weights_sha256"):
+        if key not in document:
+            raise CheckpointError(f"{config_path} lacks the {key!r} entry")
+    try:
+        config = PolicyConfig.from_dict(document["policy"])
+        normalization = Normalization.from_dict(document["normalization"])
+    except (ConfigError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: invalid policy or normalization entry: {error}") from None
+    _check_normalization(config, normalization, config_path)
+    return CheckpointInfo(directory=directory, config=config, normalization=normalization,
+                          weights_sha256=str(document["weights_sha256"]), env_args=document.get("env_args"), contract=document.get("contract"),
+                          training=document.get("training") or {}, versions=document.get("versions") or {})
+
+
+def _check_normalization(config: PolicyConfig, normalization: Normalization, config_path: Path) -> None:
+    for name in ("action_min", "action_max"):
+        if len(getattr(normalization, name)) != config.action_dim:
+            raise CheckpointError(f"{config_path}: normalization.{name} has {len(getattr(normalization, name))} "
+                                  f"values for action_dim {config.action_dim}")
+    for key in config.lowdim_keys:
+        for stats in (normalization.obs_mean, normalization.obs_std):
+            if len(stats.get(key, ())) != config.obs_shapes[key][0]:
+                raise CheckpointError(f"{config_path}: normalization statistics for observation {key!r} "
+                                      f"do not match its shape {config.obs_shapes[key]}")
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[ChunkPolicyModel, CheckpointInfo]:
+    info = read_checkpoint_info(directory)
+    weights = info.directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    if _sha256(weights) != info.weights_sha256:
+        raise CheckpointError(f"{weights} does not match the SHA-256 recorded in {CONFIG_FILE}: "
+                              "the file is corrupted, truncated or from another checkpoint")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights} cannot be read as safetensors: {error}") from None
+
+    model = ChunkPolicyModel(info.config, info.normalization)
+    expected_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    missing = sorted(set(expected_shapes) - set(state))
+    unexpected = sorted(set(state) - set(expected_shapes))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights} does not fit the architecture in {CONFIG_FILE}: "
+                              f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}")
+    for name, shape in expected_shapes.items():
+        if tuple(state[name].shape) != shape:
+            raise CheckpointError(f"{weights}: tensor {name!r} has shape {tuple(state[name].shape)}, "
+                                  f"the architecture in {CONFIG_FILE} needs {shape}")
+    model.load_state_dict(state)
+    return model.to(device).eval(), info

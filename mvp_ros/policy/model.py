@@ -1,0 +1,69 @@
+"""`ChunkPolicyModel`: observation encoder + shared backbone + one head (mvp, flow, diffusion, mlp)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import baselines
+from .config import PolicyConfig
+from .mvp import mvp_loss, mvp_sample
+from .networks import ChunkBackbone, ObservationEncoder
+from .normalizer import ActionScaler, Normalization
+
+
+class ChunkPolicyModel(nn.Module):
+    """Works on batches of raw observations, each key shaped (B, frame_stack, *per_frame_shape).
+
+    Actions are normalized chunks flattened to (B, horizon * action_dim); `unnormalize_chunk`
+    turns samples back into (B, horizon, action_dim) in the data's units.
+    """
+
+    def __init__(self, config: PolicyConfig, normalization: Normalization):
+        super().__init__()
+        self.config = config
+        self.obs_encoder = ObservationEncoder(config, normalization.obs_mean, normalization.obs_std)
+        self.backbone = ChunkBackbone(config.chunk_dim, self.obs_encoder.output_dim, config)
+        self.action_scaler = ActionScaler(normalization.action_min, normalization.action_max)
+        if config.head == "diffusion":
+            self.register_buffer("alpha_bars", baselines.cosine_alpha_bars(config.diffusion_train_steps),
+                                 persistent=False)
+
+    def loss(self, obs: dict[str, torch.Tensor], actions: torch.Tensor,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """actions: (B, horizon, action_dim) in data units."""
+        target = self.action_scaler.normalize(actions).flatten(1)
+        cond = self.obs_encoder(obs)
+        net, head = self.backbone, self.config.head
+        if head == "mvp":
+            return mvp_loss(net, cond, target, self.config, generator)
+        if head == "flow":
+            return baselines.flow_loss(net, cond, target, self.config, generator)
+        if head == "diffusion":
+            return baselines.diffusion_loss(net, cond, target, self.alpha_bars, generator)
+        return baselines.regression_loss(net, cond, target)
+
+    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        """One chunk per row of `noise` (B, D), conditioned on encoded observations `cond` (B, C)."""
+        net, config = self.backbone, self.config
+        if config.head == "mvp":
+            sample = mvp_sample(net, cond, noise, config.mvp_steps)
+        elif config.head == "flow":
+            sample = baselines.flow_sample(net, cond, noise, config.flow_steps)
+        elif config.head == "diffusion":
+            sample = baselines.diffusion_sample(net, cond, noise, self.alpha_bars, config.diffusion_sampler,
+                                                config.ddim_steps, generator)
+        else:
+            sample = baselines.regression_sample(net, cond, noise)
+        return sample.clamp(-1.0, 1.0)
+
+    def sample(self, obs: dict[str, torch.Tensor], num_candidates: int = 1,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, num_candidates, horizon, action_dim) chunks in data units, all candidates in one batched call."""
+        cond = self.obs_encoder(obs)
+        batch = cond.shape[0]
+        cond = cond.repeat_interleave(num_candidates, dim=0)
+        noise = torch.randn(batch * num_candidates, self.config.chunk_dim, generator=generator, device=cond.device)
+        chunks = self.sample_normalized(cond, noise, generator)
+        chunks = self.action_scaler.unnormalize(chunks.view(-1, self.config.horizon, self.config.action_dim))
+        return chunks.view(batch, num_candidates, self.config.horizon, self.config.action_dim)
