@@ -1,0 +1,410 @@
+"""`mvp bag2hdf5`: rosbag2 bags -> Robomimic-format HDF5, through an observation contract.
+
+Every stream of the contract is resampled on one grid at the contract's control rate:
+
+- The grid of an episode starts when every observation stream has a sample and steps by the
+  control period until a stream runs out (its last sample plus its tolerance).
+- At each tick, each stream takes a sample by its rule (asof / hold / next, see
+  mvp_ros.data.contract.Alignment). A tick where any stream has no sample within its limit is
+  dropped, and the episode is split there: consecutive steps are always one period apart.
+- One bag is one episode, unless split on a marker topic (`--split-topic`: each message's
+  receive time starts a new episode) or on pauses of the action stream (`--split-gap`).
+
+Per bag it prints, for each key: messages read, used, skipped (not the sample at any kept tick:
+higher rate than the control rate, outside the episode, or at a dropped tick), invalid (NaN/inf,
+dropped) and stale ticks (ticks where the key had no sample within tolerance). Nothing is
+dropped silently.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from mvp_ros import __version__
+from mvp_ros.data.contract import (
+    ContractError,
+    Contract,
+    StreamSpec,
+    TransformObservation,
+    load_contract,
+)
+from mvp_ros.data.robomimic import DatasetError, Episode, write_robomimic
+from mvp_ros.data.rosbag_reader import BagContents, BagError, Samples, Transforms, default_typestore, read_bag
+
+NO_TICKS = np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class Selection:
+    """Which sample each tick takes, and whether it is within the stream's limit."""
+
+    valid: np.ndarray  # bool per tick
+    indices: list[np.ndarray]  # per underlying series, sample index per tick
+
+
+class Series:
+    """One stream's samples sorted by stamp (of equal stamps the last received wins)."""
+
+    def __init__(self, stamps: np.ndarray, values: np.ndarray, rule: str, limit_ns: float, static: bool = False):
+        self.static = static  # a latched /tf_static transform: valid at every time
+        order = np.argsort(stamps, kind="stable")
+        stamps = stamps[order]
+        last_of_equal = np.append(stamps[1:] != stamps[:-1], True)
+        self.stamps, self.values = stamps[last_of_equal], values[order][last_of_equal]
+        self.rule, self.limit_ns = rule, limit_ns
+        self.used = np.zeros(len(self.stamps), dtype=bool)
+
+    def lookup(self, ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sample index, valid) per tick."""
+        last = len(self.stamps) - 1
+        if self.rule == "next":
+            index = np.searchsorted(self.stamps, ticks, side="left")
+            valid = index <= last
+            index = np.minimum(index, last)
+            age = self.stamps[index] - ticks
+        else:
+            index = np.searchsorted(self.stamps, ticks, side="right") - 1
+            valid = index >= 0
+            index = np.maximum(index, 0)
+            age = ticks - self.stamps[index]
+        return index, valid & (age <= self.limit_ns)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        self.used[index] = True
+        return self.values[index]
+
+
+class Stream:
+    """A contract key resampled from one bag: a topic's samples, or a chain of transforms."""
+
+    def __init__(self, key: str, topic: str, spec: StreamSpec, parts: list[Series], read: int, invalid: int,
+                 first_invalid: str = "", compose: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> None:
+        self.key, self.topic, self.spec, self.parts = key, topic, spec, parts
+        self.read, self.invalid, self.first_invalid = read, invalid, first_invalid
+        self.compose = compose or (lambda values: values[0])
+        self.dynamic = [part for part in parts if not part.static]
+        self.first_stamp = max((part.stamps[0] for part in self.dynamic), default=-np.inf)
+        self.last_stamp = min((part.stamps[-1] for part in self.dynamic), default=np.inf)
+
+    @property
+    def end_bound(self) -> float:
+        """The last time at which this stream can still serve a tick."""
+        return self.last_stamp + (0 if self.spec.align.rule == "next" else self.spec.age_limit_s() * 1e9)
+
+    def first_stamp_from(self, start: float) -> float:
+        """The earliest time at or after `start` when every part has a sample (-inf: any time)."""
+        firsts = []
+        for part in self.dynamic:
+            index = np.searchsorted(part.stamps, start)
+            if self.spec.align.rule == "hold" and index > 0:
+                firsts.append(-np.inf)  # an older sample can be held
+            else:
+                firsts.append(part.stamps[index] if index < len(part.stamps) else np.inf)
+        return max(firsts, default=-np.inf)
+
+    def select(self, ticks: np.ndarray) -> Selection:
+        lookups = [part.lookup(ticks) for part in self.parts]
+        return Selection(np.logical_and.reduce([valid for _, valid in lookups]), [index for index, _ in lookups])
+
+    def take(self, selection: Selection, mask: np.ndarray) -> np.ndarray:
+        return self.compose([part.take(index[mask]) for part, index in zip(self.parts, selection.indices)])
+
+    @property
+    def used(self) -> int:
+        return int(sum(part.used.sum() for part in self.parts))
+
+
+def _topic_stream(key: str, spec: StreamSpec, samples: Samples, bag: Path) -> Stream:
+    if len(samples.stamps) == 0:
+        raise BagError(f"{bag}: {spec.topic}: no usable messages for {key} "
+                       f"({samples.read} read, {samples.invalid} with NaN/inf)")
+    series = Series(samples.stamps, samples.values, spec.align.rule, spec.age_limit_s() * 1e9)
+    return Stream(key, spec.topic, spec, [series], samples.read, samples.invalid, samples.first_invalid)
+
+
+# ---- transforms -----------------------------------------------------------------------------------
+
+
+def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ax, ay, az, aw = np.moveaxis(a, -1, 0)
+    bx, by, bz, bw = np.moveaxis(b, -1, 0)
+    return np.stack([
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+        aw * bw - ax * bx - ay * by - az * bz,
+    ], axis=-1)
+
+
+def _rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    u, w = q[..., :3], q[..., 3:]
+    t = 2.0 * np.cross(u, v)
+    return v + w * t + np.cross(u, t)
+
+
+def _compose(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Poses (xyz + xyzw): first * second."""
+    return np.concatenate([first[..., :3] + _rotate(first[..., 3:], second[..., :3]),
+                           _quat_multiply(first[..., 3:], second[..., 3:])], axis=-1)
+
+
+def _invert(pose: np.ndarray) -> np.ndarray:
+    conjugate = pose[..., 3:] * np.array([-1.0, -1.0, -1.0, 1.0])
+    return np.concatenate([-_rotate(conjugate, pose[..., :3]), conjugate], axis=-1)
+
+
+def _frame_parents(transforms: Transforms, bag: Path) -> dict[str, str]:
+    parents: dict[str, str] = {}
+    for parent, child in zip(transforms.parents, transforms.children):
+        if parents.setdefault(child, parent) != parent:
+            raise BagError(f"{bag}: /tf: frame {child!r} has two parents, {parents[child]!r} and {parent!r}")
+    return parents
+
+
+def _path_to_root(frame: str, parents: dict[str, str]) -> list[str]:
+    path = [frame]
+    while path[-1] in parents and parents[path[-1]] not in path:
+        path.append(parents[path[-1]])
+    return path
+
+
+def _transform_stream(key: str, spec: TransformObservation, transforms: Transforms, bag: Path) -> Stream:
+    """The pose of spec.child_frame in spec.parent_frame: T(parent<-common) ^-1 * T(common<-child)."""
+    parents = _frame_parents(transforms, bag)
+    up_from_child = _path_to_root(spec.child_frame, parents)
+    up_from_parent = _path_to_root(spec.parent_frame, parents)
+    common = next((frame for frame in up_from_child if frame in up_from_parent), None)
+    if common is None:
+        frames = sorted(set(parents) | set(parents.values()))
+        raise BagError(f"{bag}: /tf, /tf_static: no chain of transforms from {spec.parent_frame!r} to "
+                       f"{spec.child_frame!r} for {key} (frames in the bag: {frames})")
+    child_edges = up_from_child[: up_from_child.index(common)]
+    parent_edges = up_from_parent[: up_from_parent.index(common)]
+    stamps = np.array(transforms.header_stamps if spec.stamp_source == "header" else transforms.receive_stamps,
+                      dtype=np.int64)
+    poses = np.array(transforms.poses, dtype=np.float64).reshape(-1, 7)
+    norms = np.linalg.norm(poses[:, 3:], axis=1, keepdims=True)
+    poses[:, 3:] /= np.where(norms > 0, norms, np.nan)
+    children, static = np.array(transforms.children), np.array(transforms.static, dtype=bool)
+    finite = np.isfinite(poses).all(axis=1)
+    parts, read, invalid = [], 0, 0
+    for child in child_edges + parent_edges:
+        on_edge = children == child
+        if on_edge.any() and static[on_edge].any() and not static[on_edge].all():
+            raise BagError(f"{bag}: frame {child!r} is published on both /tf and /tf_static")
+        read += int(on_edge.sum())
+        invalid += int((on_edge & ~finite).sum())
+        usable = on_edge & finite
+        if not usable.any():
+            raise BagError(f"{bag}: /tf: every transform to frame {child!r} (needed by {key}) has NaN/inf")
+        if static[on_edge].all():  # latched: the last one holds at all times
+            last = np.flatnonzero(usable)[-1]
+            parts.append(Series(np.zeros(1, dtype=np.int64), poses[[last]], "hold", np.inf, static=True))
+        else:
+            parts.append(Series(stamps[usable], poses[usable], spec.align.rule, spec.age_limit_s() * 1e9))
+    split = len(child_edges)
+
+    def compose(values: list[np.ndarray]) -> np.ndarray:
+        def chain(edges: list[np.ndarray]) -> np.ndarray:  # edges ordered child-most first
+            pose = np.tile([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], (len(values[0]), 1))
+            for edge in reversed(edges):
+                pose = _compose(pose, edge)
+            return pose
+
+        pose = _compose(_invert(chain(values[split:])), chain(values[:split]))
+        return _pose_field(pose, spec.field)
+
+    return Stream(key, "/tf+/tf_static", spec, parts, read, invalid, compose=compose)
+
+
+def _pose_field(pose: np.ndarray, field: str) -> np.ndarray:
+    return {"position": pose[:, :3], "orientation": pose[:, 3:], "pose": pose}[field]
+
+
+# ---- episodes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class BagReport:
+    path: Path
+    ticks: int
+    kept: int
+    episodes: int
+    streams: list[Stream]
+
+    def lines(self, rate_hz: float, stale: dict[str, int]) -> list[str]:
+        dropped = ", ".join(f"{key} stale at {count}" for key, count in stale.items() if count)
+        lines = [f"{self.path}: {self.ticks} ticks at {rate_hz:g} Hz, kept {self.kept} in {self.episodes} "
+                 f"episode(s); {self.ticks - self.kept} dropped{' (' + dropped + ')' if dropped else ''}"]
+        width = max(len(stream.key) for stream in self.streams)
+        topic_width = max(len(stream.topic) for stream in self.streams)
+        lines.append(f"  {'key':<{width}}  {'topic':<{topic_width}}  {'read':>8} {'used':>8} {'skipped':>8} "
+                     f"{'invalid':>8} {'stale ticks':>11}")
+        for stream in self.streams:
+            skipped = stream.read - stream.used - stream.invalid
+            lines.append(f"  {stream.key:<{width}}  {stream.topic:<{topic_width}}  {stream.read:>8} {stream.used:>8} "
+                         f"{skipped:>8} {stream.invalid:>8} {stale.get(stream.key, 0):>11}")
+        lines += [f"  {stream.key}: dropped {stream.invalid} message(s) with NaN/inf, first at {stream.first_invalid}"
+                  for stream in self.streams if stream.invalid]
+        return lines
+
+
+def _streams(contents: BagContents, contract: Contract) -> list[Stream]:
+    streams = []
+    for key, spec in contract.observations.items():
+        if isinstance(spec, TransformObservation):
+            streams.append(_transform_stream(key, spec, contents.transforms, contents.path))
+        else:
+            streams.append(_topic_stream(key, spec, contents.samples[key], contents.path))
+    streams.append(_topic_stream("action", contract.action, contents.samples["action"], contents.path))
+    return streams
+
+
+def _segments(contents: BagContents, action: Stream, split_gap_s: float | None) -> list[tuple[float, float]]:
+    """[start, stop) time ranges, one per episode before tick-level splitting."""
+    if len(contents.markers):
+        cuts = np.unique(contents.markers).tolist()
+    elif split_gap_s is not None:
+        stamps = action.parts[0].stamps
+        cuts = stamps[1:][np.diff(stamps) > split_gap_s * 1e9].tolist()
+    else:
+        cuts = []
+    bounds = [-np.inf, *cuts, np.inf]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _ticks(streams: list[Stream], start: float, stop: float, period_ns: int) -> np.ndarray:
+    """The grid of one segment: from when every observation stream has started to when one runs out."""
+    observations, action = streams[:-1], streams[-1]
+    first = max(stream.first_stamp_from(start) for stream in observations)
+    if first == -np.inf:  # only held or static observations: start with the actions
+        first = action.first_stamp_from(start)
+    first = max(first, start)
+    last = min(min(stream.end_bound for stream in streams), stop - 1)
+    if last == np.inf:
+        last = max((stream.last_stamp for stream in streams if stream.last_stamp < np.inf), default=np.inf)
+    if not (np.isfinite(first) and np.isfinite(last) and first <= last):
+        return NO_TICKS
+    return int(first) + period_ns * np.arange((int(last) - int(first)) // period_ns + 1, dtype=np.int64)
+
+
+def _runs(mask: np.ndarray) -> list[np.ndarray]:
+    """Index arrays of the maximal runs of True in `mask`."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [np.arange(begin, end) for begin, end in zip(edges[::2], edges[1::2])]
+
+
+def bag_episodes(contents: BagContents, contract: Contract, split_gap_s: float | None = None
+                 ) -> tuple[list[Episode], BagReport, dict[str, int]]:
+    """Resample one bag's samples on the control grid; episodes, the report and stale ticks per key."""
+    streams = _streams(contents, contract)
+    stale = {stream.key: 0 for stream in streams}
+    episodes, total_ticks = [], 0
+    for start, stop in _segments(contents, streams[-1], split_gap_s):
+        ticks = _ticks(streams, start, stop, contract.period_ns)
+        selections = [stream.select(ticks) for stream in streams]
+        for stream, selection in zip(streams, selections):
+            stale[stream.key] += int((~selection.valid).sum())
+        kept = np.logical_and.reduce([selection.valid for selection in selections])
+        total_ticks += len(ticks)
+        for run in _runs(kept):
+            mask = np.zeros(len(ticks), dtype=bool)
+            mask[run] = True
+            values = {stream.key: stream.take(selection, mask) for stream, selection in zip(streams, selections)}
+            actions = values.pop("action")
+            attrs = {"source_bag": str(contents.path), "first_tick_ns": int(ticks[run[0]]),
+                     "control_rate_hz": contract.control_rate_hz}
+            episodes.append(Episode(obs=values, actions=actions, attrs=attrs))
+    report = BagReport(contents.path, total_ticks, sum(len(e.actions) for e in episodes), len(episodes), streams)
+    if not episodes:
+        raise BagError(_empty_result_message(contents.path, streams, stale, total_ticks))
+    return episodes, report, stale
+
+
+def _empty_result_message(bag: Path, streams: list[Stream], stale: dict[str, int], ticks: int) -> str:
+    if ticks == 0:
+        spans = ", ".join(f"{s.key} ({s.topic}) {s.first_stamp / 1e9:.3f}..{s.last_stamp / 1e9:.3f} s"
+                          for s in streams if np.isfinite(s.first_stamp))
+        return f"{bag}: empty result: the streams do not overlap in time ({spans})"
+    reasons = ", ".join(f"{s.key} ({s.topic}) stale at {stale[s.key]}" for s in streams if stale[s.key])
+    return f"{bag}: empty result: none of {ticks} ticks has every stream within tolerance ({reasons})"
+
+
+def convert(bags: list[Path], contract: Contract, out: Path, *, split_topic: str | None = None,
+            split_gap_s: float | None = None, env_args: dict | None = None, valid_fraction: float = 0.1,
+            seed: int = 0, contract_source: str = "", log: Callable[[str], None] = print) -> int:
+    """Convert bags to one Robomimic-format HDF5 file; returns the number of episodes written."""
+    typestore = default_typestore()
+    written = 0
+
+    def episodes() -> Iterator[Episode]:
+        nonlocal written
+        for bag in bags:
+            contents = read_bag(bag, contract, typestore, split_topic)
+            bag_episodes_, report, stale = bag_episodes(contents, contract, split_gap_s)
+            for line in report.lines(contract.control_rate_hz, stale):
+                log(line)
+            written += len(bag_episodes_)
+            yield from bag_episodes_
+
+    split = f"topic {split_topic}" if split_topic else f"action gap > {split_gap_s} s" if split_gap_s else "per bag"
+    attrs = {
+        "source": "rosbag2",
+        "source_bags": [str(bag) for bag in bags],
+        "contract": contract.to_dict(),
+        "contract_file": contract_source,
+        "episode_split": split,
+        "tool": f"mvp_ros {__version__} mvp bag2hdf5",
+    }
+    write_robomimic(out, episodes(), env_args, valid_fraction=valid_fraction, seed=seed, attrs=attrs)
+    return written
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="rosbag2 bag directories (or .mcap/.db3 files)")
+    parser.add_argument("--contract", required=True, type=Path, help="observation contract YAML")
+    parser.add_argument("--out", required=True, type=Path, help="Robomimic-format HDF5 file to write")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--split-topic", metavar="TOPIC", help="start a new episode at each message on TOPIC")
+    split.add_argument("--split-gap", type=float, metavar="SECONDS",
+                       help="start a new episode where the action stream pauses longer than SECONDS")
+    parser.add_argument("--env-args", type=Path, metavar="JSON_FILE",
+                        help="environment description stored as data.attrs['env_args']")
+    parser.add_argument("--valid-fraction", type=float, default=0.1, help="share of episodes in mask/valid")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/valid split")
+
+
+def _read_env_args(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        env_args = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ContractError(f"--env-args {path}: cannot read a JSON object ({error})") from error
+    if not isinstance(env_args, dict):
+        raise ContractError(f"--env-args {path}: expected a JSON object, got {type(env_args).__name__}")
+    return env_args
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.split_gap is not None and args.split_gap <= 0:
+            raise ContractError(f"--split-gap must be > 0 seconds, got {args.split_gap}")
+        contract = load_contract(args.contract)
+        episodes = convert(args.bags, contract, args.out, split_topic=args.split_topic, split_gap_s=args.split_gap,
+                           env_args=_read_env_args(args.env_args), valid_fraction=args.valid_fraction,
+                           seed=args.seed, contract_source=str(args.contract))
+    except (ContractError, BagError, DatasetError) as error:
+        print(f"mvp bag2hdf5: error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {episodes} episode(s) from {len(args.bags)} bag(s)")
+    return 0
