@@ -1,6 +1,7 @@
 """The `mvp` command: one console script, one module per subcommand.
 
-Each subcommand module defines `add_arguments(parser)` and `run(args) -> int`. Modules are
+Each subcommand module defines `add_arguments(parser)` and `run(args) -> int`. Errors from bad
+input end the command with their message and exit status 2 (set MVP_DEBUG=1 for a traceback). Modules are
 imported only when their subcommand runs, so `mvp --help` stays fast and `mvp train` never
 imports rclpy.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -15,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mvp_ros.policy.train", "train a policy on a Robomimic-format HDF5 dataset"),
     "bag2hdf5": ("mvp_ros.data.bag2hdf5", "convert rosbag2 bags to Robomimic-format HDF5 through an observation contract"),
     "demos": ("mvp_ros.data.demos", "write scripted-expert robosuite demonstrations to Robomimic-format HDF5"),
+    "record": ("mvp_ros.ros.recorder_node", "record an observation contract's topics to a rosbag2 bag (MCAP)"),
 }
 
 
@@ -33,7 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, RuntimeError, OSError, KeyError) as error:
+        # Bad input (files, settings, checkpoints) ends with its message, not a traceback;
+        # MVP_DEBUG=1 shows the traceback.
+        if os.environ.get("MVP_DEBUG"):
+            raise
+        print(f"mvp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
