@@ -1,14 +1,15 @@
 """`mvp bag2hdf5`: rosbag2 bags -> Robomimic-format HDF5, through an observation contract.
 
-Every stream of the contract is resampled on one grid at the contract's control rate:
+Every stream of the contract is resampled on one grid per bag at the contract's control rate:
 
-- The grid of an episode starts when every observation stream has a sample and steps by the
-  control period until a stream runs out (its last sample plus its tolerance).
+- The grid starts when every observation stream has a sample and steps by the control period
+  until a stream runs out (its last sample plus its age limit; for `next`, its last sample).
 - At each tick, each stream takes a sample by its rule (asof / hold / next, see
   mvp_ros.data.contract.Alignment). A tick where any stream has no sample within its limit is
   dropped, and the episode is split there: consecutive steps are always one period apart.
-- One bag is one episode, unless split on a marker topic (`--split-topic`: each message's
-  receive time starts a new episode) or on pauses of the action stream (`--split-gap`).
+- One bag is one episode, unless split on a marker topic (`--split-topic`: ticks at or after
+  each message's receive time go to a new episode) or on pauses of the action stream
+  (`--split-gap`: a tick goes to the episode of the command it takes).
 
 Per bag it prints, for each key: messages read, used, skipped (not the sample at any kept tick:
 higher rate than the control rate, outside the episode, or at a dropped tick), invalid (NaN/inf,
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -34,7 +34,7 @@ from mvp_ros.data.contract import (
     TransformObservation,
     load_contract,
 )
-from mvp_ros.data.robomimic import DatasetError, Episode, write_robomimic
+from mvp_ros.data.robomimic import Episode, write_robomimic
 from mvp_ros.data.rosbag_reader import BagContents, BagError, Samples, Transforms, default_typestore, read_bag
 
 NO_TICKS = np.zeros(0, dtype=np.int64)
@@ -96,17 +96,6 @@ class Stream:
     def end_bound(self) -> float:
         """The last time at which this stream can still serve a tick."""
         return self.last_stamp + (0 if self.spec.align.rule == "next" else self.spec.age_limit_s() * 1e9)
-
-    def first_stamp_from(self, start: float) -> float:
-        """The earliest time at or after `start` when every part has a sample (-inf: any time)."""
-        firsts = []
-        for part in self.dynamic:
-            index = np.searchsorted(part.stamps, start)
-            if self.spec.align.rule == "hold" and index > 0:
-                firsts.append(-np.inf)  # an older sample can be held
-            else:
-                firsts.append(part.stamps[index] if index < len(part.stamps) else np.inf)
-        return max(firsts, default=-np.inf)
 
     def select(self, ticks: np.ndarray) -> Selection:
         lookups = [part.lookup(ticks) for part in self.parts]
@@ -266,27 +255,26 @@ def _streams(contents: BagContents, contract: Contract) -> list[Stream]:
     return streams
 
 
-def _segments(contents: BagContents, action: Stream, split_gap_s: float | None) -> list[tuple[float, float]]:
-    """[start, stop) time ranges, one per episode before tick-level splitting."""
+def _cuts(contents: BagContents, action: Stream, split_gap_s: float | None) -> np.ndarray:
+    """Times where a new episode starts: a tick at or after a cut belongs to the next episode."""
     if len(contents.markers):
-        cuts = np.unique(contents.markers).tolist()
-    elif split_gap_s is not None:
-        stamps = action.parts[0].stamps
-        cuts = stamps[1:][np.diff(stamps) > split_gap_s * 1e9].tolist()
-    else:
-        cuts = []
-    bounds = [-np.inf, *cuts, np.inf]
-    return list(zip(bounds[:-1], bounds[1:]))
+        return np.unique(contents.markers)
+    if split_gap_s is None:
+        return NO_TICKS
+    stamps = action.parts[0].stamps
+    gaps = np.flatnonzero(np.diff(stamps) > split_gap_s * 1e9)
+    # A tick belongs to the episode of the command it takes: with `next`, every tick after the last
+    # command before the pause takes a command after it.
+    return stamps[gaps] + 1 if action.spec.align.rule == "next" else stamps[gaps + 1]
 
 
-def _ticks(streams: list[Stream], start: float, stop: float, period_ns: int) -> np.ndarray:
-    """The grid of one segment: from when every observation stream has started to when one runs out."""
+def _ticks(streams: list[Stream], period_ns: int) -> np.ndarray:
+    """The bag's grid: from when every observation stream has started to when a stream runs out."""
     observations, action = streams[:-1], streams[-1]
-    first = max(stream.first_stamp_from(start) for stream in observations)
-    if first == -np.inf:  # only held or static observations: start with the actions
-        first = action.first_stamp_from(start)
-    first = max(first, start)
-    last = min(min(stream.end_bound for stream in streams), stop - 1)
+    first = max(stream.first_stamp for stream in observations)
+    if first == -np.inf:  # only static transforms observed: start with the actions
+        first = action.first_stamp
+    last = min(stream.end_bound for stream in streams)
     if last == np.inf:
         last = max((stream.last_stamp for stream in streams if stream.last_stamp < np.inf), default=np.inf)
     if not (np.isfinite(first) and np.isfinite(last) and first <= last):
@@ -294,36 +282,34 @@ def _ticks(streams: list[Stream], start: float, stop: float, period_ns: int) -> 
     return int(first) + period_ns * np.arange((int(last) - int(first)) // period_ns + 1, dtype=np.int64)
 
 
-def _runs(mask: np.ndarray) -> list[np.ndarray]:
-    """Index arrays of the maximal runs of True in `mask`."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return [np.arange(begin, end) for begin, end in zip(edges[::2], edges[1::2])]
+def _runs(kept: np.ndarray, episode: np.ndarray) -> list[np.ndarray]:
+    """Index arrays of the maximal runs of kept ticks within one episode number."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], kept.astype(np.int8), [0]])))
+    runs = [np.arange(begin, end) for begin, end in zip(edges[::2], edges[1::2])]
+    return [part for run in runs for part in np.split(run, np.flatnonzero(np.diff(episode[run])) + 1)]
 
 
 def bag_episodes(contents: BagContents, contract: Contract, split_gap_s: float | None = None
                  ) -> tuple[list[Episode], BagReport, dict[str, int]]:
     """Resample one bag's samples on the control grid; episodes, the report and stale ticks per key."""
     streams = _streams(contents, contract)
-    stale = {stream.key: 0 for stream in streams}
-    episodes, total_ticks = [], 0
-    for start, stop in _segments(contents, streams[-1], split_gap_s):
-        ticks = _ticks(streams, start, stop, contract.period_ns)
-        selections = [stream.select(ticks) for stream in streams]
-        for stream, selection in zip(streams, selections):
-            stale[stream.key] += int((~selection.valid).sum())
-        kept = np.logical_and.reduce([selection.valid for selection in selections])
-        total_ticks += len(ticks)
-        for run in _runs(kept):
-            mask = np.zeros(len(ticks), dtype=bool)
-            mask[run] = True
-            values = {stream.key: stream.take(selection, mask) for stream, selection in zip(streams, selections)}
-            actions = values.pop("action")
-            attrs = {"source_bag": str(contents.path), "first_tick_ns": int(ticks[run[0]]),
-                     "control_rate_hz": contract.control_rate_hz}
-            episodes.append(Episode(obs=values, actions=actions, attrs=attrs))
-    report = BagReport(contents.path, total_ticks, sum(len(e.actions) for e in episodes), len(episodes), streams)
+    ticks = _ticks(streams, contract.period_ns)
+    selections = [stream.select(ticks) for stream in streams]
+    stale = {stream.key: int((~selection.valid).sum()) for stream, selection in zip(streams, selections)}
+    kept = np.logical_and.reduce([selection.valid for selection in selections])
+    episode_numbers = np.searchsorted(_cuts(contents, streams[-1], split_gap_s), ticks, side="right")
+    episodes = []
+    for run in _runs(kept, episode_numbers):
+        mask = np.zeros(len(ticks), dtype=bool)
+        mask[run] = True
+        values = {stream.key: stream.take(selection, mask) for stream, selection in zip(streams, selections)}
+        actions = values.pop("action")
+        attrs = {"source_bag": str(contents.path), "first_tick_ns": int(ticks[run[0]]),
+                 "control_rate_hz": contract.control_rate_hz}
+        episodes.append(Episode(obs=values, actions=actions, attrs=attrs))
+    report = BagReport(contents.path, len(ticks), int(kept.sum()), len(episodes), streams)
     if not episodes:
-        raise BagError(_empty_result_message(contents.path, streams, stale, total_ticks))
+        raise BagError(_empty_result_message(contents.path, streams, stale, len(ticks)))
     return episodes, report, stale
 
 
@@ -396,15 +382,12 @@ def _read_env_args(path: Path | None) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        if args.split_gap is not None and args.split_gap <= 0:
-            raise ContractError(f"--split-gap must be > 0 seconds, got {args.split_gap}")
-        contract = load_contract(args.contract)
-        episodes = convert(args.bags, contract, args.out, split_topic=args.split_topic, split_gap_s=args.split_gap,
-                           env_args=_read_env_args(args.env_args), valid_fraction=args.valid_fraction,
-                           seed=args.seed, contract_source=str(args.contract))
-    except (ContractError, BagError, DatasetError) as error:
-        print(f"mvp bag2hdf5: error: {error}", file=sys.stderr)
-        return 1
+    """ContractError, BagError and DatasetError carry the message the user sees (via mvp_ros.cli)."""
+    if args.split_gap is not None and args.split_gap <= 0:
+        raise ContractError(f"--split-gap must be > 0 seconds, got {args.split_gap}")
+    contract = load_contract(args.contract)
+    episodes = convert(args.bags, contract, args.out, split_topic=args.split_topic, split_gap_s=args.split_gap,
+                       env_args=_read_env_args(args.env_args), valid_fraction=args.valid_fraction, seed=args.seed,
+                       contract_source=str(args.contract))
     print(f"wrote {args.out}: {episodes} episode(s) from {len(args.bags)} bag(s)")
     return 0

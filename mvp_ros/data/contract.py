@@ -300,6 +300,10 @@ class ActionSpec(StreamSpec):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActionSpec) and self.to_dict() == other.to_dict()
 
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self.names),)
+
     def values(self, msg: Any) -> np.ndarray:
         if self.msgtype == "trajectory_msgs/msg/JointTrajectory":
             return self._trajectory_values(msg)

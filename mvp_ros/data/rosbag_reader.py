@@ -90,9 +90,8 @@ class _Collector:
         self.values.append(values)
 
     def finish(self) -> Samples:
-        shape = getattr(self.spec, "shape", (len(getattr(self.spec, "names", ())),))
         stamps = np.concatenate(self.stamps) if self.stamps else np.zeros(0, dtype=np.int64)
-        values = np.concatenate(self.values) if self.values else np.zeros((0, *shape))
+        values = np.concatenate(self.values) if self.values else np.zeros((0, *self.spec.shape))
         if values.dtype.kind != "f":
             return Samples(stamps, values)
         finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
@@ -133,23 +132,20 @@ class _MessageTopic(_Topic):
     def __init__(self, bag: Path, topic: str, msgtype: str, typestore: Typestore, collectors: list[_Collector]):
         super().__init__(bag, topic, msgtype, typestore)
         self.collectors = collectors
-        self.rows: dict[int, tuple[list[int], list[np.ndarray]]] = {id(c): ([], []) for c in collectors}
+        self.rows: list[tuple[list[int], list[np.ndarray]]] = [([], []) for _ in collectors]
 
     def add(self, raw: bytes, receive_ns: int) -> None:
         message = self.deserialize(raw, receive_ns)
-        for collector in self.collectors:
+        for collector, (stamps, values) in zip(self.collectors, self.rows):
             try:
-                value = collector.spec.values(message)
+                values.append(collector.spec.values(message))
             except MessageError as error:
                 raise self.error(f"does not fit the contract: {error}", receive_ns) from error
-            stamps, values = self.rows[id(collector)]
             stamps.append(collector.spec.stamp(message, receive_ns))
-            values.append(value)
         self.count += 1
 
     def finish(self) -> None:
-        for collector in self.collectors:
-            stamps, values = self.rows[id(collector)]
+        for collector, (stamps, values) in zip(self.collectors, self.rows):
             if values:
                 collector.add(np.array(stamps, dtype=np.int64), np.stack(values))
 
