@@ -101,8 +101,9 @@ class Stream:
         lookups = [part.lookup(ticks) for part in self.parts]
         return Selection(np.logical_and.reduce([valid for _, valid in lookups]), [index for index, _ in lookups])
 
-    def take(self, selection: Selection, mask: np.ndarray) -> np.ndarray:
-        return self.compose([part.take(index[mask]) for part, index in zip(self.parts, selection.indices)])
+    def take(self, selection: Selection, ticks: np.ndarray) -> np.ndarray:
+        """Values at the given tick positions (marking their samples used)."""
+        return self.compose([part.take(index[ticks]) for part, index in zip(self.parts, selection.indices)])
 
     @property
     def used(self) -> int:
@@ -222,14 +223,17 @@ def _pose_field(pose: np.ndarray, field: str) -> np.ndarray:
 @dataclass
 class BagReport:
     path: Path
+    rate_hz: float
     ticks: int
     kept: int
     episodes: int
     streams: list[Stream]
+    stale: dict[str, int]  # key -> ticks without a sample within its limit
 
-    def lines(self, rate_hz: float, stale: dict[str, int]) -> list[str]:
+    def lines(self) -> list[str]:
+        stale = self.stale
         dropped = ", ".join(f"{key} stale at {count}" for key, count in stale.items() if count)
-        lines = [f"{self.path}: {self.ticks} ticks at {rate_hz:g} Hz, kept {self.kept} in {self.episodes} "
+        lines = [f"{self.path}: {self.ticks} ticks at {self.rate_hz:g} Hz, kept {self.kept} in {self.episodes} "
                  f"episode(s); {self.ticks - self.kept} dropped{' (' + dropped + ')' if dropped else ''}"]
         width = max(len(stream.key) for stream in self.streams)
         topic_width = max(len(stream.topic) for stream in self.streams)
@@ -290,8 +294,8 @@ def _runs(kept: np.ndarray, episode: np.ndarray) -> list[np.ndarray]:
 
 
 def bag_episodes(contents: BagContents, contract: Contract, split_gap_s: float | None = None
-                 ) -> tuple[list[Episode], BagReport, dict[str, int]]:
-    """Resample one bag's samples on the control grid; episodes, the report and stale ticks per key."""
+                 ) -> tuple[list[Episode], BagReport]:
+    """Resample one bag's samples on the control grid: its episodes and the report to print."""
     streams = _streams(contents, contract)
     ticks = _ticks(streams, contract.period_ns)
     selections = [stream.select(ticks) for stream in streams]
@@ -300,17 +304,15 @@ def bag_episodes(contents: BagContents, contract: Contract, split_gap_s: float |
     episode_numbers = np.searchsorted(_cuts(contents, streams[-1], split_gap_s), ticks, side="right")
     episodes = []
     for run in _runs(kept, episode_numbers):
-        mask = np.zeros(len(ticks), dtype=bool)
-        mask[run] = True
-        values = {stream.key: stream.take(selection, mask) for stream, selection in zip(streams, selections)}
+        values = {stream.key: stream.take(selection, run) for stream, selection in zip(streams, selections)}
         actions = values.pop("action")
         attrs = {"source_bag": str(contents.path), "first_tick_ns": int(ticks[run[0]]),
                  "control_rate_hz": contract.control_rate_hz}
         episodes.append(Episode(obs=values, actions=actions, attrs=attrs))
-    report = BagReport(contents.path, len(ticks), int(kept.sum()), len(episodes), streams)
+    report = BagReport(contents.path, contract.control_rate_hz, len(ticks), int(kept.sum()), len(episodes), streams, stale)
     if not episodes:
         raise BagError(_empty_result_message(contents.path, streams, stale, len(ticks)))
-    return episodes, report, stale
+    return episodes, report
 
 
 def _empty_result_message(bag: Path, streams: list[Stream], stale: dict[str, int], ticks: int) -> str:
@@ -333,11 +335,11 @@ def convert(bags: list[Path], contract: Contract, out: Path, *, split_topic: str
         nonlocal written
         for bag in bags:
             contents = read_bag(bag, contract, typestore, split_topic)
-            bag_episodes_, report, stale = bag_episodes(contents, contract, split_gap_s)
-            for line in report.lines(contract.control_rate_hz, stale):
+            episodes_of_bag, report = bag_episodes(contents, contract, split_gap_s)
+            for line in report.lines():
                 log(line)
-            written += len(bag_episodes_)
-            yield from bag_episodes_
+            written += len(episodes_of_bag)
+            yield from episodes_of_bag
 
     split = f"topic {split_topic}" if split_topic else f"action gap > {split_gap_s} s" if split_gap_s else "per bag"
     attrs = {

@@ -16,7 +16,6 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 import yaml
 
@@ -66,7 +65,8 @@ class Alignment:
 
 @dataclass(frozen=True, kw_only=True)
 class StreamSpec:
-    """What observations and the action share: a topic, a message type and a sampling rule."""
+    """What observations and the action share: a topic, a message type and a sampling rule.
+    Subclasses have a `key` and implement `values` for their message type."""
 
     topic: str | None
     msgtype: str
@@ -77,6 +77,17 @@ class StreamSpec:
     def stamp(self, msg: Any, receive_time_ns: int) -> int:
         """The sample time in ns: the header stamp, or the receive time, per the contract."""
         return stamp_ns(msg.header.stamp) if self.stamp_source == "header" else int(receive_time_ns)
+
+    def values(self, msg: Any) -> np.ndarray:
+        """The array for this stream, checked for structure (not for NaN); per message type."""
+        raise NotImplementedError
+
+    def extract(self, msg: Any) -> np.ndarray:
+        """One message -> the array for this stream; MessageError (or NonFiniteError) if it doesn't fit."""
+        array = self.values(msg)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise NonFiniteError(f"{self.key}: {self.topic or '/tf'} message has NaN or inf in {array.tolist()}")
+        return array
 
     def age_limit_s(self) -> float:
         """The oldest a sample may be at a tick (asof: tolerance; hold: max_age_s or unbounded)."""
@@ -100,17 +111,6 @@ class ObservationSpec(StreamSpec):
     key: str
     shape: tuple[int, ...]
     dtype: ClassVar[np.dtype] = np.dtype(np.float64)
-
-    def values(self, msg: Any) -> np.ndarray:
-        """The array for this key, checked for structure (not for NaN)."""
-        raise NotImplementedError
-
-    def extract(self, msg: Any) -> np.ndarray:
-        """One message -> the array for this key; MessageError (or NonFiniteError) if it doesn't fit."""
-        array = self.values(msg)
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise NonFiniteError(f"{self.key}: {self.topic} message has NaN or inf in {array.tolist()}")
-        return array
 
     def to_dict(self) -> dict:
         return self._common_dict() | self._own_dict()
@@ -237,6 +237,8 @@ class CompressedImageObservation(ImageObservation):
     """sensor_msgs/CompressedImage holding a JPEG or PNG (8-bit grey or colour), decoded with OpenCV."""
 
     def values(self, msg: Any) -> np.ndarray:
+        import cv2  # here, not at the top: it adds ~0.1 s to every import of the contract
+
         data = np.frombuffer(msg.data, dtype=np.uint8)
         if not (bytes(data[:2]) == _JPEG_MAGIC or bytes(data[:4]) == _PNG_MAGIC):
             raise self._error(f"with format {msg.format!r} holds neither a JPEG nor a PNG")
@@ -256,7 +258,7 @@ class CompressedImageObservation(ImageObservation):
 class TransformObservation(ObservationSpec):
     """The pose of child_frame in parent_frame, composed from /tf and /tf_static.
 
-    Bags: composed through the frame tree by mvp_ros.data.rosbag_reader. Live: look it up with
+    Bags: composed through the frame tree by mvp_ros.data.bag2hdf5. Live: look it up with
     tf2_ros (`buffer.lookup_transform(parent_frame, child_frame, time)`) and pass the resulting
     geometry_msgs/TransformStamped to `extract`.
     """
@@ -325,13 +327,6 @@ class ActionSpec(StreamSpec):
                 f"action: {self.topic} JointTrajectory point has {len(positions)} positions for {len(names)} joints"
             )
         return positions[[names.index(name) for name in self.names]]
-
-    def extract(self, msg: Any) -> np.ndarray:
-        """One command message -> the action vector in `names` order."""
-        array = self.values(msg)
-        if not np.isfinite(array).all():
-            raise NonFiniteError(f"action: {self.topic} message has NaN or inf in {array.tolist()}")
-        return array
 
     def limit(self, action: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
         """Clip to [lower, upper], and to previous +- max_delta when both are known."""
