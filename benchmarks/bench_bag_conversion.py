@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -104,7 +105,8 @@ def main() -> None:
         "joint_state_messages_per_s": args.messages / min(seconds),
         "typestore_read_and_deserialize_messages_per_s": args.messages / typestore_seconds,
         "target_messages_per_s": 50_000,
-        "machine": f"{platform.machine()} {platform.processor() or platform.platform()}",
+        "machine": f"{platform.machine()} {platform.processor() or platform.platform()}, {os.cpu_count()} cores",
+        "load_average_1min": os.getloadavg()[0],  # the machine may be shared: higher load, lower rates
     }
     print(json.dumps(results, indent=2))
     if args.json:
