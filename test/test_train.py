@@ -42,7 +42,7 @@ def train_cli(dataset, out, *extra, config=None):
 
 def read_log(out):
     with (out / "train_log.csv").open() as stream:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(stream)]
+        return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(stream)]
 
 
 @pytest.mark.parametrize("head", ["mvp", "flow", "diffusion", "mlp"])
@@ -61,6 +61,7 @@ def test_training_lowers_the_loss_and_the_checkpoint_acts(dataset, tmp_path, hea
     assert document["policy"]["head"] == head and document["policy"]["hidden_dim"] == 64
     assert document["env_args"]["env_name"] == "Toy"
     assert document["training"]["settings"]["steps"] == 300
+    assert rows[-1]["valid_loss"] > 0 and (out / "loss.png").stat().st_size > 1000
 
     policy = Policy.load(out, device="cpu")
     chunk = policy.act({"position": np.array([0.2, -0.3, 0.5], dtype=np.float32)})
@@ -102,3 +103,33 @@ def test_bad_settings_name_what_is_wrong(tmp_path, dataset, capsys):
                  "--obs-keys", "position", "--no-progress"]) == 2
     assert "missing.hdf5" in capsys.readouterr().err
     assert not (tmp_path / "o" / "config.json").exists()
+
+
+def test_resume_continues_from_the_saved_step(dataset, tmp_path):
+    out = tmp_path / "run"
+    common = ["--obs-keys", "position", "--batch-size", "16", "--horizon", "2", "--seed", "3"]
+    assert train_cli(dataset, out, *common, "--steps", "30", config={"checkpoint_every": 20}) == 0
+    state = json.loads((out / "training_state.json").read_text())
+    assert state["step"] == 30
+    first_weights = (out / "model.safetensors").read_bytes()
+
+    assert main(["train", "--out", str(out), "--resume", "--steps", "50", "--no-progress"]) == 0
+    rows = read_log(out)
+    assert [row["step"] for row in rows] == [10, 20, 30, 40, 50]
+    assert json.loads((out / "training_state.json").read_text())["step"] == 50
+    assert json.loads((out / "config.json").read_text())["training"]["step"] == 50
+    assert (out / "model.safetensors").read_bytes() != first_weights
+
+
+def test_resume_refuses_what_would_lose_work(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_cli(dataset, out, "--obs-keys", "position", "--steps", "5", "--batch-size", "8") == 0
+    assert train_cli(dataset, out, "--obs-keys", "position", "--steps", "5", "--batch-size", "8") == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--steps", "5", "--no-progress"]) == 2
+    assert "already trained to step 5" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--steps", "9", "--head", "flow", "--no-progress"]) == 2
+    assert "head was 'mvp'" in capsys.readouterr().err
+    (out / "training_state.safetensors").unlink()
+    assert main(["train", "--out", str(out), "--resume", "--steps", "9", "--no-progress"]) == 2
+    assert "training_state.safetensors is missing" in capsys.readouterr().err

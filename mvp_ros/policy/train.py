@@ -2,12 +2,18 @@
 
 Settings come from dataclass defaults, then an optional YAML `--config`, then command-line
 flags; the merged settings are stored in the checkpoint so a run can be repeated.
+
+The output directory holds the checkpoint (`model.safetensors` with the EMA weights +
+`config.json`), `train_log.csv`, `loss.png`, and `training_state.safetensors` +
+`training_state.json` (raw weights, optimizer moments, step, random states) for `--resume`.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..data.robomimic import RobomimicDataset, open_hdf5
-from .checkpoint import save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
 from .config import HEADS, ConfigError, PolicyConfig
 from .model import ChunkPolicyModel
 from .normalizer import Normalization
 from .policy import resolve_device
+
+STATE_WEIGHTS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+LOG_FILE = "train_log.csv"
+PLOT_FILE = "loss.png"
 
 
 @dataclass
@@ -37,9 +49,12 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 3e-4
     weight_decay: float = 0.0
+    ema_decay: float = 0.995
     device: str = "auto"
     seed: int = 0
     log_every: int = 100
+    validate_every: int = 500
+    checkpoint_every: int = 1000
     policy: dict = field(default_factory=dict)  # PolicyConfig fields, e.g. {hidden_dim: 256, ivc_weight: 0.5}
 
     def validate(self) -> None:
@@ -49,14 +64,17 @@ class TrainConfig:
             raise ConfigError("out: no output directory given (--out DIR or `out:` in the config)")
         if not self.obs_keys:
             raise ConfigError("obs_keys: no observation keys given (--obs-keys k1,k2 or `obs_keys:` in the config)")
-        for name in ("steps", "horizon", "frame_stack", "batch_size", "log_every"):
+        for name in ("steps", "horizon", "frame_stack", "batch_size", "log_every", "validate_every",
+                     "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
 
 
-def load_train_config(path: str | Path | None, overrides: dict) -> TrainConfig:
-    """Defaults < YAML file < overrides (entries that are None are ignored)."""
-    values: dict = {}
+def load_train_config(path: str | Path | None, overrides: dict, base: dict | None = None) -> TrainConfig:
+    """Defaults < base (a resumed run's settings) < YAML file < overrides (None entries are ignored)."""
+    values: dict = dict(base or {})
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
@@ -84,47 +102,175 @@ def to_tensors(batch: dict, device: torch.device) -> tuple[dict[str, torch.Tenso
     return obs, actions
 
 
-def train(config: TrainConfig, progress: bool = True) -> Path:
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+def load_datasets(config: TrainConfig) -> tuple[RobomimicDataset, RobomimicDataset | None]:
+    """Training windows from mask/train (all demos if there is no mask) and validation from mask/valid."""
     with open_hdf5(config.dataset) as file:
-        filter_key = "train" if "mask" in file and "train" in file["mask"] else None
-    dataset = RobomimicDataset(config.dataset, config.obs_keys, action_horizon=config.horizon,
-                               frame_stack=config.frame_stack, filter_key=filter_key)
+        masks = set(file["mask"].keys()) if "mask" in file else set()
+    options = dict(obs_keys=config.obs_keys, action_horizon=config.horizon, frame_stack=config.frame_stack)
+    train_set = RobomimicDataset(config.dataset, filter_key="train" if "train" in masks else None, **options)
+    valid_set = RobomimicDataset(config.dataset, filter_key="valid", **options) if "valid" in masks else None
+    return train_set, valid_set
+
+
+def build_model(config: TrainConfig, dataset: RobomimicDataset) -> tuple[ChunkPolicyModel, Normalization]:
     policy_config = PolicyConfig(head=config.head, action_dim=dataset.action_dim, horizon=config.horizon,
                                  obs_shapes=dataset.obs_shapes, frame_stack=config.frame_stack, **config.policy)
     normalization = Normalization.from_data(
         dataset.all_actions(), {key: dataset.all_obs(key) for key in policy_config.lowdim_keys})
-    model = ChunkPolicyModel(policy_config, normalization).to(device)
+    return ChunkPolicyModel(policy_config, normalization), normalization
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for ema_parameter, parameter in zip(ema.parameters(), model.parameters()):
+        ema_parameter.lerp_(parameter, 1.0 - decay)
+
+
+@torch.no_grad()
+def validation_loss(model: ChunkPolicyModel, dataset: RobomimicDataset, device: torch.device,
+                    batch_size: int, seed: int, max_batches: int = 8) -> float:
+    """Mean loss over fixed windows with fixed noise, so successive values are comparable."""
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator(device=device)
+    losses = []
+    for index in range(max_batches):
+        generator.manual_seed(seed + index)
+        obs, actions = to_tensors(dataset.get_batch(rng.integers(len(dataset), size=batch_size)), device)
+        with torch.enable_grad():  # the MVP target needs a JVP, which runs under autograd
+            loss, _ = model.loss(obs, actions, generator)
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def save_training_state(out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        rng: np.random.Generator, generator: torch.Generator) -> None:
+    tensors = {f"model.{name}": tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    for parameter, state in optimizer.state.items():
+        for key, value in state.items():
+            tensors[f"optimizer.{names[id(parameter)]}.{key}"] = value.detach().cpu().reshape(value.shape).contiguous()
+    tensors["generator_state"] = generator.get_state()
+    save_file(tensors, str(out / STATE_WEIGHTS))
+    (out / STATE_JSON).write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state}, indent=2))
+
+
+def restore_training_state(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           rng: np.random.Generator, generator: torch.Generator) -> int:
+    for name in (STATE_WEIGHTS, STATE_JSON):
+        if not (out / name).is_file():
+            raise CheckpointError(f"cannot resume: {out / name} is missing (was the run saved with this mvp_ros?)")
+    try:
+        tensors = load_file(str(out / STATE_WEIGHTS))
+        document = json.loads((out / STATE_JSON).read_text())
+    except Exception as error:  # safetensors and json raise several types for a damaged file
+        raise CheckpointError(f"cannot resume from {out}: training state unreadable ({error})") from None
+    model.load_state_dict({name[len("model."):]: tensor for name, tensor in tensors.items()
+                           if name.startswith("model.")})
+    for name, parameter in model.named_parameters():
+        prefix = f"optimizer.{name}."
+        state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+        if state:
+            optimizer.state[parameter] = {key: value.to(parameter.device) for key, value in state.items()}
+    generator.set_state(tensors["generator_state"])
+    rng.bit_generator.state = document["numpy_rng"]
+    return int(document["step"])
+
+
+def plot_losses(log_path: Path, plot_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with log_path.open() as stream:
+        rows = list(csv.DictReader(stream))
+    if not rows:
+        return
+    figure, axis = plt.subplots(figsize=(7, 4))
+    steps = [int(row["step"]) for row in rows]
+    for column in [name for name in rows[0] if name.startswith("loss") or name == "valid_loss"]:
+        points = [(step, float(row[column])) for step, row in zip(steps, rows) if row[column] not in ("", None)]
+        if points:
+            axis.plot(*zip(*points), label=column, marker="o" if column == "valid_loss" else None)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    axis.set_title(log_path.parent.name)
+    figure.tight_layout()
+    figure.savefig(plot_path, dpi=100)
+    plt.close(figure)
+
+
+def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
+    device = resolve_device(config.device)
+    out = Path(config.out)
+    if resume:
+        saved = read_checkpoint_info(out).training.get("settings", {})
+        for name in ("dataset", "obs_keys", "head", "horizon", "frame_stack"):
+            if name in saved and saved[name] != getattr(config, name):
+                raise ConfigError(f"cannot resume {out}: {name} was {saved[name]!r}, now {getattr(config, name)!r}")
+    elif (out / "config.json").exists():
+        raise ConfigError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    train_set, valid_set = load_datasets(config)
+    model, normalization = build_model(config, train_set)
+    model.to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-
-    out = Path(config.out)
+    start = 0
+    if resume:
+        start = restore_training_state(out, model, optimizer, rng, generator)
+        if start >= config.steps:
+            raise ConfigError(f"{out} is already trained to step {start}; pass a larger --steps to continue")
+        ema.load_state_dict(load_checkpoint(out, device)[0].state_dict())
     out.mkdir(parents=True, exist_ok=True)
+
+    def save(step: int, metrics: dict) -> Path:
+        save_training_state(out, step, model, optimizer, rng, generator)
+        training = {"settings": dataclasses.asdict(config), "step": step, "dataset_demos": len(train_set.demo_names),
+                    "dataset_windows": len(train_set), "valid_demos": len(valid_set.demo_names) if valid_set else 0,
+                    "metrics": metrics, "device": str(device), "ema_decay": config.ema_decay}
+        path = save_checkpoint(out, ema, normalization, env_args=train_set.env_args, training=training)
+        plot_losses(out / LOG_FILE, out / PLOT_FILE)
+        return path
+
+    log_path = out / LOG_FILE
+    columns = ["step", "seconds", *_metric_names(config.head), "valid_loss"]
+    append = resume and log_path.exists()
     started = time.perf_counter()
-    with (out / "train_log.csv").open("w", newline="") as log_file:
-        log = None
-        bar = tqdm(range(1, config.steps + 1), desc=f"train {config.head}", disable=not progress, unit="step")
+    metrics: dict = {}
+    with log_path.open("a" if append else "w", newline="") as log_file:
+        log = csv.DictWriter(log_file, fieldnames=columns)
+        if not append:
+            log.writeheader()
+        bar = tqdm(range(start + 1, config.steps + 1), desc=f"train {config.head}", disable=not progress,
+                   unit="step", initial=start, total=config.steps)
         for step in bar:
-            obs, actions = to_tensors(dataset.get_batch(rng.integers(len(dataset), size=config.batch_size)), device)
+            obs, actions = to_tensors(train_set.get_batch(rng.integers(len(train_set), size=config.batch_size)), device)
             loss, metrics = model.loss(obs, actions, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if step % config.log_every == 0 or step == config.steps:
-                row = {"step": step, "seconds": round(time.perf_counter() - started, 3), **metrics}
-                if log is None:
-                    log = csv.DictWriter(log_file, fieldnames=list(row))
-                    log.writeheader()
-                log.writerow(row)
+            update_ema(ema, model, config.ema_decay if step > 1 else 0.0)
+            last = step == config.steps
+            if valid_set is not None and (step % config.validate_every == 0 or last):
+                metrics["valid_loss"] = validation_loss(ema, valid_set, device, config.batch_size, config.seed)
+            if step % config.log_every == 0 or last or "valid_loss" in metrics:
+                log.writerow({"step": step, "seconds": round(time.perf_counter() - started, 3), **metrics})
                 log_file.flush()
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-    seconds = time.perf_counter() - started
-    training = {"settings": dataclasses.asdict(config), "dataset_demos": len(dataset.demo_names),
-                "dataset_windows": len(dataset), "filter_key": filter_key, "seconds": round(seconds, 2),
-                "final_loss": metrics["loss"], "device": str(device)}
-    return save_checkpoint(out, model, normalization, env_args=dataset.env_args, training=training)
+            if step % config.checkpoint_every == 0 and not last:
+                save(step, metrics)
+    return save(config.steps, metrics)
+
+
+def _metric_names(head: str) -> list[str]:
+    return ["loss", "loss_mf", "loss_ivc"] if head == "mvp" else ["loss"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,13 +279,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="checkpoint directory to write")
     parser.add_argument("--obs-keys", dest="obs_keys", help="comma-separated observation keys, e.g. robot0_eef_pos,object")
     parser.add_argument("--head", choices=HEADS)
-    parser.add_argument("--steps", type=int)
+    parser.add_argument("--steps", type=int, help="total optimizer steps (with --resume: the new total)")
     parser.add_argument("--horizon", type=int, help="action chunk length")
     parser.add_argument("--frame-stack", dest="frame_stack", type=int)
     parser.add_argument("--batch-size", dest="batch_size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
 
@@ -147,7 +294,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in
                  ("dataset", "out", "obs_keys", "head", "steps", "horizon", "frame_stack", "batch_size", "lr",
                   "device", "seed")}
-    config = load_train_config(args.config, overrides)
-    checkpoint = train(config, progress=not args.no_progress)
+    base = None
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out, the directory of the run to continue")
+        base = read_checkpoint_info(args.out).training.get("settings")
+    config = load_train_config(args.config, overrides, base)
+    checkpoint = train(config, progress=not args.no_progress, resume=args.resume)
     print(f"saved checkpoint to {checkpoint}")
     return 0
