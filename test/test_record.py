@@ -210,18 +210,22 @@ def test_sigterm_mid_stream_leaves_a_complete_sqlite3_bag(tmp_path: Path, ros_en
 
 
 @pytest.mark.slow
-def test_duration_set_through_ros_parameters_stops_the_recording(tmp_path: Path, ros_env, contract: Path) -> None:
+def test_parameters_from_ros_args_duration_and_a_topic_of_another_type(tmp_path: Path, ros_env, contract: Path) -> None:
     publisher = start_publisher(ros_env, "--rate", "50")
     bag_path = tmp_path / "bag"
-    parameters = [f"contract:={contract}", f"out:={bag_path}", "duration:=1.5", "storage:=mcap"]
+    wrong_type = "/fixture/static:std_msgs/msg/Float64MultiArray"  # the fixture publishes a String there
+    parameters = [f"contract:={contract}", f"out:={bag_path}", "duration:=1.5", f"extra_topics:=['{wrong_type}']"]
     recorder = start_recorder(ros_env, "--ros-args", *(arg for p in parameters for arg in ("-p", p)))
     try:
-        returncode, stdout, stderr = recorder.stop(sig=None)
+        returncode, stdout, stderr = recorder.stop(sig=None)  # the duration ends it
     finally:
         publisher.stop()
     assert returncode == 0, stderr
+    assert "/fixture/static is published as ['std_msgs/msg/String'] but recorded as std_msgs/msg/Float64MultiArray" in stderr
+    assert summary_counts(stdout)["/fixture/static"] == "0 (no publisher of this type was discovered)"
 
     bag = read_bag(bag_path)
+    assert "/fixture/static" not in bag
     indices = check_values(bag)
     for topic in RELIABLE_TOPICS:
         assert_contiguous(indices[topic], topic)
@@ -260,6 +264,8 @@ def test_a_type_without_its_python_package_is_reported_and_the_rest_recorded(tmp
         (["--contract", "{contract}", "--ros-args", "-p", "storage:=zip"], "storage must be one of ['mcap', 'sqlite3'], got 'zip'"),
         (["--contract", "{contract}", "--duration", "-1"], "duration must be >= 0 seconds"),
     ],
+    ids=["out-exists", "malformed-extra-topic", "unknown-type", "type-conflict", "missing-contract",
+         "no-topics", "bad-storage", "negative-duration"],
 )
 def test_bad_input_names_the_offending_thing(tmp_path: Path, contract: Path, capsys, arguments, message) -> None:
     (tmp_path / "exists").mkdir()
