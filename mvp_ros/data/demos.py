@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mvp_ros.data.robomimic import Episode, write_robomimic
-from mvp_ros.sim.envs import TASKS, SimEnv, env_args_for, make_env
+from mvp_ros.sim.envs import SimEnv, env_args_for, make_env
 
 LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos", "object")
 IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
@@ -73,16 +73,11 @@ def _rotation_vector(rotation: np.ndarray) -> np.ndarray:
     if angle < 1e-6:
         return np.zeros(3)
     axis = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
-    if np.sin(angle) < 1e-3:  # near pi: take the axis from the symmetric part
+    if np.sin(angle) < 1e-3:  # near pi the antisymmetric part vanishes: use the diagonal
         axis = np.sqrt(np.clip((np.diag(rotation) + 1.0) / 2.0, 0.0, None))
         axis[1] = np.copysign(axis[1], rotation[0, 1] + rotation[1, 0])
         axis[2] = np.copysign(axis[2], rotation[0, 2] + rotation[2, 0])
-        return axis / np.linalg.norm(axis) * angle
     return axis / np.linalg.norm(axis) * angle
-
-
-def _wrap_angle(angle: float) -> float:
-    return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
 class WaypointExpert:
@@ -132,7 +127,7 @@ def plan_lift(env: SimEnv, obs: dict[str, np.ndarray], rng: np.random.Generator)
     nearest_yaw, other_yaw = _face_aligned_yaws(cube_quat)
     grasp = cube_position + np.array([*rng.uniform(-0.006, 0.006, 2), rng.uniform(-0.004, 0.006)])
     lift = grasp + np.array([*rng.uniform(-0.03, 0.03, 2), rng.uniform(0.10, 0.20)])
-    close = Waypoint(grasp, 0.0, CLOSED, tolerance=0.02, hold_steps=int(rng.integers(6, 10)))
+    closing_steps = int(rng.integers(6, 10))
     strategy = str(rng.choice(["top", "side"]))
     if strategy == "top":
         yaw = nearest_yaw + rng.normal(0.0, 0.05)
@@ -149,12 +144,49 @@ def plan_lift(env: SimEnv, obs: dict[str, np.ndarray], rng: np.random.Generator)
             Waypoint(beside, yaw, OPEN, tolerance=0.01),
             Waypoint(grasp, yaw, OPEN, tolerance=0.008),
         ]
-    close = Waypoint(grasp, yaw, CLOSED, tolerance=0.02, hold_steps=close.hold_steps)
-    return strategy, [*approach, close, Waypoint(lift, yaw, CLOSED)]
+    grasping = Waypoint(grasp, yaw, CLOSED, tolerance=0.02, hold_steps=closing_steps)
+    return strategy, [*approach, grasping, Waypoint(lift, yaw, CLOSED)]
+
+
+def plan_can(env: SimEnv, obs: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[str, list[Waypoint]]:
+    # PickPlaceCan's `object` is (can-to-hand position, can-to-hand quaternion, can position, can quaternion).
+    can_position = obs["object"][7:10]
+    robosuite_env = env.unwrapped
+    target = robosuite_env.target_bin_placements[robosuite_env.object_id]  # centre of the can's bin quarter
+    # The far half of that quarter is at the edge of the Panda's reach: release in the near corner,
+    # clear of the walls (can radius 2.5 cm, walls 1 cm thick).
+    near_corner = target[:2] - robosuite_env.bin_size[:2] / 4 + 0.045
+    grasp = can_position + np.array([*rng.uniform(-0.005, 0.005, 2), rng.uniform(0.012, 0.025)])
+    release = np.array([*(near_corner + rng.uniform(0.0, 0.025, 2)), grasp[2] + rng.uniform(0.04, 0.07)])
+    strategy = str(rng.choice(["high", "low"]))
+    if strategy == "high":
+        yaw = rng.normal(0.0, 0.15)
+        carry_height = rng.uniform(1.04, 1.08)
+        carry = [
+            Waypoint(np.array([*grasp[:2], carry_height]), yaw, CLOSED, tolerance=0.03),
+            Waypoint(np.array([*release[:2], carry_height]), yaw, CLOSED, tolerance=0.03),
+        ]
+    else:
+        yaw = np.pi / 2 + rng.normal(0.0, 0.15)
+        carry = [
+            Waypoint(grasp + np.array([0.0, 0.0, rng.uniform(0.10, 0.13)]), yaw, CLOSED, tolerance=0.03),
+            Waypoint(np.array([*release[:2], rng.uniform(0.99, 1.01)]), yaw, CLOSED, tolerance=0.03),
+        ]
+    hover = grasp + np.array([0.0, 0.0, rng.uniform(0.06, 0.12)])
+    return strategy, [
+        Waypoint(hover, yaw, OPEN, tolerance=0.02),
+        Waypoint(grasp, yaw, OPEN, tolerance=0.008),
+        Waypoint(grasp, yaw, CLOSED, tolerance=0.02, hold_steps=int(rng.integers(8, 12))),
+        *carry,
+        Waypoint(release, yaw, CLOSED, tolerance=0.025),
+        Waypoint(release, yaw, OPEN, tolerance=0.03, hold_steps=int(rng.integers(4, 8))),
+        Waypoint(release + np.array([0.0, 0.0, 0.12]), yaw, OPEN),
+    ]
 
 
 PLANNERS: dict[str, Callable[[SimEnv, dict[str, np.ndarray], np.random.Generator], tuple[str, list[Waypoint]]]] = {
     "lift": plan_lift,
+    "can": plan_can,
 }
 
 
@@ -253,10 +285,11 @@ def run(args: argparse.Namespace) -> int:
     obs_keys = LOW_DIM_KEYS + (IMAGE_KEYS if args.images else ())
     stats = DemoStats()
     provenance = {
-        "source": "mvp demos (scripted expert)",
+        "source": "mvp demos (scripted experts, mvp_ros.data.demos)",
         "task": args.task,
         "seed": args.seed,
-        "command": " ".join(["mvp", *sys.argv[1:]]) if sys.argv[0].endswith("mvp") else "mvp demos",
+        "images": bool(args.images),
+        "max_attempts": max_attempts,
     }
     try:
         write_robomimic(

@@ -123,9 +123,9 @@ class SimEnv:
             # robosuite's placement samplers and robot initialisation hold a reference to `env.rng`;
             # re-seeding that generator in place reaches all of them.
             self.unwrapped.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
-        raw = self.unwrapped.reset()
+        self.unwrapped.reset()
         self._disable_costly_rendering()
-        return self._observation(raw)
+        return self._fresh_observation()
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, dict[str, Any]]:
         """Apply one action; `done` is true at success or once `horizon` steps have been taken."""
@@ -158,7 +158,7 @@ class SimEnv:
         self._disable_costly_rendering()
         self.unwrapped.sim.set_state_from_flattened(state)
         self.unwrapped.sim.forward()
-        return self._observation(self.unwrapped._get_observations(force_update=True))
+        return self._fresh_observation()
 
     def model_xml(self) -> str:
         """The MuJoCo model of the current episode (robomimic stores it as the demo's `model_file`)."""
@@ -173,6 +173,12 @@ class SimEnv:
 
     def close(self) -> None:
         self.unwrapped.close()
+
+    def _fresh_observation(self) -> dict[str, np.ndarray]:
+        # Some robosuite sensors (e.g. Can_to_robot0_eef_pos) read other sensors' values from a cache
+        # that a reset empties, so the first update after a reset gives zeros; a second one fills them.
+        self.unwrapped._get_observations(force_update=True)
+        return self._observation(self.unwrapped._get_observations(force_update=True))
 
     def _observation(self, raw: dict[str, Any]) -> dict[str, np.ndarray]:
         observation: dict[str, np.ndarray] = {}
