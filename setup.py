@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "mvp = mvp_ros.cli:main",
+            "recorder_node = mvp_ros.ros.recorder_node:main",
         ],
     },
 )
