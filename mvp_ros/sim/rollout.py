@@ -1,0 +1,127 @@
+"""Action-chunk execution and closed-loop episodes: the conventions `mvp eval` and the ROS nodes share.
+
+A chunk policy predicts `horizon` (h) actions at once. `ChunkExecutor` turns chunks into one action
+per control step:
+
+- open loop: execute the first k of the h actions (`execute`, default h), then ask for a new chunk;
+- temporal ensembling (ACT, Zhao et al. 2023): ask for a chunk every k steps (default 1) and execute,
+  at each step, the weighted mean of every prediction made for that step by the chunks still
+  covering it. Ordered from the oldest prediction (i = 0) to the newest, the weights are
+  `w_i = exp(-decay * i) / sum_j exp(-decay * j)`, so older predictions weigh more; ACT uses
+  decay 0.01.
+
+The executor knows nothing of environments, ROS or torch, so a ROS node calls it the same way:
+
+    executor.reset()                      # start of an episode
+    if executor.needs_chunk:
+        executor.add_chunk(policy.act(obs))
+    action = executor.next_action()       # one control step
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from mvp_ros.sim.envs import SimEnv
+
+ACT_ENSEMBLE_DECAY = 0.01
+
+
+class ChunkPolicy(Protocol):
+    """What `run_episode` needs from a policy; `mvp_ros.policy.Policy` is one."""
+
+    obs_keys: list[str]
+    horizon: int
+
+    def reset(self, seed: int | None = None) -> None: ...
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class ChunkExecutor:
+    def __init__(self, horizon: int, execute: int | None = None, temporal_ensemble: bool = False,
+                 ensemble_decay: float = ACT_ENSEMBLE_DECAY) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if execute is None:
+            execute = 1 if temporal_ensemble else horizon
+        if not 1 <= execute <= horizon:
+            raise ValueError(f"execute must be between 1 and the chunk horizon {horizon}, got {execute}")
+        if ensemble_decay < 0:
+            raise ValueError(f"ensemble_decay must be >= 0, got {ensemble_decay}")
+        self.horizon = horizon
+        self.execute = execute
+        self.temporal_ensemble = temporal_ensemble
+        self.ensemble_decay = ensemble_decay
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all chunks (start of an episode)."""
+        self._step = 0
+        self._chunks: deque[tuple[int, np.ndarray]] = deque()  # (step it was planned at, chunk), oldest first
+
+    @property
+    def needs_chunk(self) -> bool:
+        """True when the next action needs a new chunk first."""
+        return not self._chunks or self._step - self._chunks[-1][0] >= self.execute
+
+    def add_chunk(self, chunk: np.ndarray) -> None:
+        """A chunk (horizon, action_dim) planned from the observation of the current step."""
+        chunk = np.asarray(chunk, dtype=np.float64)
+        if chunk.ndim != 2 or chunk.shape[0] != self.horizon:
+            raise ValueError(f"a chunk must have shape (horizon={self.horizon}, action_dim), got {chunk.shape}")
+        if not self.temporal_ensemble:
+            self._chunks.clear()
+        self._chunks.append((self._step, chunk))
+
+    def next_action(self) -> np.ndarray:
+        """The action for the current step; advances to the next step."""
+        if self.needs_chunk:
+            raise RuntimeError(f"step {self._step} needs a new chunk: call add_chunk first")
+        while self._step - self._chunks[0][0] >= self.horizon:  # chunks that no longer cover this step
+            self._chunks.popleft()
+        predictions = np.stack([chunk[self._step - planned_at] for planned_at, chunk in self._chunks])
+        weights = np.exp(-self.ensemble_decay * np.arange(len(predictions)))
+        self._step += 1
+        return weights @ predictions / weights.sum()
+
+
+@dataclass
+class EpisodeResult:
+    success: bool
+    steps: int
+    inference_ms: list[float] = field(default_factory=list)  # one entry per policy.act call
+    frames: list[np.ndarray] = field(default_factory=list)  # (H, W, 3) uint8, right side up, if recorded
+
+
+def run_episode(env: SimEnv, policy: ChunkPolicy, seed: int, max_steps: int, executor: ChunkExecutor,
+                record_frames: bool = False, camera: str = "agentview", frame_size: int = 256) -> EpisodeResult:
+    """One seeded episode, ended by success or after `max_steps` steps.
+
+    The environment and the policy's sampling noise are both seeded with `seed`. With
+    `record_frames`, a `camera` image (frame_size x frame_size) is rendered after the reset and after
+    every step; otherwise nothing is rendered.
+    """
+    obs = env.reset(seed=seed)
+    policy.reset(seed)
+    executor.reset()
+    result = EpisodeResult(success=False, steps=0)
+    if record_frames:
+        result.frames.append(env.render(camera, frame_size, frame_size))
+    while result.steps < max_steps and not result.success:
+        if executor.needs_chunk:
+            policy_obs = {key: obs[key] for key in policy.obs_keys}
+            started = time.perf_counter()
+            chunk = policy.act(policy_obs)
+            result.inference_ms.append((time.perf_counter() - started) * 1e3)
+            executor.add_chunk(chunk)
+        obs, _, _, info = env.step(executor.next_action())
+        result.steps += 1
+        result.success = bool(info["success"])
+        if record_frames:
+            result.frames.append(env.render(camera, frame_size, frame_size))
+    return result
