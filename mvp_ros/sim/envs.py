@@ -114,6 +114,9 @@ class SimEnv:
         self.action_low, self.action_high = (np.asarray(bound) for bound in robosuite_env.action_spec)
         self.action_dim = int(self.action_low.shape[0])
         self._robot_prefix = robosuite_env.robots[0].robot_model.naming_prefix
+        # MuJoCo's XML export rounds numbers: run the model exactly as `model_xml()` writes it, so
+        # an episode recorded here replays exactly in an environment rebuilt from its model_file.
+        robosuite_env.reset_from_xml_string(robosuite_env.edit_model_xml(self.model_xml()))
         self._disable_costly_rendering()
         self.observation_keys = tuple(self._observation(robosuite_env.observation_spec()))
 
@@ -125,6 +128,8 @@ class SimEnv:
             self.unwrapped.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
         self.unwrapped.reset()
         self._disable_costly_rendering()
+        self._restart_controllers()
+        self._cold_start_solver()
         return self._fresh_observation()
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, dict[str, Any]]:
@@ -146,8 +151,15 @@ class SimEnv:
         """The flattened MuJoCo state (time, qpos, qvel), as robomimic stores it under `states`."""
         return np.array(self.unwrapped.sim.get_state().flatten())
 
-    def reset_to(self, state: np.ndarray) -> dict[str, np.ndarray]:
-        """Reset, then set the simulator to a flattened state from `get_state` (e.g. `states[0]`)."""
+    def reset_to(self, state: np.ndarray, model_xml: str | None = None) -> dict[str, np.ndarray]:
+        """Reset, then set the simulator to a flattened state from `get_state` (e.g. `states[0]`).
+
+        robosuite draws some model parameters (e.g. Lift's cube size) when it builds the model, so
+        two environments made from the same env_args can differ: to replay a recorded episode, pass
+        its `model_file` as `model_xml` and the model is rebuilt from it first.
+        """
+        if model_xml is not None and model_xml != self.model_xml():
+            self.unwrapped.reset_from_xml_string(self.unwrapped.edit_model_xml(model_xml))
         state = np.asarray(state, dtype=np.float64)
         expected = self.get_state().shape
         if state.shape != expected:
@@ -158,6 +170,8 @@ class SimEnv:
         self._disable_costly_rendering()
         self.unwrapped.sim.set_state_from_flattened(state)
         self.unwrapped.sim.forward()
+        self._restart_controllers()
+        self._cold_start_solver()
         return self._fresh_observation()
 
     def model_xml(self) -> str:
@@ -173,6 +187,21 @@ class SimEnv:
 
     def close(self) -> None:
         self.unwrapped.close()
+
+    def _cold_start_solver(self) -> None:
+        # The contact solver's warm start is not part of the flattened state: starting every episode
+        # cold makes an episode restored from its `states[0]` replay the same trajectory.
+        self.unwrapped.sim.data.qacc_warmstart[:] = 0.0
+
+    def _restart_controllers(self) -> None:
+        # robosuite builds the controllers during its reset, before the fingers and objects are
+        # placed, and they keep what they saw then (the OSC null-space target, the mass matrix, the
+        # fingers' start). Rebuilding them from the episode's initial state, in reset() and
+        # reset_to() alike, makes an episode restored from `states[0]` replay exactly.
+        for robot in self.unwrapped.robots:
+            robot._load_controller()
+            robot.composite_controller.update_state()
+            robot.composite_controller.reset()
 
     def _fresh_observation(self) -> dict[str, np.ndarray]:
         # Some robosuite sensors (e.g. Can_to_robot0_eef_pos) read other sensors' values from a cache
