@@ -1,0 +1,142 @@
+"""Critic ensemble Q_phi(s, A) over action chunks, best-of-N acting, and the critic's files.
+
+The critic has its own observation encoder, built like the policy's (low-dim keys standardized
+with the checkpoint's statistics, one small CNN per camera). The policy is trained only by the
+MVP loss, so the TD loss must not reach its encoder either; for low-dim observations the encoder
+has no parameters at all. Action chunks enter normalized to [-1, 1] by the policy's statistics and
+flattened. The ensemble members share the encoder; each is a depth x hidden GELU MLP with layer
+norm, and their values combine into one Q by their mean (or min).
+
+Files, next to the policy checkpoint (`model.safetensors` + `config.json`) in the same directory:
+`critic.safetensors` (weights) and `critic.json` (CriticConfig, SHA-256 of the weights).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..policy.checkpoint import CheckpointError, read_checkpoint_info
+from ..policy.config import ConfigError, PolicyConfig
+from ..policy.model import ChunkPolicyModel
+from ..policy.networks import ObservationEncoder
+from ..policy.normalizer import ActionScaler, Normalization
+from .td import best_candidate, pick
+
+CRITIC_FORMAT = "mvp_ros.critic"
+CRITIC_FORMAT_VERSION = 1
+CRITIC_WEIGHTS = "critic.safetensors"
+CRITIC_JSON = "critic.json"
+
+
+@dataclass
+class CriticConfig:
+    num_critics: int = 2
+    hidden_dim: int = 512
+    depth: int = 4
+    aggregate: str = "mean"  # "mean" or "min" over the ensemble
+
+    def __post_init__(self) -> None:
+        if self.aggregate not in ("mean", "min"):
+            raise ConfigError(f"critic aggregate (rl.critic_aggregate): {self.aggregate!r} is not 'mean' or 'min'")
+        for name in ("num_critics", "hidden_dim", "depth"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"critic {name}: must be >= 1, got {getattr(self, name)}")
+
+
+def critic_mlp(in_dim: int, hidden_dim: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU()]
+    layers.append(nn.Linear(hidden_dim, 1))
+    return nn.Sequential(*layers)
+
+
+class ChunkCritic(nn.Module):
+    def __init__(self, policy_config: PolicyConfig, normalization: Normalization, config: CriticConfig):
+        super().__init__()
+        self.policy_config = policy_config
+        self.config = config
+        self.obs_encoder = ObservationEncoder(policy_config, normalization.obs_mean, normalization.obs_std)
+        self.action_scaler = ActionScaler(normalization.action_min, normalization.action_max)
+        in_dim = self.obs_encoder.output_dim + policy_config.chunk_dim
+        self.members = nn.ModuleList(critic_mlp(in_dim, config.hidden_dim, config.depth)
+                                     for _ in range(config.num_critics))
+
+    def forward(self, obs: dict[str, torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
+        """Every member's Q of every candidate: chunks (B, N, horizon, action_dim) in data units -> (K, B, N)."""
+        batch, candidates = chunks.shape[:2]
+        features = self.obs_encoder(obs).repeat_interleave(candidates, dim=0)  # encode each observation once
+        actions = self.action_scaler.normalize(chunks).reshape(batch * candidates, -1)
+        inputs = torch.cat([features, actions], dim=-1)
+        return torch.stack([member(inputs).view(batch, candidates) for member in self.members])
+
+    def value(self, obs: dict[str, torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
+        """The ensemble's combined Q: chunks (B, N, horizon, action_dim) -> (B, N)."""
+        q_values = self(obs, chunks)
+        return q_values.mean(dim=0) if self.config.aggregate == "mean" else q_values.min(dim=0).values
+
+
+@torch.no_grad()
+def best_of_n(policy_model: ChunkPolicyModel, critic: ChunkCritic, obs: dict[str, torch.Tensor], n: int,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """N one-step candidates per observation from ONE batched sampler call, the critic's argmax kept.
+
+    obs: {key: (B, frame_stack, ...)} -> (chunks (B, horizon, action_dim) in data units, their Q (B,)).
+    """
+    candidates = policy_model.sample(obs, n, generator)
+    values = critic.value(obs, candidates)
+    best = best_candidate(values)
+    return pick(candidates, best), pick(values, best)
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * online, parameter by parameter."""
+    for target_parameter, parameter in zip(target.parameters(), online.parameters()):
+        target_parameter.lerp_(parameter, tau)
+
+
+def save_critic(directory: str | Path, critic: ChunkCritic) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / CRITIC_WEIGHTS
+    save_file({name: tensor.detach().cpu().contiguous() for name, tensor in critic.state_dict().items()},
+              str(weights), metadata={"format": CRITIC_FORMAT})
+    document = {"format": CRITIC_FORMAT, "format_version": CRITIC_FORMAT_VERSION,
+                "critic": dataclasses.asdict(critic.config),
+                "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    (directory / CRITIC_JSON).write_text(json.dumps(document, indent=2))
+    return weights
+
+
+def load_critic(directory: str | Path, device: str | torch.device = "cpu") -> ChunkCritic:
+    """The critic saved next to a policy checkpoint; the policy's config.json gives shapes and statistics."""
+    info = read_checkpoint_info(directory)
+    config_path, weights = info.directory / CRITIC_JSON, info.directory / CRITIC_WEIGHTS
+    for path in (config_path, weights):
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the checkpoint has no critic (was it trained with --algo mvp-rl?)")
+    try:
+        document = json.loads(config_path.read_text())
+        if document.get("format") != CRITIC_FORMAT or document.get("format_version") != CRITIC_FORMAT_VERSION:
+            raise CheckpointError(f"{config_path} is not a version-{CRITIC_FORMAT_VERSION} {CRITIC_FORMAT} file")
+        config = CriticConfig(**document["critic"])
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{config_path} is not a valid critic description ({error!r})") from None
+    if hashlib.sha256(weights.read_bytes()).hexdigest() != document.get("weights_sha256"):
+        raise CheckpointError(f"{weights} does not match the SHA-256 in {config_path}: corrupted or swapped")
+    critic = ChunkCritic(info.config, info.normalization, config)
+    try:
+        critic.load_state_dict(load_file(str(weights), device="cpu"))
+    except (SafetensorError, RuntimeError) as error:
+        raise CheckpointError(f"{weights} does not fit the critic in {config_path} and the policy in "
+                              f"{info.directory / 'config.json'}: {error}") from None
+    return critic.to(device).eval()

@@ -1,0 +1,170 @@
+"""Chunk transitions for the critic and the policy: a replay buffer filled from a Robomimic HDF5
+file (offline) and by whole episodes collected in simulation (online).
+
+Steps of all episodes are stored back to back, as in the dataset reader. The window of step k,
+in an episode whose steps run to `last`, holds (h = action horizon, F = frame stack):
+
+    obs        frames k-F+1..k (the first frame repeated at the episode start)
+    actions    a_k..a_{k+h-1} (the last action repeated past the episode end), the policy's target
+    rewards    r_k..r_{k+h-1}, with step_mask 1 for steps <= last and 0 after
+    next_obs   frames ending at k+h, the state the target critic bootstraps from
+
+An episode ends at its first terminal step (dropping any later steps): success in the sparse
+reward mode, a stored `done` in the dataset mode. Which windows train the critic:
+  - k + h <= last: the whole chunk happened and s_{k+h} is stored: bootstrap from it.
+  - k + h > last in an episode that terminated: the reward sum stops at `last`, no bootstrap.
+  - k + h > last in an episode that did not terminate (time limit, or a run cut short): left out.
+    Its reward sum is incomplete and the state after `last` is not stored, so neither a full sum
+    nor a correct bootstrap exists. These are the last h windows of such an episode.
+The policy trains on the same windows, so both losses see one batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.robomimic import DatasetError, RobomimicDataset, open_hdf5
+from ..data.windows import WindowIndex
+
+
+@dataclass
+class ChunkBatch:
+    """Arrays of a batch of windows (numpy from `sample`, tensors after `to`); B rows each."""
+
+    obs: dict  # key -> (B, F, *shape)
+    actions: np.ndarray | torch.Tensor  # (B, h, A) data units
+    rewards: np.ndarray | torch.Tensor  # (B, h), 0 where step_mask is 0
+    step_mask: np.ndarray | torch.Tensor  # (B, h), 1 for steps that happened
+    bootstrap: np.ndarray | torch.Tensor  # (B,), 1 where s_{k+h} exists, 0 where the episode terminated in the chunk
+    next_obs: dict  # key -> (B, F, *shape), frames ending at step k+h
+
+    def to(self, device: torch.device) -> "ChunkBatch":
+        """Tensors on `device`: images stay uint8, everything else float32."""
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            values = torch.from_numpy(np.ascontiguousarray(array))
+            return (values if values.dtype == torch.uint8 else values.float()).to(device, non_blocking=True)
+
+        return ChunkBatch(obs={key: tensor(value) for key, value in self.obs.items()},
+                          actions=tensor(self.actions), rewards=tensor(self.rewards),
+                          step_mask=tensor(self.step_mask), bootstrap=tensor(self.bootstrap),
+                          next_obs={key: tensor(value) for key, value in self.next_obs.items()})
+
+
+def episode_rewards(rewards: np.ndarray, ends: np.ndarray, reward_mode: str) -> tuple[np.ndarray, bool]:
+    """Cut an episode at its first end step and give it the rewards of `reward_mode`.
+
+    ends: per step, true where the episode terminates (success, or a stored done).
+    sparse: -1 per step and 0 at the end step; dataset: the given rewards unchanged.
+    Returns (rewards of the kept steps, whether the episode terminated).
+    """
+    ends = np.asarray(ends, dtype=bool)
+    terminated = bool(ends.any())
+    length = int(np.argmax(ends)) + 1 if terminated else len(ends)
+    if reward_mode == "sparse":
+        kept = np.full(length, -1.0)
+        if terminated:
+            kept[-1] = 0.0
+        return kept, terminated
+    return np.asarray(rewards, dtype=np.float64)[:length], terminated
+
+
+class ChunkReplay:
+    """Episodes stored back to back in arrays sized for `capacity` steps; samples windows (see module doc)."""
+
+    def __init__(self, obs_shapes: dict[str, tuple[int, ...]], obs_dtypes: dict[str, np.dtype], action_dim: int,
+                 horizon: int, frame_stack: int, capacity: int):
+        self.horizon = horizon
+        self.frame_stack = frame_stack
+        self.capacity = capacity
+        self.obs = {key: np.zeros((capacity, *shape), obs_dtypes[key]) for key, shape in obs_shapes.items()}
+        self.actions = np.zeros((capacity, action_dim), np.float32)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.size = 0
+        self.episode_lengths: list[int] = []
+        self.episode_terminated: list[bool] = []
+        self.windows: WindowIndex | None = None
+        self.critic_windows = np.zeros(0, np.int64)  # the windows that train the critic
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_lengths)
+
+    def add_episode(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
+                    terminated: bool) -> None:
+        """One episode's T steps: obs {key: (T, *shape)}, actions (T, A), rewards (T,) already in the reward mode."""
+        length = len(actions)
+        if length == 0:
+            raise ValueError("cannot add an episode with 0 steps to the replay buffer")
+        if self.size + length > self.capacity:
+            raise ValueError(f"replay buffer full: {self.size} + {length} steps exceed its capacity {self.capacity}")
+        if set(obs) != set(self.obs):
+            raise ValueError(f"episode observation keys {sorted(obs)} differ from the buffer's {sorted(self.obs)}")
+        for name, array in (*((f"obs[{key!r}]", value) for key, value in obs.items()),
+                            ("actions", actions), ("rewards", rewards)):
+            if len(array) != length:
+                raise ValueError(f"episode {name} has {len(array)} steps, its actions have {length}")
+        steps = slice(self.size, self.size + length)
+        for key, values in obs.items():
+            self.obs[key][steps] = values
+        self.actions[steps] = actions
+        self.rewards[steps] = rewards
+        start = self.size
+        self.size += length
+        self.episode_lengths.append(length)
+        self.episode_terminated.append(bool(terminated))
+        self.windows = WindowIndex(self.episode_lengths, self.frame_stack, self.horizon)
+        # Windows whose chunk runs past a non-terminal end are left out (module doc).
+        usable = length if terminated else max(length - self.horizon, 0)
+        self.critic_windows = np.concatenate([self.critic_windows, np.arange(start, start + usable)])
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
+        if len(self.critic_windows) == 0:
+            raise ValueError(f"no usable chunk windows in the replay buffer ({self.num_episodes} episodes, "
+                             f"{self.size} steps): every episode is shorter than the horizon {self.horizon} "
+                             "and none terminated")
+        return self.batch(self.critic_windows[rng.integers(len(self.critic_windows), size=batch_size)])
+
+    def batch(self, windows: np.ndarray) -> ChunkBatch:
+        index = self.windows
+        windows = index.check(windows)
+        last = index.step_last[windows][:, None]
+        reward_steps = windows[:, None] + np.arange(self.horizon)[None, :]
+        step_mask = reward_steps <= last
+        next_step = windows + self.horizon
+        bootstrap = next_step <= last[:, 0]
+        next_windows = np.minimum(next_step, last[:, 0])  # stays in the episode; unused where bootstrap is 0
+        obs_steps, next_obs_steps = index.obs_steps(windows), index.obs_steps(next_windows)
+        return ChunkBatch(
+            obs={key: values[obs_steps] for key, values in self.obs.items()},
+            actions=self.actions[index.action_steps(windows)],
+            rewards=np.where(step_mask, self.rewards[np.minimum(reward_steps, last)], 0.0).astype(np.float32),
+            step_mask=step_mask.astype(np.float32),
+            bootstrap=bootstrap.astype(np.float32),
+            next_obs={key: values[next_obs_steps] for key, values in self.obs.items()},
+        )
+
+
+def replay_from_dataset(dataset: RobomimicDataset, horizon: int, frame_stack: int, reward_mode: str,
+                        success_reward: float, extra_capacity: int = 0) -> ChunkReplay:
+    """The dataset's demos (its observations and actions, plus rewards and dones read from the file),
+    with room for `extra_capacity` more steps collected online."""
+    actions = dataset.all_actions()
+    replay = ChunkReplay(dataset.obs_shapes, dataset.obs_dtypes, dataset.action_dim, horizon, frame_stack,
+                         capacity=len(actions) + extra_capacity)
+    starts, lengths = dataset.windows.episode_starts, dataset.windows.episode_lengths
+    with open_hdf5(dataset.path) as file:
+        for name, start, length in zip(dataset.demo_names, starts, lengths):
+            demo = file[f"data/{name}"]
+            for field in ("rewards", "dones"):
+                if field not in demo or demo[field].shape != (length,):
+                    raise DatasetError(f"{dataset.path}: data/{name}/{field} is missing or not ({length},): "
+                                       "--algo mvp-rl needs per-step rewards and dones")
+            stored_rewards = demo["rewards"][()]
+            ends = stored_rewards >= success_reward if reward_mode == "sparse" else demo["dones"][()] > 0
+            rewards, terminated = episode_rewards(stored_rewards, ends, reward_mode)
+            kept = slice(start, start + len(rewards))
+            replay.add_episode({key: dataset.all_obs(key)[kept] for key in dataset.obs_keys}, actions[kept],
+                               rewards, terminated)
+    return replay
