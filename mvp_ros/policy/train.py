@@ -31,6 +31,8 @@ from .model import ChunkPolicyModel
 from .normalizer import Normalization
 from .policy import resolve_device
 
+ALGOS = ("bc", "mvp-rl")  # behaviour cloning; offline (-to-online) RL with best-of-N (mvp_ros.rl)
+
 STATE_WEIGHTS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 LOG_FILE = "train_log.csv"
@@ -56,6 +58,9 @@ class TrainConfig:
     validate_every: int = 500
     checkpoint_every: int = 1000
     policy: dict = field(default_factory=dict)  # PolicyConfig fields, e.g. {hidden_dim: 256, ivc_weight: 0.5}
+    algo: str = "bc"
+    rl: dict = field(default_factory=dict)  # mvp_ros.rl.config.RLConfig fields, e.g. {num_candidates: 32}
+    online_steps: int = 0  # mvp-rl: environment steps of online fine-tuning after the offline steps
 
     def validate(self) -> None:
         if not self.dataset:
@@ -70,6 +75,16 @@ class TrainConfig:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.algo not in ALGOS:
+            raise ConfigError(f"algo: unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
+        if self.online_steps < 0 or (self.online_steps and self.algo != "mvp-rl"):
+            raise ConfigError(f"online_steps: {self.online_steps} needs algo mvp-rl and a value >= 0")
+        if self.algo == "mvp-rl":
+            from ..rl.config import RLConfig
+
+            if self.head != "mvp":
+                raise ConfigError(f"head: algo mvp-rl trains the MVP head, not {self.head!r}")
+            RLConfig.from_dict(self.rl)
 
 
 def load_train_config(path: str | Path | None, overrides: dict, base: dict | None = None) -> TrainConfig:
@@ -204,6 +219,10 @@ def plot_losses(log_path: Path, plot_path: Path) -> None:
 
 
 def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
+    if config.algo == "mvp-rl":
+        from ..rl.offline import train_mvp_rl
+
+        return train_mvp_rl(config, progress=progress, resume=resume)
     device = resolve_device(config.device)
     out = Path(config.out)
     if resume:
@@ -279,6 +298,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="checkpoint directory to write")
     parser.add_argument("--obs-keys", dest="obs_keys", help="comma-separated observation keys, e.g. robot0_eef_pos,object")
     parser.add_argument("--head", choices=HEADS)
+    parser.add_argument("--algo", choices=ALGOS, help="bc (default) or mvp-rl: offline RL with a critic and best-of-N")
+    parser.add_argument("--online-steps", dest="online_steps", type=int,
+                        help="mvp-rl: environment steps of online fine-tuning in the dataset's robosuite task")
     parser.add_argument("--steps", type=int, help="total optimizer steps (with --resume: the new total)")
     parser.add_argument("--horizon", type=int, help="action chunk length")
     parser.add_argument("--frame-stack", dest="frame_stack", type=int)
@@ -293,7 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in
                  ("dataset", "out", "obs_keys", "head", "steps", "horizon", "frame_stack", "batch_size", "lr",
-                  "device", "seed")}
+                  "device", "seed", "algo", "online_steps")}
     base = None
     if args.resume:
         if not args.out:
