@@ -126,6 +126,7 @@ class SimEnv:
             # robosuite's placement samplers and robot initialisation hold a reference to `env.rng`;
             # re-seeding that generator in place reaches all of them.
             self.unwrapped.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        self._use_own_render_context()
         self.unwrapped.reset()
         self._disable_costly_rendering()
         self._restart_controllers()
@@ -139,6 +140,7 @@ class SimEnv:
             raise ValueError(f"action has shape {action.shape}, expected ({self.action_dim},)")
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action contains NaN or inf: {action.tolist()}")
+        self._use_own_render_context()
         raw, reward, _, info = self.unwrapped.step(action)
         success = self.is_success()
         done = success or self.unwrapped.timestep >= self.horizon
@@ -158,6 +160,7 @@ class SimEnv:
         two environments made from the same env_args can differ: to replay a recorded episode, pass
         its `model_file` as `model_xml` and the model is rebuilt from it first.
         """
+        self._use_own_render_context()
         if model_xml is not None and model_xml != self.model_xml():
             self.unwrapped.reset_from_xml_string(self.unwrapped.edit_model_xml(model_xml))
         state = np.asarray(state, dtype=np.float64)
@@ -182,6 +185,7 @@ class SimEnv:
         """An RGB image (height, width, 3) uint8, right side up. Needs an offscreen renderer."""
         if self.unwrapped.sim._render_context_offscreen is None:
             raise RuntimeError("render() needs an offscreen renderer: make_env(env_args, offscreen_render=True)")
+        self._use_own_render_context()
         image = self.unwrapped.sim.render(camera_name=camera_name, height=height, width=width)
         return np.ascontiguousarray(image[::-1])
 
@@ -219,6 +223,13 @@ class SimEnv:
             elif key.startswith(self._robot_prefix) and not key.endswith("proprio-state"):
                 observation[key] = np.array(value)
         return observation
+
+    def _use_own_render_context(self) -> None:
+        # robosuite renders into whichever OpenGL context is current (that of the newest environment
+        # in this thread), so with several environments each must make its own current first.
+        context = self.unwrapped.sim._render_context_offscreen
+        if context is not None:
+            context.gl_ctx.make_current()
 
     def _disable_costly_rendering(self) -> None:
         # robosuite creates the offscreen context lazily (and anew after a hard reset), and offers
