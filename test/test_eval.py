@@ -277,6 +277,7 @@ def test_video_is_a_playable_mp4_right_side_up(checkpoint, env, tmp_path):
     assert error < 6 and flipped_error > 5 * error
 
 
+@pytest.mark.slow
 def test_video_as_gif(checkpoint, env, tmp_path):
     camera_env = make_env(env.env_args, offscreen_render=True)
     try:
@@ -332,7 +333,8 @@ def test_checkpoints_without_a_simulator_are_refused(tmp_path, capsys):
     assert "'Toy' is not a robosuite environment" in eval_error(capsys, toy)
 
 
-def test_bad_arguments_are_refused(checkpoint, tmp_path, capsys):
+def test_bad_arguments_are_refused(tmp_path, capsys):
+    checkpoint = synthetic_checkpoint(tmp_path, "lift_like", {"robot0_eef_pos": (3,)}, 7, env_args_for("lift", images=False))
     missing = tmp_path / "no_such_checkpoint"
     assert f"checkpoint directory {missing} does not exist" in eval_error(capsys, missing)
     assert "--episodes must be at least 1, got 0" in eval_error(capsys, checkpoint, "--episodes", "0")

@@ -8,11 +8,13 @@ the time of each `policy.act` call; `--json` writes them, `--video` films the fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 # Offscreen rendering (videos, camera observations) without a display. robosuite and mujoco read
 # this when they are imported, so it is set before they are; a value the user chose is kept.
@@ -122,6 +124,16 @@ def write_video(path: Path, episodes: list[EpisodeResult], fps: float) -> int:
     return len(frames)
 
 
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory (from mvp train)")
     parser.add_argument("--episodes", type=int, required=True, help="number of episodes")
@@ -157,8 +169,19 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"cannot write {path}: directory {path.absolute().parent} does not exist")
 
 
-def evaluate(args: argparse.Namespace) -> tuple[dict, list[EpisodeResult]]:
-    torch.set_num_threads(args.torch_threads)
+def run_episodes(env: SimEnv, policy: Policy, executor: ChunkExecutor, seeds: list[int], max_steps: int,
+                 args: argparse.Namespace) -> list[EpisodeResult]:
+    results: list[EpisodeResult] = []
+    progress = tqdm(seeds, desc="eval", unit="episode", disable=args.no_progress)
+    for episode, seed in enumerate(progress):
+        filmed = args.video is not None and episode < args.video_episodes
+        results.append(run_episode(env, policy, seed, max_steps, executor, record_frames=filmed,
+                                   camera=args.video_camera, frame_size=args.video_size))
+        progress.set_postfix(success_rate=f"{sum(r.success for r in results) / len(results):.2f}")
+    return results
+
+
+def evaluate(args: argparse.Namespace) -> dict:
     policy = Policy.load(args.checkpoint, device=args.device)
     if not policy.info.env_args:
         raise ValueError(
@@ -166,29 +189,21 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[EpisodeResult]]:
             "it on its robot with the policy node, or train on a dataset that records env_args (e.g. from mvp demos)")
     executor = ChunkExecutor(policy.horizon, args.execute, args.temporal_ensemble, args.ensemble_decay)
     env = make_env(policy.info.env_args, offscreen_render=args.video is not None)
+    seeds = [args.seed + episode for episode in range(args.episodes)]
+    max_steps = args.max_steps or env.horizon
     try:
         obs = env.reset(seed=args.seed)
         check_checkpoint_fits(policy.config, env, obs, args.checkpoint)
         for _ in range(WARMUP_CALLS):  # the first calls are slow (allocation, kernel selection); not timed
             policy.act({key: obs[key] for key in policy.obs_keys})
-        max_steps = args.max_steps or env.horizon
-        seeds = [args.seed + episode for episode in range(args.episodes)]
-        results = []
         started = time.perf_counter()
-        progress = tqdm(seeds, desc="eval", unit="episode", disable=args.no_progress)
-        for episode, seed in enumerate(progress):
-            filmed = args.video is not None and episode < args.video_episodes
-            results.append(run_episode(env, policy, seed, max_steps, executor, record_frames=filmed,
-                                       camera=args.video_camera, frame_size=args.video_size))
-            progress.set_postfix(success_rate=f"{sum(r.success for r in results) / len(results):.2f}")
+        results = run_episodes(env, policy, executor, seeds, max_steps, args)
         seconds = time.perf_counter() - started
-        fps = env.control_rate_hz
-        env_name = env.env_args["env_name"]
     finally:
         env.close()
     summary = {
         "checkpoint": str(Path(args.checkpoint).resolve()),
-        "env_name": env_name,
+        "env_name": env.env_args["env_name"],
         **summarize(results, seeds),
         "seconds_per_episode": seconds / len(results),
         "settings": {"seed": args.seed, "max_steps": max_steps, "horizon": policy.horizon,
@@ -198,13 +213,14 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[EpisodeResult]]:
     }
     if args.video is not None:
         summary["video"] = str(args.video)
-        summary["video_frames"] = write_video(args.video, [r for r in results if r.frames], fps)
-    return summary, results
+        summary["video_frames"] = write_video(args.video, [r for r in results if r.frames], env.control_rate_hz)
+    return summary
 
 
 def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
-    summary, _ = evaluate(args)
+    with torch_threads(args.torch_threads):
+        summary = evaluate(args)
     low, high = summary["success_rate_ci95"]
     print(f"{summary['env_name']}: success rate {summary['success_rate']:.3f} "
           f"({summary['successes']}/{summary['episodes']}, 95% interval {low:.3f}-{high:.3f})")
