@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demos": ("mvp_ros.data.demos", "write scripted-expert robosuite demonstrations to Robomimic-format HDF5"),
     "eval": ("mvp_ros.sim.evaluate", "success rate of a checkpoint in its MuJoCo simulation (seeded episodes, JSON, video)"),
     "record": ("mvp_ros.ros.recorder_node", "record an observation contract's topics to a rosbag2 bag (MCAP)"),
+    "policy-node": ("mvp_ros.ros.policy_node", "run a policy as a ROS 2 lifecycle node on the contract's topics"),
+    "sim-node": ("mvp_ros.ros.sim_node", "run the robosuite simulation as a ROS 2 node publishing the contract's topics"),
 }
 
 

@@ -1,0 +1,101 @@
+"""The latest accepted sample of each observation key, and why messages were rejected.
+
+A message is accepted only if every key read from its topic extracts cleanly through the
+observation contract; otherwise it is dropped whole, counted under its topic and a reason, and
+the previous samples stay. No rclpy here: the node passes messages, receive times and clock times.
+
+Reasons for a reject:
+  non_finite    NaN or inf where the contract reads
+  malformed     the message does not fit the contract (joint names, array length, image size or
+                encoding, ...)
+  out_of_order  stamped before the sample already held for one of its keys
+  future_stamp  stamped more than one control period after the node's clock
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mvp_ros.data.contract import MessageError, NonFiniteError, ObservationSpec
+
+
+@dataclass(frozen=True)
+class Sample:
+    value: np.ndarray
+    stamp_ns: int
+    arrived_s: float  # time.perf_counter() when it was accepted
+
+
+class ObservationBuffer:
+    def __init__(self, specs: dict[str, ObservationSpec], period_ns: int, max_age_s: float = 0.0) -> None:
+        """`specs`: the keys the policy reads. `max_age_s` > 0 caps every key's age limit."""
+        self.specs = specs
+        self.period_ns = period_ns
+        self.topics: dict[str, list[ObservationSpec]] = {}
+        for spec in specs.values():
+            if spec.topic is not None:
+                self.topics.setdefault(spec.topic, []).append(spec)
+        self.age_limits_ns = {key: _limit_ns(spec.age_limit_s(), max_age_s) for key, spec in specs.items()}
+        self.samples: dict[str, Sample] = {}
+        self.rejects: Counter[tuple[str, str]] = Counter()  # (topic, reason) -> messages
+        self.last_reject: dict[str, str] = {}  # topic -> what was wrong with its latest rejected message
+
+    def accept(self, topic: str, msg: Any, receive_ns: int, now_ns: int) -> str | None:
+        """Store the samples of one message; the reason it was rejected, or None."""
+        try:
+            values = {spec.key: (spec.extract(msg), spec.stamp(msg, receive_ns)) for spec in self.topics[topic]}
+        except NonFiniteError as error:
+            return self._reject(topic, "non_finite", str(error))
+        except MessageError as error:
+            return self._reject(topic, "malformed", str(error))
+        for key, (_, stamp_ns) in values.items():
+            held = self.samples.get(key)
+            if held is not None and stamp_ns < held.stamp_ns:
+                return self._reject(topic, "out_of_order", f"{key}: stamp {stamp_ns} ns is before the held sample's {held.stamp_ns} ns")
+            if stamp_ns > now_ns + self.period_ns:
+                return self._reject(topic, "future_stamp", f"{key}: stamp {stamp_ns} ns is ahead of the clock ({now_ns} ns)")
+        self.store(values)
+        return None
+
+    def store(self, values: dict[str, tuple[np.ndarray, int]]) -> None:
+        arrived_s = time.perf_counter()
+        for key, (value, stamp_ns) in values.items():
+            self.samples[key] = Sample(value, stamp_ns, arrived_s)
+
+    def ages_s(self, now_ns: int) -> dict[str, float | None]:
+        """Each key's sample age in seconds (None: no sample yet)."""
+        return {
+            key: (now_ns - sample.stamp_ns) / 1e9 if (sample := self.samples.get(key)) else None
+            for key in self.specs
+        }
+
+    def stale_keys(self, now_ns: int) -> list[str]:
+        """Keys with no sample, or one older than their age limit."""
+        return [
+            key for key in self.specs
+            if (sample := self.samples.get(key)) is None or now_ns - sample.stamp_ns > self.age_limits_ns[key]
+        ]
+
+    def observation(self) -> dict[str, np.ndarray]:
+        return {key: self.samples[key].value for key in self.specs}
+
+    def latest_arrival_s(self) -> float:
+        return max((sample.arrived_s for sample in self.samples.values()), default=0.0)
+
+    def clear(self) -> None:
+        self.samples.clear()
+
+    def _reject(self, topic: str, reason: str, what: str) -> str:
+        self.rejects[topic, reason] += 1
+        self.last_reject[topic] = what
+        return reason
+
+
+def _limit_ns(contract_limit_s: float, cap_s: float) -> float:
+    limit_s = min(contract_limit_s, cap_s) if cap_s > 0 else contract_limit_s
+    return math.inf if math.isinf(limit_s) else limit_s * 1e9

@@ -1,0 +1,534 @@
+"""`mvp policy-node`: the lifecycle node that runs a policy every control tick.
+
+A thin adapter with no learning logic: contract topics -> the latest sample of each observation
+key -> `Policy.act` (one network evaluation per chunk for MVP) -> the chunk executor of
+`mvp eval` -> a safe, limited command on the contract's action topic.
+
+Lifecycle (no `ros2 lifecycle` CLI is needed: `autostart` configures and activates at start, and
+the `~/start`, `~/stop`, `~/reset` std_srvs/Trigger services drive it):
+  configure   load the checkpoint, check it against the contract (keys, shapes, action size),
+              warm the model up, subscribe to the observation topics
+  activate    start the control timer (on sim time with use_sim_time)
+  deactivate  stop the timer and publish the contract's safe action
+  shutdown    (SIGINT/SIGTERM) publish the safe action, then exit
+
+A control tick starts when the timer fires. If every observation key then has a sample younger
+than its age limit (the contract's `max_age_s`/tolerance, optionally capped), the tick runs at once;
+otherwise it waits for the missing samples, and runs as soon as they arrive. A tick still waiting
+when the timer fires again is stale: the node publishes the safe action (the contract's `hold`
+zeroes the motion dims and keeps the rest; `constant` sends a fixed action) and reports the stale
+keys. Waiting for the samples of the tick's own time is what makes the loop with the simulation
+bridge exact on sim time: the bridge publishes /clock first, then the observations stamped with
+it, then waits for the command (lockstep).
+
+Every command is clipped to the contract's limits and to the last command +- max_delta; a chunk
+with NaN/inf, or a tick slower than `inference_timeout_s`, publishes the safe action instead.
+Diagnostics (/diagnostics, 1 Hz on the steady clock): tick latency p50/p99 (observation ready ->
+command published), inference time, observation ages, stale ticks, missed ticks, overruns and
+rejected messages by topic and reason.
+
+    mvp policy-node --checkpoint models/lift_lowdim --ros-args --params-file config/policy_node.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Duration as DurationMsg
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType, JumpThreshold
+from rclpy.duration import Duration
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.time import Time
+from std_msgs.msg import Float64MultiArray, Int64
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from mvp_ros.data.contract import Contract, TransformObservation, load_contract
+from mvp_ros.ros.diagnostics import RollingTimes, diagnostic_array, status
+from mvp_ros.ros.node_main import add_ros_args_argument, overrides, ros_context
+from mvp_ros.ros.observations import ObservationBuffer
+from mvp_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
+from mvp_ros.ros.recorder_node import import_message_class
+
+NODE_NAME = "mvp_policy"
+DIAGNOSTICS_PERIOD_S = 1.0
+REJECT_LOG_PERIOD_S = 1.0
+TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "checkpoint": ("", "policy checkpoint directory (model.safetensors + config.json)"),
+    "contract": ("", "observation contract YAML: topics, keys, action limits, safe action"),
+    "device": ("auto", "torch device for inference: auto (cuda when available), cpu or cuda"),
+    "control_rate_hz": (0.0, "control ticks per second on the node's clock; 0: the contract's rate"),
+    "execute_steps": (0, "actions executed from each chunk before re-planning; 0: the whole chunk (1 with temporal_ensemble)"),
+    "temporal_ensemble": (False, "average the overlapping predictions of successive chunks (ACT)"),
+    "ensemble_decay": (0.01, "temporal ensembling: weight exp(-decay * i), oldest prediction i = 0"),
+    "max_observation_age_s": (0.0, "cap on every key's age limit in seconds; 0: the contract's limits only"),
+    "torch_threads": (1, "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small network on a busy CPU"),
+    "warmup_iterations": (10, "inference calls at configure, so the first real tick is not slow"),
+    "inference_timeout_s": (0.0, "watchdog: a tick slower than this publishes the safe action; 0: one control period"),
+    "max_delta": (Parameter.Type.DOUBLE_ARRAY, "largest change of each action dim per tick; unset: the contract's max_delta"),
+    "autostart": (True, "configure and activate at start (no lifecycle manager needed)"),
+    "seed": (0, "seed of the policy's sampling noise, used at activation and by ~/reset"),
+    "reset_topic": ("", "std_msgs/Int64 topic announcing a new episode and its seed (e.g. /mvp_sim/episode_start); empty: none"),
+}
+
+
+class ConfigurationError(ValueError):
+    """A checkpoint, contract or parameter that the node cannot run with."""
+
+
+def check_policy_against_contract(policy: Any, contract: Contract, contract_path: str) -> None:
+    """Observation keys and shapes, and the action size, of the checkpoint must fit the contract.
+
+    A contract stored in the checkpoint (from training) must agree with `contract` on the same.
+    """
+    checkpoint = str(policy.info.directory) if policy.info else "the checkpoint"
+    for key, shape in policy.config.obs_shapes.items():
+        spec = contract.observations.get(key)
+        if spec is None:
+            raise ConfigurationError(
+                f"{checkpoint} needs observation {key!r}, which contract {contract_path} does not define"
+                f" (it defines {sorted(contract.observations)})"
+            )
+        if tuple(spec.shape) != tuple(shape):
+            raise ConfigurationError(
+                f"observation {key!r}: {checkpoint} was trained on shape {tuple(shape)}, contract {contract_path}"
+                f" gives shape {tuple(spec.shape)}"
+            )
+    if policy.config.action_dim != len(contract.action.names):
+        raise ConfigurationError(
+            f"{checkpoint} produces {policy.config.action_dim} action dims, contract {contract_path} has"
+            f" {len(contract.action.names)} ({list(contract.action.names)})"
+        )
+    stored = policy.info.contract if policy.info else None
+    if stored:
+        trained = Contract.from_dict(stored, source=f"{checkpoint}/config.json contract")
+        for key in policy.config.obs_shapes:
+            if key not in trained.observations:
+                raise ConfigurationError(f"observation {key!r} is missing from the contract stored in {checkpoint}")
+        if trained.action.names != contract.action.names:
+            raise ConfigurationError(
+                f"action names differ: {checkpoint} was trained with {list(trained.action.names)},"
+                f" contract {contract_path} has {list(contract.action.names)}"
+            )
+
+
+def import_tf2_ros(keys: list[str]) -> Any:
+    try:
+        return importlib.import_module("tf2_ros")
+    except ImportError as error:
+        raise ConfigurationError(
+            f"observation(s) {keys} are tf sources, which need the tf2_ros package; tf2_ros is not installed"
+            " here (it is not on PyPI: source a ROS 2 installation that provides it)"
+        ) from error
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, parameter_overrides: list[Parameter] | None = None) -> None:
+        super().__init__(NODE_NAME, parameter_overrides=parameter_overrides or [])
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        self.state_label = "unconfigured"
+        self.configure_error = ""
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=self._steady)
+        self.create_service(Trigger, "~/start", self._on_start)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),
+            post_callback=self._on_clock_jumped_back,
+        )
+        self._reset_counters()
+        self._runtime_entities: list[Any] = []
+        self._timer = None
+        self._pending: tuple[int, float] | None = None  # (clock ns, perf_counter s) of the waiting tick
+        self._last_command: np.ndarray | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as error:  # noqa: BLE001 - rclpy would swallow it; report it and stay unconfigured
+            self.configure_error = str(error)
+            self.get_logger().error(f"configure failed: {error}")
+            self._destroy_runtime()
+            return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
+        self.state_label = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._begin_episode(self.get_parameter("seed").value)
+        self._last_fire_ns: int | None = None
+        self._timer = self.create_timer(self.period_ns / 1e9, self._on_timer)
+        self.state_label = "active"
+        self.get_logger().info(f"active: ticking at {1e9 / self.period_ns:g} Hz on the {self.get_clock().clock_type.name} clock")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_ticking()
+        self.state_label = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_runtime()
+        self.state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._timer is not None:
+            self._stop_ticking()
+        self._destroy_runtime()
+        self.state_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        import torch  # imported only by a node that runs a policy
+
+        from mvp_ros.policy import Policy
+        from mvp_ros.sim.rollout import ChunkExecutor
+
+        checkpoint, contract_path = self.get_parameter("checkpoint").value, self.get_parameter("contract").value
+        if not checkpoint:
+            raise ConfigurationError("parameter 'checkpoint' is empty: give the policy checkpoint directory")
+        if not contract_path:
+            raise ConfigurationError("parameter 'contract' is empty: give the observation contract YAML")
+        self.contract = load_contract(contract_path)
+        torch.set_num_threads(self.get_parameter("torch_threads").value)
+        started = time.perf_counter()
+        self.policy = Policy.load(checkpoint, device=self.get_parameter("device").value)
+        check_policy_against_contract(self.policy, self.contract, contract_path)
+        specs = {key: self.contract.observations[key] for key in self.policy.obs_keys}
+        tf_keys = [key for key, spec in specs.items() if isinstance(spec, TransformObservation)]
+        self.action_spec = self._action_spec()
+        rate_hz = self.get_parameter("control_rate_hz").value or self.contract.control_rate_hz
+        if rate_hz <= 0:
+            raise ConfigurationError(f"parameter 'control_rate_hz' must be > 0 (or 0 for the contract's), got {rate_hz}")
+        self.period_ns = round(1e9 / rate_hz)
+        timeout_s = self.get_parameter("inference_timeout_s").value
+        self.tick_timeout_s = timeout_s if timeout_s > 0 else self.period_ns / 1e9
+        execute = self.get_parameter("execute_steps").value
+        self.chunks = ChunkExecutor(
+            self.policy.horizon,
+            execute=execute or None,
+            temporal_ensemble=self.get_parameter("temporal_ensemble").value,
+            ensemble_decay=self.get_parameter("ensemble_decay").value,
+        )
+        self.buffer = ObservationBuffer(specs, self.period_ns, self.get_parameter("max_observation_age_s").value)
+        self._tf_lookup = self._tf_source(tf_keys) if tf_keys else None
+        self._warm_up()
+        self._create_runtime_entities()
+        self.get_logger().info(
+            f"configured: {checkpoint} ({self.policy.config.head}, horizon {self.policy.horizon},"
+            f" {self.policy.device}) with {contract_path}; loaded and warmed up in {time.perf_counter() - started:.2f} s;"
+            f" executing {self.chunks.execute} of {self.policy.horizon} actions per chunk"
+        )
+
+    def _action_spec(self):
+        max_delta = self.get_parameter_or("max_delta", Parameter("max_delta", value=None)).value
+        if max_delta is None:
+            return self.contract.action
+        names = self.contract.action.names
+        if len(max_delta) != len(names) or min(max_delta) <= 0:
+            raise ConfigurationError(f"parameter 'max_delta' needs {len(names)} values > 0 (one per {list(names)}), got {list(max_delta)}")
+        return dataclasses.replace(self.contract.action, max_delta=np.asarray(max_delta, dtype=np.float64))
+
+    def _tf_source(self, keys: list[str]):
+        tf2_ros = import_tf2_ros(keys)
+        tf_buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(tf_buffer, self)
+        specs = [self.buffer.specs[key] for key in keys]
+
+        def lookup() -> None:
+            for spec in specs:
+                try:
+                    transform = tf_buffer.lookup_transform(spec.parent_frame, spec.child_frame, Time())
+                    self.buffer.store({spec.key: (spec.extract(transform), spec.stamp(transform, 0))})
+                except Exception as error:  # noqa: BLE001 - tf2 raises several types; the key stays stale
+                    self._log_reject("/tf", f"{spec.key}: {error}")
+
+        return lookup
+
+    def _warm_up(self) -> None:
+        shapes = self.policy.config.obs_shapes
+        zeros = {key: np.zeros(shape, dtype=np.uint8 if len(shape) == 3 else np.float64) for key, shape in shapes.items()}
+        for _ in range(self.get_parameter("warmup_iterations").value):
+            self.policy.act(zeros)
+        self.policy.reset()
+
+    def _create_runtime_entities(self) -> None:
+        action = self.action_spec
+        message_type = JointTrajectory if action.msgtype == TRAJECTORY else Float64MultiArray
+        self.command_publisher = self.create_publisher(message_type, action.topic, RELIABLE_QOS)
+        self._runtime_entities.append(self.command_publisher)
+        reset_topic = self.get_parameter("reset_topic").value
+        if reset_topic:
+            # Created before the observation subscriptions: within one executor round the episode
+            # start is handled before the first observations of the episode.
+            self._runtime_entities.append(self.create_subscription(Int64, reset_topic, self._on_episode_start, RELIABLE_QOS))
+        for topic, specs in self.buffer.topics.items():
+            message_class = import_message_class(specs[0].msgtype)
+            callback = functools.partial(self._on_observation, topic)
+            self._runtime_entities.append(self.create_subscription(message_class, topic, callback, SENSOR_QOS))
+
+    def _destroy_runtime(self) -> None:
+        for entity in self._runtime_entities:
+            if hasattr(entity, "publish"):
+                self.destroy_publisher(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._runtime_entities.clear()
+
+    def _stop_ticking(self) -> None:
+        self.destroy_timer(self._timer)
+        self._timer = None
+        self._pending = None
+        self._publish_safe_action("deactivated")
+        if hasattr(self, "command_publisher"):
+            self.command_publisher.wait_for_all_acked(Duration(seconds=1))  # delivered before anything else happens
+
+    # ---- services and episode boundaries --------------------------------------------------------
+
+    def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.state_label == "unconfigured" and self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            response.success, response.message = False, f"configure failed: {self.configure_error}"
+            return response
+        if self.state_label == "inactive":
+            self.trigger_activate()
+        response.success = self.state_label == "active"
+        response.message = self.state_label
+        return response
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.state_label == "active":
+            self.trigger_deactivate()
+        response.success, response.message = self.state_label != "active", self.state_label
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.state_label not in ("inactive", "active"):
+            response.success, response.message = False, f"cannot reset while {self.state_label}"
+            return response
+        seed = self.get_parameter("seed").value
+        self._begin_episode(seed)
+        response.success, response.message = True, f"new episode, seed {seed}"
+        return response
+
+    def _on_episode_start(self, msg: Int64) -> None:
+        self._begin_episode(int(msg.data))
+
+    def _on_clock_jumped_back(self, jump: Any) -> None:
+        # The clock's source restarted (a simulation restart, a bag looping): samples stamped on the
+        # old timeline mean nothing now, and a new episode begins.
+        if self.state_label in ("inactive", "active"):
+            self.get_logger().warning(f"clock jumped back by {-jump.delta.nanoseconds / 1e9:.3f} s: starting a new episode")
+            self.buffer.clear()
+            self._begin_episode(self.get_parameter("seed").value)
+            self._last_fire_ns = None
+
+    def _begin_episode(self, seed: int) -> None:
+        self.policy.reset(seed)
+        self.chunks.reset()
+        self._last_command = None
+        self._pending = None
+        self.episodes += 1
+
+    # ---- control ticks --------------------------------------------------------------------------
+
+    def _on_observation(self, topic: str, msg: Any) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        if self.buffer.accept(topic, msg, now_ns, now_ns) is not None:
+            self._log_reject(topic, self.buffer.last_reject[topic])
+            return
+        if self._pending is not None:
+            self._try_tick()
+
+    def _on_timer(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        if self._last_fire_ns is not None:
+            self.missed_ticks += max(0, round((now_ns - self._last_fire_ns) / self.period_ns) - 1)
+        self._last_fire_ns = now_ns
+        if self._pending is not None:
+            self.stale_ticks += 1
+            self.stale_keys = self.buffer.stale_keys(now_ns)
+            self._hold(f"observations stale or missing: {self.stale_keys}")
+        self._pending = (now_ns, time.perf_counter())
+        if self._tf_lookup is not None:
+            self._tf_lookup()
+        self._try_tick()
+
+    def _try_tick(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        if self.buffer.stale_keys(now_ns):
+            return
+        ready_s = max(self._pending[1], self.buffer.latest_arrival_s())
+        self._pending = None
+        self.stale_keys = []
+        self._tick(ready_s)
+
+    def _tick(self, ready_s: float) -> None:
+        self.ticks += 1
+        if self.chunks.needs_chunk:
+            started = time.perf_counter()
+            chunk = self.policy.act(self.buffer.observation())
+            self.inference_ms.add((time.perf_counter() - started) * 1e3)
+            if not np.isfinite(chunk).all():
+                self.non_finite_chunks += 1
+                self.chunks.reset()
+                self._hold("the policy produced NaN or inf")
+                return
+            self.chunks.add_chunk(chunk)
+        action = self.chunks.next_action()
+        if time.perf_counter() - ready_s > self.tick_timeout_s:
+            self.overruns += 1
+            self.chunks.reset()  # the plan was made for an observation that is now too old
+            self._hold(f"tick took longer than {self.tick_timeout_s * 1e3:.1f} ms")
+            return
+        self._publish(self.action_spec.limit(action, self._last_command))
+        self.tick_latency_ms.add((time.perf_counter() - ready_s) * 1e3)
+
+    def _hold(self, why: str) -> None:
+        self.holds += 1
+        self.get_logger().warning(f"holding: {why}", throttle_duration_sec=1.0)
+        self._publish_safe_action(why)
+
+    def _publish_safe_action(self, why: str) -> None:
+        if not hasattr(self, "command_publisher"):
+            return
+        safe = self.action_spec.safe_action(self._last_command)
+        if safe is None:
+            self.get_logger().info(f"no safe action to publish ({why}): no command was sent yet, so there is nothing to hold")
+            return
+        self._publish(np.clip(safe, self.action_spec.lower, self.action_spec.upper))
+
+    def _publish(self, command: np.ndarray) -> None:
+        if not np.isfinite(command).all():  # cannot happen after limit(); the last line of defence
+            raise AssertionError(f"refusing to publish a non-finite command {command.tolist()}")
+        action = self.action_spec
+        if action.msgtype == TRAJECTORY:
+            point = JointTrajectoryPoint(positions=command.tolist(), time_from_start=_duration_msg(self.period_ns))
+            msg = JointTrajectory(joint_names=list(action.names), points=[point])
+            msg.header.stamp = self.get_clock().now().to_msg()
+        else:
+            msg = Float64MultiArray(data=command.tolist())
+        self.command_publisher.publish(msg)
+        self._last_command = command
+        self.commands += 1
+
+    def _log_reject(self, topic: str, what: str) -> None:
+        now = time.monotonic()
+        if now - self._reject_logged.get(topic, -np.inf) >= REJECT_LOG_PERIOD_S:
+            self._reject_logged[topic] = now
+            self.get_logger().warning(f"rejected a message on {topic}: {what}")
+
+    # ---- diagnostics ----------------------------------------------------------------------------
+
+    def _reset_counters(self) -> None:
+        self.ticks = self.commands = self.holds = self.stale_ticks = self.missed_ticks = 0
+        self.overruns = self.non_finite_chunks = self.episodes = 0
+        self.stale_keys: list[str] = []
+        self.tick_latency_ms = RollingTimes()
+        self.inference_ms = RollingTimes()
+        self._reject_logged: dict[str, float] = {}
+
+    def diagnostics_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "state": self.state_label,
+            "ticks": self.ticks,
+            "commands": self.commands,
+            "holds": self.holds,
+            "stale_ticks": self.stale_ticks,
+            "missed_ticks": self.missed_ticks,
+            "overruns": self.overruns,
+            "non_finite_chunks": self.non_finite_chunks,
+            "episodes": self.episodes,
+            "tick_latency_ms_p50": self.tick_latency_ms.percentile(50),
+            "tick_latency_ms_p99": self.tick_latency_ms.percentile(99),
+            "inference_ms_p50": self.inference_ms.percentile(50),
+            "inference_ms_p99": self.inference_ms.percentile(99),
+            "stale_keys": ",".join(self.stale_keys),
+        }
+        if self.configure_error:
+            values["configure_error"] = self.configure_error
+        buffer = getattr(self, "buffer", None)
+        if buffer is not None:
+            now_ns = self.get_clock().now().nanoseconds
+            for key, age in buffer.ages_s(now_ns).items():
+                values[f"age_ms.{key}"] = "none" if age is None else age * 1e3
+            values["rejected"] = sum(buffer.rejects.values())
+            for (topic, reason), count in sorted(buffer.rejects.items()):
+                values[f"rejected.{topic}.{reason}"] = count
+            for topic, what in sorted(buffer.last_reject.items()):
+                values[f"last_reject.{topic}"] = what
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        values = self.diagnostics_values()
+        if self.state_label != "active":
+            level, message = DiagnosticStatus.WARN, f"not ticking ({self.state_label})"
+        elif self.stale_keys:
+            level, message = DiagnosticStatus.WARN, f"holding: stale {self.stale_keys}"
+        else:
+            level, message = DiagnosticStatus.OK, "ticking"
+        robot = self.contract.robot if hasattr(self, "contract") else ""
+        self._diagnostics.publish(
+            diagnostic_array(self.get_clock().now().to_msg(), status(f"{NODE_NAME}: control", level, message, robot, values))
+        )
+
+
+
+def _duration_msg(nanoseconds: int) -> DurationMsg:
+    return DurationMsg(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="policy checkpoint directory (parameter 'checkpoint')")
+    parser.add_argument("--contract", help="observation contract YAML (parameter 'contract')")
+    parser.add_argument("--device", help="auto, cpu or cuda (parameter 'device')")
+    add_ros_args_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM; with autostart, a failed configure ends the command with status 2."""
+    given = {"checkpoint": args.checkpoint, "contract": args.contract, "device": args.device}
+    with ros_context("mvp policy-node", args.ros_args) as stop:
+        node = PolicyNode(overrides(given))
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            if node.get_parameter("autostart").value:
+                if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                    raise ConfigurationError(node.configure_error)
+                node.trigger_activate()
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.1)
+            if node.state_label != "finalized":
+                node.trigger_shutdown()  # publishes the safe action when it was ticking
+        finally:
+            node.destroy_node()
+    return 0
+
+
+def main() -> int:
+    """`ros2 run mvp_ros policy_node` (console script): the same as `mvp policy-node`."""
+    from mvp_ros.cli import main as mvp_main
+
+    return mvp_main(["policy-node", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

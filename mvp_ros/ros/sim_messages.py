@@ -1,0 +1,93 @@
+"""The simulation's state as the observation contract's messages: the contract read backwards.
+
+Contract observation keys are the simulator's observation keys (`robot0_eef_pos`, `object`,
+`agentview_image`, ...). For each topic of the contract the bridge builds one message:
+  sensor_msgs/JointState         every arm and gripper joint of the robot, by name: MuJoCo's qpos
+                                 and qvel (robosuite's robot0_joint_pos / robot0_gripper_qpos are
+                                 the same numbers; checked at start-up)
+  geometry_msgs/PoseStamped      the keys read from it (field position / orientation / pose)
+  std_msgs/Float64MultiArray     the key's values
+  sensor_msgs/Image              the key's image, rgb8, right side up, data assigned as bytes
+Header stamps are the simulation time of the step (the /clock the bridge publishes).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+
+from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservation, ObservationSpec, PoseObservation
+
+FRAME_ID = "world"
+_POSE_SLICES = {"position": slice(0, 3), "orientation": slice(3, 7), "pose": slice(0, 7)}
+
+
+class BridgeError(ValueError):
+    """A contract the simulation cannot publish; the message names the key or joint."""
+
+
+class ContractMessages:
+    """Builds the messages of every observation topic of `contract` from a simulator observation."""
+
+    def __init__(self, contract: Contract, observation: dict[str, np.ndarray], joint_names: list[str]) -> None:
+        self.joint_names = list(joint_names)
+        self.topics: dict[str, list[ObservationSpec]] = {}
+        for key, spec in contract.observations.items():
+            _check_key(spec, observation, self.joint_names)
+            self.topics.setdefault(spec.topic, []).append(spec)
+
+    def build(self, observation: dict[str, np.ndarray], joints: tuple[np.ndarray, np.ndarray], stamp: Any) -> dict[str, Any]:
+        """topic -> message for this step; `joints` = (positions, velocities) in `joint_names` order."""
+        messages = {}
+        for topic, specs in self.topics.items():
+            spec = specs[0]
+            if isinstance(spec, JointStateObservation):
+                msg = JointState(name=self.joint_names, position=joints[0].tolist(), velocity=joints[1].tolist())
+            elif isinstance(spec, PoseObservation):
+                msg = _pose(specs, observation)
+            elif isinstance(spec, ImageObservation):
+                image = observation[spec.key]
+                msg = Image(height=image.shape[0], width=image.shape[1], encoding="rgb8", step=image.shape[1] * 3)
+                msg.data = np.ascontiguousarray(image).tobytes()
+            else:
+                messages[topic] = Float64MultiArray(data=np.asarray(observation[spec.key], dtype=np.float64).tolist())
+                continue
+            msg.header.stamp = stamp
+            msg.header.frame_id = FRAME_ID
+            messages[topic] = msg
+        return messages
+
+
+def _pose(specs: list[ObservationSpec], observation: dict[str, np.ndarray]) -> PoseStamped:
+    pose = np.zeros(7)
+    pose[6] = 1.0  # identity orientation unless a key gives it
+    for spec in specs:
+        pose[_POSE_SLICES[spec.field]] = observation[spec.key]
+    msg = PoseStamped()
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in pose[:3])
+    o = msg.pose.orientation
+    o.x, o.y, o.z, o.w = (float(v) for v in pose[3:])
+    return msg
+
+
+def _check_key(spec: ObservationSpec, observation: dict[str, np.ndarray], joint_names: list[str]) -> None:
+    if isinstance(spec, JointStateObservation):
+        missing = [joint for joint in spec.joints if joint not in joint_names]
+        if missing:
+            raise BridgeError(f"contract key {spec.key!r} reads joints {missing}, which the simulated robot lacks"
+                              f" (it has {joint_names})")
+        if spec.field == "effort":
+            raise BridgeError(f"contract key {spec.key!r} reads joint effort, which the simulation bridge does not publish")
+        return
+    if type(spec) not in (PoseObservation, ImageObservation) and spec.msgtype != "std_msgs/msg/Float64MultiArray":
+        raise BridgeError(f"contract key {spec.key!r} is a {spec.msgtype} source, which the simulation bridge cannot publish")
+    if spec.key not in observation:
+        raise BridgeError(f"contract key {spec.key!r} is not an observation of the simulation (it has {sorted(observation)})")
+    shape = np.shape(observation[spec.key])
+    if shape != tuple(spec.shape):
+        raise BridgeError(f"contract key {spec.key!r} has shape {tuple(spec.shape)}, the simulation's {spec.key} has {shape}")
+    if isinstance(spec, ImageObservation) and spec.encoding != "rgb8":
+        raise BridgeError(f"contract key {spec.key!r} stores {spec.encoding}; the simulation bridge publishes rgb8 images")

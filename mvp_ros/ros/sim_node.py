@@ -1,0 +1,324 @@
+"""`mvp sim-node`: the robosuite simulation as a ROS 2 node, the stand-in for a robot.
+
+The environment is rebuilt from the `env_args` of a checkpoint or a Robomimic HDF5 dataset (plus
+the cameras the contract's image keys name). Every step the node publishes, in this order:
+  /clock                      rosgraph_msgs/Clock: the simulation time (one control period per step)
+  the contract's topics       JointState (arm and gripper joints by name), the end-effector
+                              PoseStamped, the object state, rgb8 Images (right side up),
+                              stamped with that time (see mvp_ros.ros.sim_messages)
+  ~/success                   std_msgs/Bool: whether the task is solved now
+and it applies the latest command from the contract's action topic. With no new command for a
+step it holds with the contract's safe-action semantics (`hold`: the last command with the motion
+dims zeroed; zeros before any command).
+
+Stepping:
+  lockstep (default)  after publishing step k the node waits for the next command, then steps
+                      (or, after `lockstep_timeout_s` of wall time, holds and steps). Simulation
+                      time advances with the loop, not the wall clock, so the policy node on
+                      use_sim_time behaves as in `mvp eval` on any machine, however slow.
+  free run            steps at the control rate in wall time, applying whatever command arrived.
+
+Episodes: `~/reset` (std_srvs/Trigger) starts an episode seeded with the parameter `seed`, then
+increments that parameter, so successive resets walk through seeds S, S+1, ...; set the parameter
+(`ros2 param set`, or `-p seed:=S`) to choose. An episode ends at success or after `max_steps`
+steps; the node then publishes `~/episode_result` (diagnostic_msgs/DiagnosticStatus: seed, success,
+steps, held steps; reliable, transient local) and waits for the next reset. At the start of each
+episode it publishes `~/episode_start` (std_msgs/Int64, the seed), which the policy node's
+`reset_topic` follows to reset its policy with the same seed as `mvp eval` does.
+
+    mvp sim-node --checkpoint models/lift_lowdim --contract config/panda_sim_contract.yaml --ros-args -p autostart:=true
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMsg
+from std_msgs.msg import Bool, Float64MultiArray, Int64
+from std_srvs.srv import Trigger
+
+from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservation, MessageError, load_contract
+from mvp_ros.ros.diagnostics import RollingTimes, diagnostic_array, status
+from mvp_ros.ros.node_main import add_ros_args_argument, overrides, ros_context
+from mvp_ros.ros.qos import EVENT_QOS, RELIABLE_QOS
+from mvp_ros.ros.sim_messages import BridgeError, ContractMessages
+
+NODE_NAME = "mvp_sim"
+DIAGNOSTICS_PERIOD_S = 1.0
+IMAGE_SUFFIX = "_image"
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "checkpoint": ("", "policy checkpoint whose env_args build the environment"),
+    "dataset": ("", "Robomimic HDF5 whose env_args build the environment (when no checkpoint is given)"),
+    "contract": ("", "observation contract: the topics to publish and the command topic to apply"),
+    "lockstep": (True, "wait for the command of each step before stepping; false: step at the control rate in wall time"),
+    "lockstep_timeout_s": (2.0, "lockstep: wall seconds to wait for a command before holding and stepping anyway"),
+    "seed": (0, "seed of the next episode ~/reset starts (then incremented)"),
+    "max_steps": (0, "steps per episode; 0: the env_args horizon"),
+    "autostart": (False, "start an episode at start-up instead of waiting for ~/reset"),
+}
+
+
+class SimNode(Node):
+    def __init__(self, parameter_overrides: list[Parameter] | None = None) -> None:
+        super().__init__(NODE_NAME, parameter_overrides=parameter_overrides or [])
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        self.contract = load_contract(_required(self, "contract"))
+        self.env = _make_env(self._env_args(), self.contract)
+        if self.contract.action.msgtype != "std_msgs/msg/Float64MultiArray" or len(self.contract.action.names) != self.env.action_dim:
+            raise BridgeError(
+                f"the simulation takes {self.env.action_dim}-dim Float64MultiArray commands; the contract's action is"
+                f" {self.contract.action.msgtype} with {len(self.contract.action.names)} names"
+            )
+        self.period_ns = round(1e9 / self.env.control_rate_hz)
+        self.max_steps = self.get_parameter("max_steps").value or self.env.horizon
+        self.lockstep = self.get_parameter("lockstep").value
+        self.lockstep_timeout_s = self.get_parameter("lockstep_timeout_s").value
+        self.joint_names = _joint_names(self.env)
+        observation = self.env.reset(seed=0)
+        self.messages = ContractMessages(self.contract, observation, self.joint_names)
+        first_messages = self.messages.build(observation, self._joint_state(), Time().to_msg())
+        _check_joint_keys(self.contract, observation, first_messages)
+
+        self.clock_publisher = self.create_publisher(ClockMsg, "/clock", RELIABLE_QOS)
+        self.topic_publishers = {
+            topic: self.create_publisher(type(message), topic, RELIABLE_QOS) for topic, message in first_messages.items()
+        }
+        self.success_publisher = self.create_publisher(Bool, "~/success", RELIABLE_QOS)
+        self.episode_start_publisher = self.create_publisher(Int64, "~/episode_start", EVENT_QOS)
+        self.episode_result_publisher = self.create_publisher(DiagnosticStatus, "~/episode_result", EVENT_QOS)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        self.create_subscription(Float64MultiArray, self.contract.action.topic, self._on_command, RELIABLE_QOS)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+        self.sim_time_ns = 0
+        self.episode: dict[str, Any] | None = None  # seed, steps, held_steps of the running episode
+        self.episodes = self.successes = self.rejected_commands = 0
+        self.step_ms = RollingTimes()
+        self._command: np.ndarray | None = None  # arrived since the last observation was published
+        self._applied: np.ndarray | None = None
+        self._published_at = self._due_at = 0.0
+        self.clock_publisher.publish(ClockMsg(clock=Time(nanoseconds=self.sim_time_ns).to_msg()))
+        self.get_logger().info(
+            f"{self.env.env_args['env_name']} at {self.env.control_rate_hz:g} Hz, {'lockstep' if self.lockstep else 'free run'};"
+            f" publishing {sorted(self.topic_publishers)}, applying {self.contract.action.topic}"
+        )
+        if self.get_parameter("autostart").value:
+            self.start_episode()
+
+    def _env_args(self) -> dict:
+        checkpoint, dataset = self.get_parameter("checkpoint").value, self.get_parameter("dataset").value
+        if checkpoint:
+            from mvp_ros.policy.checkpoint import read_checkpoint_info
+
+            env_args, source = read_checkpoint_info(checkpoint).env_args, f"checkpoint {checkpoint}"
+        elif dataset:
+            from mvp_ros.data.robomimic import read_env_args
+
+            env_args, source = read_env_args(dataset), f"dataset {dataset}"
+        else:
+            raise BridgeError("no environment: set parameter 'checkpoint' or 'dataset' (whose env_args build it)")
+        if not env_args:
+            raise BridgeError(f"{source} stores no env_args, so the simulation cannot be rebuilt from it")
+        return env_args
+
+    # ---- episodes -------------------------------------------------------------------------------
+
+    def start_episode(self) -> int:
+        seed = self.get_parameter("seed").value
+        self.set_parameters([Parameter("seed", value=seed + 1)])
+        if self.episode is not None:
+            self._finish_episode("reset")
+        self.episode = {"seed": seed, "steps": 0, "held_steps": 0}
+        self._applied = None
+        self._due_at = time.perf_counter()
+        observation = self.env.reset(seed=seed)
+        self.episode_start_publisher.publish(Int64(data=seed))
+        self._publish_step(observation)
+        return seed
+
+    def _finish_episode(self, outcome: str) -> None:
+        success = outcome == "success"
+        self.episodes += 1
+        self.successes += success
+        values = dict(self.episode, success=success, episode=self.episodes)
+        level = DiagnosticStatus.OK if success else DiagnosticStatus.WARN
+        self.episode_result_publisher.publish(
+            status(f"{NODE_NAME}: episode", level, outcome, self.env.env_args["env_name"], values)
+        )
+        self.get_logger().info(f"episode {self.episodes} (seed {self.episode['seed']}): {outcome} after {self.episode['steps']} steps")
+        self.episode = None
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        seed = self.start_episode()
+        response.success, response.message = True, f"episode {self.episodes + 1} started with seed {seed}"
+        return response
+
+    # ---- stepping -------------------------------------------------------------------------------
+
+    def step_if_due(self) -> None:
+        """Step when the command arrived (lockstep) or the period is over (free run)."""
+        if self.episode is None:
+            return
+        now = time.perf_counter()
+        if self.lockstep:
+            if self._command is None and now - self._published_at < self.lockstep_timeout_s:
+                return
+        elif now < self._due_at:
+            return
+        if self._command is None:
+            self.episode["held_steps"] += 1
+            action = self.contract.action.safe_action(self._applied)
+            action = np.zeros(self.env.action_dim) if action is None else action
+        else:
+            action = self._command
+        started = time.perf_counter()
+        observation, _, done, info = self.env.step(action)
+        self.step_ms.add((time.perf_counter() - started) * 1e3)
+        self._applied = action
+        self.episode["steps"] += 1
+        self._publish_step(observation)
+        if info["success"]:
+            self._finish_episode("success")
+        elif done or self.episode["steps"] >= self.max_steps:
+            self._finish_episode("failure")
+
+    def _publish_step(self, observation: dict[str, np.ndarray]) -> None:
+        # /clock first, then the observations stamped with it: a node on sim time receives its
+        # clock no later than the samples of that instant (so receive-stamped keys get it too).
+        self.sim_time_ns += self.period_ns
+        stamp = Time(nanoseconds=self.sim_time_ns).to_msg()
+        self._command = None
+        self.clock_publisher.publish(ClockMsg(clock=stamp))
+        for topic, message in self.messages.build(observation, self._joint_state(), stamp).items():
+            self.topic_publishers[topic].publish(message)
+        self.success_publisher.publish(Bool(data=self.env.is_success()))
+        self._published_at = time.perf_counter()
+        self._due_at = max(self._due_at + self.period_ns / 1e9, self._published_at)  # free run: no drift
+
+    def _joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        data = self.env.unwrapped.sim.data
+        positions = np.concatenate([np.atleast_1d(data.get_joint_qpos(name)) for name in self.joint_names])
+        velocities = np.concatenate([np.atleast_1d(data.get_joint_qvel(name)) for name in self.joint_names])
+        return positions, velocities
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        try:
+            command = self.contract.action.extract(msg)
+        except MessageError as error:
+            self.rejected_commands += 1
+            self.get_logger().warning(f"rejected a command: {error}", throttle_duration_sec=1.0)
+            return
+        self._command = np.clip(command, self.env.action_low, self.env.action_high)
+
+    def _publish_diagnostics(self) -> None:
+        values = {
+            "episodes": self.episodes,
+            "successes": self.successes,
+            "running_episode_seed": "none" if self.episode is None else self.episode["seed"],
+            "rejected_commands": self.rejected_commands,
+            "step_ms_p50": self.step_ms.percentile(50),
+            "step_ms_p99": self.step_ms.percentile(99),
+            "sim_time_s": self.sim_time_ns / 1e9,
+        }
+        message = "idle" if self.episode is None else f"episode running, step {self.episode['steps']}"
+        self.diagnostics_publisher.publish(diagnostic_array(
+            self.get_clock().now().to_msg(),
+            status(f"{NODE_NAME}: simulation", DiagnosticStatus.OK, message, self.env.env_args["env_name"], values),
+        ))
+
+    def close(self) -> None:
+        if self.episode is not None:
+            self._finish_episode("stopped")
+        self.env.close()
+
+
+def _required(node: Node, name: str) -> str:
+    value = node.get_parameter(name).value
+    if not value:
+        raise BridgeError(f"parameter {name!r} is empty")
+    return value
+
+
+def _make_env(env_args: dict, contract: Contract):
+    """The environment of `env_args`, with the cameras the contract's image keys name added."""
+    from mvp_ros.sim.envs import make_env  # robosuite: imported only by the node that simulates
+
+    images = {key: spec for key, spec in contract.observations.items() if isinstance(spec, ImageObservation)}
+    env_args = copy.deepcopy(env_args)
+    kwargs = env_args.get("env_kwargs", {})
+    cameras = [key.removesuffix(IMAGE_SUFFIX) for key in images if key.endswith(IMAGE_SUFFIX)]
+    missing = [camera for camera in cameras if camera not in kwargs.get("camera_names", [])]
+    if missing:
+        sizes = {spec.shape[:2] for spec in images.values()}
+        if len(sizes) > 1 or (kwargs.get("use_camera_obs") and (kwargs["camera_heights"], kwargs["camera_widths"]) not in sizes):
+            raise BridgeError(f"the contract's images {sorted(images)} must share one size with the environment's cameras")
+        (height, width), = sizes
+        kwargs.update(use_camera_obs=True, has_offscreen_renderer=True, camera_names=[*kwargs.get("camera_names", []), *missing],
+                      camera_heights=height, camera_widths=width, camera_depths=False)
+    return make_env(env_args)
+
+
+def _check_joint_keys(contract: Contract, observation: dict[str, np.ndarray], messages: dict[str, Any]) -> None:
+    """A JointState key that is also a simulator observation (robot0_joint_pos, robot0_gripper_qpos)
+    must read back, through the contract, the simulator's own value."""
+    for key, spec in contract.observations.items():
+        if isinstance(spec, JointStateObservation) and key in observation:
+            published = spec.extract(messages[spec.topic])
+            if not np.allclose(published, observation[key]):
+                raise BridgeError(f"contract key {key!r} reads joints {list(spec.joints)} ({spec.field}) as"
+                                  f" {published.tolist()}, but the simulation's {key} is {observation[key].tolist()}")
+
+
+def _joint_names(env) -> list[str]:
+    """The arm's and the grippers' joint names (robosuite prefixes them: robot0_joint1, gripper0_...)."""
+    robot = env.unwrapped.robots[0]
+    return [*robot.robot_model.joints, *(joint for gripper in robot.gripper.values() for joint in gripper.joints)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="checkpoint whose env_args build the environment (parameter 'checkpoint')")
+    parser.add_argument("--dataset", help="Robomimic HDF5 whose env_args build the environment (parameter 'dataset')")
+    parser.add_argument("--contract", help="observation contract YAML (parameter 'contract')")
+    parser.add_argument("--seed", type=int, help="seed of the first episode (parameter 'seed')")
+    add_ros_args_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    given = {"checkpoint": args.checkpoint, "dataset": args.dataset, "contract": args.contract, "seed": args.seed}
+    with ros_context("mvp sim-node", args.ros_args) as stop:
+        node = SimNode(overrides(given))
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.005)
+                node.step_if_due()
+        finally:
+            node.close()
+            node.destroy_node()
+    return 0
+
+
+def main() -> int:
+    """`ros2 run mvp_ros sim_node` (console script): the same as `mvp sim-node`."""
+    from mvp_ros.cli import main as mvp_main
+
+    return mvp_main(["sim-node", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
