@@ -22,11 +22,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from mvp_ros.sim.envs import SimEnv
+if TYPE_CHECKING:  # robosuite takes seconds to import; the ROS policy node uses the executor without it
+    from mvp_ros.sim.envs import SimEnv
 
 ACT_ENSEMBLE_DECAY = 0.01
 
