@@ -1,0 +1,173 @@
+"""`mvp demo`: the policy closing the loop over ROS 2, with no ROS install.
+
+Starts the simulation bridge (`mvp sim-node`, lockstep) and the policy node (`mvp policy-node`,
+on sim time) as two processes on a DDS domain of their own, runs seeded episodes through the
+topics, and prints the success rate and the policy node's tick latency (observation ready ->
+command published, from its diagnostics). Episode i uses seed SEED + i for the environment and
+the policy's sampling noise, as `mvp eval` does, so the two can be compared episode by episode.
+
+    mvp demo --checkpoint models/lift_lowdim --episodes 10 --json demo.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+DEFAULT_CHECKPOINT = "models/lift_lowdim"
+DEFAULT_CONTRACT = str(Path(__file__).resolve().parents[2] / "config" / "panda_sim_contract.yaml")
+POLICY_STATUS = "mvp_policy: control"
+EPISODE_START_TOPIC = "/mvp_sim/episode_start"
+STARTUP_TIMEOUT_S = 180.0
+STEP_TIMEOUT_S = 2.0  # the simulation's lockstep wait: a missing command holds after this long
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, default=Path(DEFAULT_CHECKPOINT),
+                        help=f"policy checkpoint with env_args (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--contract", type=Path, default=Path(DEFAULT_CONTRACT),
+                        help="observation contract (default config/panda_sim_contract.yaml)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="episode i uses seed SEED + i (default 0)")
+    parser.add_argument("--max-steps", type=int, default=0, help="steps per episode (default: the environment's horizon)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="policy device (default auto)")
+    parser.add_argument("--json", type=Path, help="write the results to this JSON file")
+    parser.add_argument("--log-dir", type=Path, help="keep the nodes' logs here (default: a temporary directory)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    max_steps = _check_arguments(args)
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="mvp_demo_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {
+        "ROS_DOMAIN_ID": os.environ.get("MVP_DEMO_DOMAIN_ID", str(random.SystemRandom().randint(1, 100))),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+    }
+    common = ["--checkpoint", str(args.checkpoint), "--contract", str(args.contract)]
+    logs = {"sim": log_dir / "sim_node.log", "policy": log_dir / "policy_node.log"}
+    nodes = {
+        "sim": _start(["sim-node", *common, "--seed", str(args.seed), "--ros-args", "-p", f"max_steps:={max_steps}",
+                       "-p", f"lockstep_timeout_s:={STEP_TIMEOUT_S}"], env, logs["sim"]),
+        "policy": _start(["policy-node", *common, "--device", args.device, "--ros-args", "-p", "use_sim_time:=true",
+                          "-p", f"reset_topic:={EPISODE_START_TOPIC}", "-p", "inference_timeout_s:=1.0"],
+                         env, logs["policy"]),
+    }
+    print(f"demo: ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, node logs in {log_dir}", flush=True)
+    started = time.perf_counter()
+    try:
+        summary = _run_episodes(args, max_steps, int(env["ROS_DOMAIN_ID"]), nodes, logs)
+    finally:
+        exit_codes = {name: _stop(process) for name, process in nodes.items()}
+    summary |= {"seconds": time.perf_counter() - started, "node_exit_codes": exit_codes, "logs": str(log_dir)}
+    _report(summary, args.json)
+    return 0 if all(code == 0 for code in exit_codes.values()) else 1
+
+
+def _check_arguments(args: argparse.Namespace) -> int:
+    """The steps per episode, once the checkpoint, its env_args and the contract are known to be good."""
+    from mvp_ros.data.contract import load_contract
+    from mvp_ros.policy.checkpoint import read_checkpoint_info
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.max_steps < 0:
+        raise ValueError(f"--max-steps must be >= 0, got {args.max_steps}")
+    env_args = read_checkpoint_info(args.checkpoint).env_args
+    if not env_args:
+        raise ValueError(f"checkpoint {args.checkpoint} has no env_args, so there is no simulation to run it in")
+    load_contract(args.contract)
+    return args.max_steps or int(env_args["env_kwargs"]["horizon"])
+
+
+def _start(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("w") as output:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "mvp_ros.cli", *arguments], env=env,
+                                stdout=output, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def _run_episodes(args: argparse.Namespace, max_steps: int, domain_id: int, nodes: dict[str, subprocess.Popen],
+                  logs: dict[str, Path]) -> dict[str, Any]:
+    from mvp_ros.ros.demo_client import DemoClient  # rclpy: imported once the arguments are known to be good
+
+    client = DemoClient(domain_id, args.contract, POLICY_STATUS, logs)
+    try:
+        client.wait_until_ready(nodes, STARTUP_TIMEOUT_S)
+        results = []
+        progress = tqdm(range(args.episodes), desc="demo", unit="episode", disable=args.no_progress or None)
+        for _ in progress:
+            results.append(client.run_episode(nodes, timeout_s=max_steps * (STEP_TIMEOUT_S + 1.0)))
+            progress.set_postfix(successes=sum(result["success"] for result in results))
+        policy = client.policy_diagnostics(sum(result["steps"] for result in results), nodes)
+    finally:
+        client.close()
+    return _summary(results, policy)
+
+
+def _summary(results: list[dict[str, Any]], policy: dict[str, str]) -> dict[str, Any]:
+    from mvp_ros.sim.evaluate import wilson_interval
+
+    successes = sum(result["success"] for result in results)
+    low, high = wilson_interval(successes, len(results))
+
+    def number(key: str) -> float | None:
+        value = float(policy[key])
+        return None if math.isnan(value) else value
+
+    return {
+        "success_rate": successes / len(results),
+        "episodes": len(results),
+        "successes": successes,
+        "success_rate_ci95": [low, high],
+        "seeds": [result["seed"] for result in results],
+        "episode_success": [result["success"] for result in results],
+        "episode_steps": [result["steps"] for result in results],
+        "held_steps": sum(result["held_steps"] for result in results),
+        "tick_latency_ms_p50": number("tick_latency_ms_p50"),
+        "tick_latency_ms_p99": number("tick_latency_ms_p99"),
+        "inference_ms_p50": number("inference_ms_p50"),
+        "inference_ms_p99": number("inference_ms_p99"),
+        "missed_ticks": int(policy["missed_ticks"]),
+        "stale_ticks": int(policy["stale_ticks"]),
+        "overruns": int(policy["overruns"]),
+        "ticks": int(policy["ticks"]),
+    }
+
+
+def _report(summary: dict[str, Any], json_path: Path | None) -> None:
+    low, high = summary["success_rate_ci95"]
+    print(f"success rate {summary['success_rate']:.3f} ({summary['successes']}/{summary['episodes']},"
+          f" 95% interval {low:.3f}-{high:.3f}) over ROS 2 topics, seeds {summary['seeds'][0]}-{summary['seeds'][-1]}")
+    print(f"tick latency (observation ready -> command published): p50 {_ms(summary['tick_latency_ms_p50'])},"
+          f" p99 {_ms(summary['tick_latency_ms_p99'])}; inference p50 {_ms(summary['inference_ms_p50'])};"
+          f" {summary['ticks']} ticks, {summary['missed_ticks']} missed, {summary['stale_ticks']} stale,"
+          f" {summary['held_steps']} simulation steps without a command; {summary['seconds']:.1f} s")
+    if json_path is not None:
+        json_path.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {json_path}")
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f} ms"
