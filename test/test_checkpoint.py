@@ -1,0 +1,326 @@
+"""Checkpoints: round trip for every head (low-dim, and an image key with two stacked frames), the
+config.json contents, specific errors for every kind of bad checkpoint, and no pickle anywhere."""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import mvp_ros
+from mvp_ros.policy import CheckpointError, Policy, PolicyConfig, load_checkpoint, save_checkpoint
+from mvp_ros.policy.checkpoint import read_checkpoint_info
+from mvp_ros.policy.model import ChunkPolicyModel
+from mvp_ros.policy.normalizer import Normalization
+
+LOWDIM = {"joints": (3,)}
+WITH_IMAGE = {"joints": (3,), "camera": (12, 12, 3)}
+HEADS = [("mvp", {}), ("flow", {}), ("diffusion", {"diffusion_sampler": "ddpm"}),
+         ("diffusion", {"diffusion_sampler": "ddim"}), ("mlp", {})]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two torch threads on two shared, busy cores run these small models several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_model(head: str, obs_shapes: dict, frame_stack: int = 1, seed: int = 0,
+               **overrides) -> tuple[ChunkPolicyModel, Normalization]:
+    """A small untrained model; actions in units far from [-1, 1] so unnormalization shows."""
+    settings = dict(head=head, action_dim=2, horizon=4, obs_shapes=obs_shapes, frame_stack=frame_stack,
+                    hidden_dim=32, depth=2, image_feature_dim=16, diffusion_train_steps=20)
+    settings.update(overrides)
+    config = PolicyConfig(**settings)
+    lowdim = config.lowdim_keys
+    normalization = Normalization(action_min=[100.0, -50.0], action_max=[120.0, -40.0],
+                                  obs_mean={key: [0.5] * obs_shapes[key][0] for key in lowdim},
+                                  obs_std={key: [2.0] * obs_shapes[key][0] for key in lowdim})
+    torch.manual_seed(seed)
+    return ChunkPolicyModel(config, normalization), normalization
+
+
+def observation(shapes: dict, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {key: rng.integers(0, 256, shape, dtype=np.uint8) if len(shape) == 3 else rng.normal(size=shape)
+            for key, shape in shapes.items()}
+
+
+def rollout(policy: Policy, shapes: dict, seed: int) -> np.ndarray:
+    """Actions for three consecutive observations after reset(seed), then 3 candidates for a fourth."""
+    policy.reset(seed)
+    chunks = [policy.act(observation(shapes, step)) for step in range(3)]
+    return np.concatenate([np.stack(chunks), policy.sample(observation(shapes, 3), 3)])
+
+
+@pytest.mark.parametrize("obs_shapes, frame_stack", [(LOWDIM, 1), (WITH_IMAGE, 2)], ids=["lowdim", "image-2frames"])
+@pytest.mark.parametrize("head, overrides", HEADS, ids=[f"{h}-{o.get('diffusion_sampler', '')}".strip("-")
+                                                        for h, o in HEADS])
+def test_round_trip_gives_identical_weights_and_actions(tmp_path, head, overrides, obs_shapes, frame_stack):
+    model, normalization = make_model(head, obs_shapes, frame_stack, **overrides)
+    directory = save_checkpoint(tmp_path / "checkpoint", model, normalization, training={"steps": 0})
+
+    torch.manual_seed(123)  # a fresh initialization would now differ from the saved weights
+    loaded, info = load_checkpoint(directory)
+    assert info.config == model.config
+    assert info.normalization == normalization
+    saved_state, loaded_state = model.state_dict(), loaded.state_dict()
+    assert list(saved_state) == list(loaded_state)
+    for name, tensor in saved_state.items():
+        assert torch.equal(tensor, loaded_state[name]), name
+    fresh, _ = make_model(head, obs_shapes, frame_stack, seed=123, **overrides)
+    assert not torch.equal(fresh.state_dict()["backbone.net.0.weight"], saved_state["backbone.net.0.weight"])
+
+    original = rollout(Policy(model, device="cpu"), obs_shapes, seed=5)
+    policy = Policy.load(directory, device="cpu")
+    np.testing.assert_array_equal(rollout(policy, obs_shapes, seed=5), original)
+    np.testing.assert_array_equal(rollout(policy, obs_shapes, seed=5), original)  # reset(seed) restarts the noise
+    if head == "mlp":
+        np.testing.assert_array_equal(rollout(policy, obs_shapes, seed=6), original)
+    else:
+        assert not np.array_equal(rollout(policy, obs_shapes, seed=6), original)
+
+
+def test_config_json_holds_config_normalization_versions_and_weights_hash(tmp_path):
+    model, normalization = make_model("mvp", WITH_IMAGE, frame_stack=2)
+    contract = {"observations": {"joints": {"topic": "/joint_states"}}}
+    directory = save_checkpoint(tmp_path / "checkpoint", model, normalization, env_args={"env_name": "Lift"},
+                                contract=contract, training={"steps": 7})
+    document = json.loads((directory / "config.json").read_text())
+    assert document["format"] == "mvp_ros.policy" and document["format_version"] == 1
+    assert document["normalization"] == {"action_min": [100.0, -50.0], "action_max": [120.0, -40.0],
+                                         "obs_mean": {"joints": [0.5] * 3}, "obs_std": {"joints": [2.0] * 3}}
+    assert PolicyConfig.from_dict(document["policy"]) == model.config
+    assert document["policy"]["obs_shapes"] == {"joints": [3], "camera": [12, 12, 3]}
+    assert document["policy"]["horizon"] == 4 and document["policy"]["frame_stack"] == 2
+    assert document["env_args"] == {"env_name": "Lift"} and document["contract"] == contract
+    assert document["training"] == {"steps": 7}
+    assert document["versions"]["mvp_ros"] == mvp_ros.__version__
+    assert document["versions"]["torch"] == torch.__version__
+    assert document["weights_sha256"] == hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    info = read_checkpoint_info(directory)
+    assert info.env_args == {"env_name": "Lift"} and info.contract == contract and info.training == {"steps": 7}
+
+
+def test_checkpoint_is_safetensors_and_json_only(tmp_path):
+    model, normalization = make_model("mvp", WITH_IMAGE, frame_stack=2)
+    directory = save_checkpoint(tmp_path / "checkpoint", model, normalization)
+    assert sorted(path.name for path in directory.iterdir()) == ["config.json", "model.safetensors"]
+    with safe_open(str(directory / "model.safetensors"), framework="pt") as weights:
+        assert weights.metadata() == {"format": "mvp_ros.policy", "format_version": "1"}
+        assert sorted(weights.keys()) == sorted(model.state_dict())
+
+
+PICKLE_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
+PICKLE_CALLS = {("torch", "load"), ("torch", "save"), ("np", "load"), ("numpy", "load")}
+
+
+def pickle_uses(path: Path) -> list[str]:
+    """Imports of pickle-like modules, torch.load/save, np.load, and allow_pickle=True, found in the code itself."""
+    uses = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            uses += [alias.name for alias in node.names if alias.name.split(".")[0] in PICKLE_MODULES]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PICKLE_MODULES:
+            uses.append(node.module)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if (node.value.id, node.attr) in PICKLE_CALLS:
+                uses.append(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.keyword) and node.arg == "allow_pickle":
+            if not (isinstance(node.value, ast.Constant) and node.value.value is False):
+                uses.append("allow_pickle")
+    return [f"{path}:{use}" for use in uses]
+
+
+def test_no_module_of_the_package_loads_pickles():
+    package = Path(mvp_ros.__file__).parent
+    sources = sorted(package.rglob("*.py"))
+    assert package / "policy" / "checkpoint.py" in sources
+    assert [use for path in sources for use in pickle_uses(path)] == []
+
+
+def test_the_pickle_scan_finds_pickle_use(tmp_path):
+    offender = tmp_path / "offender.py"
+    offender.write_text("import pickle\nimport torch\nstate = torch.load('x.pt')\n"
+                        "import numpy as np\nnp.load('a.npy', allow_pickle=True)\n")
+    assert [use.rsplit(":", 1)[1] for use in pickle_uses(offender)] == ["pickle", "torch.load", "np.load",
+                                                                      "allow_pickle"]
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tmp_path_factory) -> Path:
+    model, normalization = make_model("mvp", LOWDIM)
+    return save_checkpoint(tmp_path_factory.mktemp("valid") / "checkpoint", model, normalization)
+
+
+@pytest.fixture
+def checkpoint(saved_checkpoint, tmp_path) -> Path:
+    """A fresh copy of a valid checkpoint for each test to damage."""
+    return Path(shutil.copytree(saved_checkpoint, tmp_path / "checkpoint"))
+
+
+def edit_config(directory: Path, edit) -> None:
+    document = json.loads((directory / "config.json").read_text())
+    edit(document)
+    (directory / "config.json").write_text(json.dumps(document))
+
+
+def record_weights_hash(document: dict, directory: Path) -> None:
+    document["weights_sha256"] = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+
+
+def expect_error(directory: Path, *fragments: str) -> str:
+    """Both load paths fail with a CheckpointError whose message holds every fragment."""
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(directory)
+    with pytest.raises(CheckpointError) as error_from_policy:
+        Policy.load(directory, device="cpu")
+    message = str(error.value)
+    assert str(error_from_policy.value) == message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+def test_valid_copy_loads(checkpoint):
+    load_checkpoint(checkpoint)
+
+
+def test_missing_directory(tmp_path):
+    expect_error(tmp_path / "nowhere", str(tmp_path / "nowhere"), "does not exist")
+
+
+def test_missing_config(checkpoint):
+    (checkpoint / "config.json").unlink()
+    expect_error(checkpoint, str(checkpoint / "config.json"), "is missing")
+
+
+def test_invalid_json(checkpoint):
+    text = (checkpoint / "config.json").read_text()
+    (checkpoint / "config.json").write_text(text[: len(text) // 2])
+    expect_error(checkpoint, str(checkpoint / "config.json"), "not valid JSON")
+
+
+def test_json_that_is_not_an_object(checkpoint):
+    (checkpoint / "config.json").write_text("[1, 2]")
+    expect_error(checkpoint, str(checkpoint / "config.json"), "not an mvp_ros policy checkpoint")
+
+
+def test_wrong_format_name(checkpoint):
+    edit_config(checkpoint, lambda document: document.update(format="some.other.model"))
+    expect_error(checkpoint, str(checkpoint / "config.json"), "'some.other.model'", "not an mvp_ros policy checkpoint")
+
+
+def test_newer_format_version(checkpoint):
+    edit_config(checkpoint, lambda document: document.update(format_version=2))
+    expect_error(checkpoint, "format_version 2", "reads version 1", "upgrade mvp_ros")
+
+
+def test_format_version_of_the_wrong_type(checkpoint):
+    edit_config(checkpoint, lambda document: document.update(format_version="1"))
+    message = expect_error(checkpoint, "format_version '1'")
+    assert "upgrade" not in message
+
+
+@pytest.mark.parametrize("entry", ["policy", "normalization", "weights_sha256"])
+def test_missing_top_level_entry(checkpoint, entry):
+    edit_config(checkpoint, lambda document: document.pop(entry))
+    expect_error(checkpoint, str(checkpoint / "config.json"), f"lacks the {entry!r} entry")
+
+
+def test_policy_field_missing(checkpoint):
+    edit_config(checkpoint, lambda document: document["policy"].pop("horizon"))
+    expect_error(checkpoint, str(checkpoint / "config.json"), "missing field(s): horizon")
+
+
+def test_policy_field_unknown(checkpoint):
+    edit_config(checkpoint, lambda document: document["policy"].update(dropout=0.1))
+    expect_error(checkpoint, str(checkpoint / "config.json"), "unknown policy config field(s): dropout")
+
+
+def test_policy_field_invalid(checkpoint):
+    edit_config(checkpoint, lambda document: document["policy"].update(head="transformer"))
+    expect_error(checkpoint, str(checkpoint / "config.json"), "head: unknown head 'transformer'")
+
+
+def test_action_normalization_of_the_wrong_length(checkpoint):
+    edit_config(checkpoint, lambda document: document["normalization"].update(action_max=[1.0, 2.0, 3.0]))
+    expect_error(checkpoint, str(checkpoint / "config.json"), "normalization.action_max has 3 values for action_dim 2")
+
+
+def test_observation_normalization_of_the_wrong_length(checkpoint):
+    edit_config(checkpoint, lambda document: document["normalization"]["obs_std"].update(joints=[1.0]))
+    expect_error(checkpoint, str(checkpoint / "config.json"), "observation 'joints'", "(3,)")
+
+
+def test_observation_normalization_missing_for_a_key(checkpoint):
+    edit_config(checkpoint, lambda document: document["normalization"]["obs_mean"].pop("joints"))
+    expect_error(checkpoint, "observation 'joints'")
+
+
+def test_normalization_entry_missing_a_statistic(checkpoint):
+    edit_config(checkpoint, lambda document: document["normalization"].pop("action_min"))
+    expect_error(checkpoint, str(checkpoint / "config.json"), "invalid policy or normalization entry", "action_min")
+
+
+def test_missing_weights(checkpoint):
+    (checkpoint / "model.safetensors").unlink()
+    expect_error(checkpoint, str(checkpoint / "model.safetensors"), "is missing")
+
+
+def test_truncated_weights(checkpoint):
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    expect_error(checkpoint, str(weights), "does not match the SHA-256")
+
+
+def test_truncated_weights_with_a_matching_hash(checkpoint):
+    """Even when config.json vouches for the damaged file, it is reported as unreadable."""
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    edit_config(checkpoint, lambda document: record_weights_hash(document, checkpoint))
+    expect_error(checkpoint, str(weights), "cannot be read as safetensors")
+
+
+def test_flipped_byte_in_weights(checkpoint):
+    weights = checkpoint / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    expect_error(checkpoint, str(weights), "does not match the SHA-256")
+
+
+def test_weights_from_another_checkpoint(checkpoint, tmp_path):
+    model, normalization = make_model("mvp", LOWDIM, seed=1)
+    other = save_checkpoint(tmp_path / "other", model, normalization)
+    shutil.copy(other / "model.safetensors", checkpoint / "model.safetensors")
+    expect_error(checkpoint, "does not match the SHA-256")
+
+
+def test_tensors_of_another_width(checkpoint):
+    edit_config(checkpoint, lambda document: document["policy"].update(hidden_dim=64))
+    expect_error(checkpoint, str(checkpoint / "model.safetensors"), "'backbone.net.0.weight' has shape (32, ",
+                 "needs (64, ")
+
+
+def test_tensors_of_another_depth(checkpoint):
+    edit_config(checkpoint, lambda document: document["policy"].update(depth=3))
+    expect_error(checkpoint, str(checkpoint / "model.safetensors"), "does not fit the architecture",
+                 "missing tensors ['backbone.net.6.bias', 'backbone.net.6.weight']")
+
+
+def test_tensors_missing_an_image_encoder(checkpoint):
+    def add_camera(document):
+        document["policy"]["obs_shapes"]["camera"] = [12, 12, 3]
+
+    edit_config(checkpoint, add_camera)
+    expect_error(checkpoint, "does not fit the architecture", "image_encoders.camera")
