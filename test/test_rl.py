@@ -97,7 +97,7 @@ def test_td_targets_of_replay_windows_match_hand_computation(tiny_dataset):
     # Episode 0 ends at its success (step 3 of 6): 4 steps kept, all 4 windows train the critic.
     # Episode 1 (global steps 4..8) hit the time limit: windows 4, 5 bootstrap; 6, 7, 8 run past its end.
     assert replay.episode_lengths == [4, 5] and replay.episode_terminated == [True, False]
-    assert replay.critic_windows.tolist() == [0, 1, 2, 3, 4, 5]
+    assert replay.usable_windows.tolist() == [0, 1, 2, 3, 4, 5]
     sampled = replay.sample(500, np.random.default_rng(0))
     assert sampled.step_mask[sampled.bootstrap == 0].sum(axis=1).min() >= 1
 
@@ -230,8 +230,9 @@ def success_dataset(tmp_path_factory):
         steps = int(rng.integers(8, 15))
         rewards = np.zeros(steps)
         rewards[-1] = 1.0
-        episodes.append(Episode(obs={"x": rng.standard_normal((steps, 3)).astype(np.float32)},
-                                actions=rng.uniform(-1, 1, (steps, 2)), rewards=rewards))
+        obs = {"x": rng.standard_normal((steps, 3)).astype(np.float32),
+               "camera": rng.integers(0, 256, (steps, 12, 12, 3), dtype=np.uint8)}
+        episodes.append(Episode(obs=obs, actions=rng.uniform(-1, 1, (steps, 2)), rewards=rewards))
     return write_dataset(tmp_path_factory.mktemp("rl") / "success.hdf5", episodes)
 
 
@@ -254,6 +255,21 @@ def test_mvp_train_algo_mvp_rl_writes_policy_and_critic(success_dataset, tmp_pat
     assert critic.config.num_critics == 2 and critic.config.hidden_dim == 64
     chunks, values = best_of_n(model, critic, {"x": torch.zeros(4, 1, 3)}, 8)
     assert chunks.shape == (4, 3, 2) and torch.isfinite(values).all()
+
+
+def test_images_and_frame_stack_give_the_critic_its_own_encoder(success_dataset, tmp_path):
+    out = tmp_path / "images"
+    assert train_rl_cli(success_dataset, out, "--obs-keys", "x,camera", "--steps", "3", "--batch-size", "4",
+                        "--horizon", "2", "--frame-stack", "2") == 0
+    model, _ = load_checkpoint(out)
+    critic = load_critic(out)
+    critic_camera = dict(critic.obs_encoder.image_encoders["camera"].named_parameters())
+    policy_camera = dict(model.obs_encoder.image_encoders["camera"].named_parameters())
+    assert critic_camera.keys() == policy_camera.keys()
+    assert not any(torch.equal(critic_camera[name], policy_camera[name]) for name in critic_camera)
+    obs = {"x": torch.zeros(2, 2, 3), "camera": torch.zeros(2, 2, 12, 12, 3, dtype=torch.uint8)}
+    chunks, values = best_of_n(model, critic, obs, 4)
+    assert chunks.shape == (2, 2, 2) and torch.isfinite(values).all()
 
 
 def test_rl_settings_and_files_give_clear_errors(success_dataset, tmp_path, capsys):

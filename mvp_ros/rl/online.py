@@ -66,12 +66,17 @@ class EpisodeRecord:
                            rewards, terminated)
 
 
-def check_env(env: SimEnv, learner: MvpRlLearner) -> None:
+def check_env(env: SimEnv, obs: dict[str, np.ndarray], learner: MvpRlLearner) -> None:
+    """The environment must observe every policy key with the trained shape and take the policy's actions."""
     config = learner.model.config
-    missing = [key for key in config.obs_shapes if key not in env.observation_keys]
+    missing = [key for key in config.obs_shapes if key not in obs]
     if missing:
         raise ConfigError(f"the environment {env.env_args['env_name']} does not observe {missing}, which the policy "
-                          f"needs; it observes {list(env.observation_keys)}")
+                          f"needs; it observes {sorted(obs)}")
+    for key, shape in config.obs_shapes.items():
+        if np.shape(obs[key]) != shape:
+            raise ConfigError(f"the environment's observation {key!r} has shape {np.shape(obs[key])}, the dataset's "
+                              f"has {shape}")
     if env.action_dim != config.action_dim:
         raise ConfigError(f"the environment {env.env_args['env_name']} takes {env.action_dim}-d actions, the policy "
                           f"makes {config.action_dim}-d ones")
@@ -83,7 +88,6 @@ def fine_tune_online(learner: MvpRlLearner, replay: ChunkReplay, env_args: dict,
     """Runs `env_steps` environment steps; returns {env_steps, episodes, success_rate} (finished episodes)."""
     env = make_env(env_args)
     try:
-        check_env(env, learner)
         keys = list(learner.model.config.obs_shapes)
         stack = FrameStack(keys, learner.model.config.frame_stack)
         stats = {"env_steps": 0, "episodes": 0, "success_rate": 0.0}
@@ -91,6 +95,7 @@ def fine_tune_online(learner: MvpRlLearner, replay: ChunkReplay, env_args: dict,
         bar = tqdm(total=env_steps, desc="online mvp-rl", unit="env step", disable=not progress)
         while stats["env_steps"] < env_steps:
             obs = env.reset(seed=int(rng.integers(2**31)))
+            check_env(env, obs, learner)
             stack.reset(obs)
             episode, done, success = EpisodeRecord(keys), False, False
             while not done and stats["env_steps"] < env_steps:

@@ -85,7 +85,7 @@ class ChunkReplay:
         self.episode_lengths: list[int] = []
         self.episode_terminated: list[bool] = []
         self.windows: WindowIndex | None = None
-        self.critic_windows = np.zeros(0, np.int64)  # the windows that train the critic
+        self.usable_windows = np.zeros(0, np.int64)  # the windows that train the critic and the policy
 
     @property
     def num_episodes(self) -> int:
@@ -117,14 +117,14 @@ class ChunkReplay:
         self.windows = WindowIndex(self.episode_lengths, self.frame_stack, self.horizon)
         # Windows whose chunk runs past a non-terminal end are left out (module doc).
         usable = length if terminated else max(length - self.horizon, 0)
-        self.critic_windows = np.concatenate([self.critic_windows, np.arange(start, start + usable)])
+        self.usable_windows = np.concatenate([self.usable_windows, np.arange(start, start + usable)])
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
-        if len(self.critic_windows) == 0:
+        if len(self.usable_windows) == 0:
             raise ValueError(f"no usable chunk windows in the replay buffer ({self.num_episodes} episodes, "
                              f"{self.size} steps): every episode is shorter than the horizon {self.horizon} "
                              "and none terminated")
-        return self.batch(self.critic_windows[rng.integers(len(self.critic_windows), size=batch_size)])
+        return self.batch(self.usable_windows[rng.integers(len(self.usable_windows), size=batch_size)])
 
     def batch(self, windows: np.ndarray) -> ChunkBatch:
         index = self.windows
