@@ -99,7 +99,7 @@ class Policy:
         self._check(obs)
         batch = {}
         for key, frames in self._frames.items():
-            frame = torch.as_tensor(np.asarray(obs[key]), device=self.device)
+            frame = torch.tensor(np.asarray(obs[key]), device=self.device)  # a copy: callers may refill one buffer
             if not frames:
                 frames.extend([frame] * self.config.frame_stack)
             else:
