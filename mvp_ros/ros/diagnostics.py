@@ -1,7 +1,9 @@
 """Rolling timing statistics and `diagnostic_msgs/DiagnosticArray` building for the nodes."""
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,22 @@ class RollingTimes:
 
     def clear(self) -> None:
         self._values.clear()
+
+
+class Throttle:
+    """Lets through at most one event per key per period: one log line per topic and reason per
+    second, however many bad messages arrive."""
+
+    def __init__(self, period_s: float = 1.0) -> None:
+        self.period_s = period_s
+        self._last: dict[Hashable, float] = {}
+
+    def ready(self, key: Hashable) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -float("inf")) < self.period_s:
+            return False
+        self._last[key] = now
+        return True
 
 
 def status(name: str, level: bytes, message: str, hardware_id: str, values: dict[str, Any]) -> DiagnosticStatus:

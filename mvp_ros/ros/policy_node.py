@@ -54,7 +54,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mvp_ros.data.contract import Contract, TransformObservation, load_contract
-from mvp_ros.ros.diagnostics import RollingTimes, diagnostic_array, status
+from mvp_ros.ros.diagnostics import RollingTimes, Throttle, diagnostic_array, status
 from mvp_ros.ros.node_main import add_ros_args_argument, overrides, ros_context
 from mvp_ros.ros.observations import ObservationBuffer
 from mvp_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
@@ -62,7 +62,6 @@ from mvp_ros.ros.recorder_node import import_message_class
 
 NODE_NAME = "mvp_policy"
 DIAGNOSTICS_PERIOD_S = 1.0
-REJECT_LOG_PERIOD_S = 1.0
 TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -147,7 +146,7 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self.get_clock().create_jump_callback(
+        self._jump_handle = self.get_clock().create_jump_callback(  # kept: rclpy needs the handle alive
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),
             post_callback=self._on_clock_jumped_back,
         )
@@ -259,7 +258,8 @@ class PolicyNode(LifecycleNode):
                     transform = tf_buffer.lookup_transform(spec.parent_frame, spec.child_frame, Time())
                     self.buffer.store({spec.key: (spec.extract(transform), spec.stamp(transform, 0))})
                 except Exception as error:  # noqa: BLE001 - tf2 raises several types; the key stays stale
-                    self._log_reject("/tf", f"{spec.key}: {error}")
+                    if self._reject_log.ready(("/tf", spec.key)):
+                        self.get_logger().warning(f"no transform for {spec.key}: {error}")
 
         return lookup
 
@@ -351,8 +351,10 @@ class PolicyNode(LifecycleNode):
 
     def _on_observation(self, topic: str, msg: Any) -> None:
         now_ns = self.get_clock().now().nanoseconds
-        if self.buffer.accept(topic, msg, now_ns, now_ns) is not None:
-            self._log_reject(topic, self.buffer.last_reject[topic])
+        reason = self.buffer.accept(topic, msg, now_ns, now_ns)
+        if reason is not None:
+            if self._reject_log.ready((topic, reason)):
+                self.get_logger().warning(f"rejected a message on {topic} ({reason}): {self.buffer.last_reject[topic]}")
             return
         if self._pending is not None:
             self._try_tick()
@@ -429,12 +431,6 @@ class PolicyNode(LifecycleNode):
         self._last_command = command
         self.commands += 1
 
-    def _log_reject(self, topic: str, what: str) -> None:
-        now = time.monotonic()
-        if now - self._reject_logged.get(topic, -np.inf) >= REJECT_LOG_PERIOD_S:
-            self._reject_logged[topic] = now
-            self.get_logger().warning(f"rejected a message on {topic}: {what}")
-
     # ---- diagnostics ----------------------------------------------------------------------------
 
     def _reset_counters(self) -> None:
@@ -443,7 +439,7 @@ class PolicyNode(LifecycleNode):
         self.stale_keys: list[str] = []
         self.tick_latency_ms = RollingTimes()
         self.inference_ms = RollingTimes()
-        self._reject_logged: dict[str, float] = {}
+        self._reject_log = Throttle()
 
     def diagnostics_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {

@@ -2,9 +2,10 @@
 
 Contract observation keys are the simulator's observation keys (`robot0_eef_pos`, `object`,
 `agentview_image`, ...). For each topic of the contract the bridge builds one message:
-  sensor_msgs/JointState         every arm and gripper joint of the robot, by name: MuJoCo's qpos
-                                 and qvel (robosuite's robot0_joint_pos / robot0_gripper_qpos are
-                                 the same numbers; checked at start-up)
+  sensor_msgs/JointState         every arm and gripper joint of the robot, by name, with the
+                                 positions and velocities robosuite observes (robot0_joint_pos,
+                                 robot0_gripper_qpos, ...: what datasets store; robosuite samples
+                                 them within the step, so they can differ from the final qpos)
   geometry_msgs/PoseStamped      the keys read from it (field position / orientation / pose)
   std_msgs/Float64MultiArray     the key's values
   sensor_msgs/Image              the key's image, rgb8, right side up, data assigned as bytes
@@ -12,6 +13,7 @@ Header stamps are the simulation time of the step (the /clock the bridge publish
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,23 +31,42 @@ class BridgeError(ValueError):
     """A contract the simulation cannot publish; the message names the key or joint."""
 
 
+@dataclass(frozen=True)
+class JointGroup:
+    """Joints whose positions and velocities are the simulator observations `position_key`, `velocity_key`."""
+
+    names: tuple[str, ...]
+    position_key: str
+    velocity_key: str
+
+
 class ContractMessages:
     """Builds the messages of every observation topic of `contract` from a simulator observation."""
 
-    def __init__(self, contract: Contract, observation: dict[str, np.ndarray], joint_names: list[str]) -> None:
-        self.joint_names = list(joint_names)
+    def __init__(self, contract: Contract, observation: dict[str, np.ndarray], joint_groups: list[JointGroup]) -> None:
+        self.joint_groups = joint_groups
+        self.joint_names = [name for group in joint_groups for name in group.names]
+        for group in joint_groups:
+            for key in (group.position_key, group.velocity_key):
+                if np.shape(observation.get(key)) != (len(group.names),):
+                    raise BridgeError(f"the simulation's observation {key!r} does not give the {len(group.names)}"
+                                      f" values of joints {list(group.names)}")
         self.topics: dict[str, list[ObservationSpec]] = {}
         for key, spec in contract.observations.items():
             _check_key(spec, observation, self.joint_names)
             self.topics.setdefault(spec.topic, []).append(spec)
 
-    def build(self, observation: dict[str, np.ndarray], joints: tuple[np.ndarray, np.ndarray], stamp: Any) -> dict[str, Any]:
-        """topic -> message for this step; `joints` = (positions, velocities) in `joint_names` order."""
+    def build(self, observation: dict[str, np.ndarray], stamp: Any) -> dict[str, Any]:
+        """topic -> message for this step."""
         messages = {}
         for topic, specs in self.topics.items():
             spec = specs[0]
             if isinstance(spec, JointStateObservation):
-                msg = JointState(name=self.joint_names, position=joints[0].tolist(), velocity=joints[1].tolist())
+                msg = JointState(
+                    name=self.joint_names,
+                    position=[float(v) for group in self.joint_groups for v in observation[group.position_key]],
+                    velocity=[float(v) for group in self.joint_groups for v in observation[group.velocity_key]],
+                )
             elif isinstance(spec, PoseObservation):
                 msg = _pose(specs, observation)
             elif isinstance(spec, ImageObservation):

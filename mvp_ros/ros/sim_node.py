@@ -49,10 +49,10 @@ from std_msgs.msg import Bool, Float64MultiArray, Int64
 from std_srvs.srv import Trigger
 
 from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservation, MessageError, load_contract
-from mvp_ros.ros.diagnostics import RollingTimes, diagnostic_array, status
+from mvp_ros.ros.diagnostics import RollingTimes, Throttle, diagnostic_array, status
 from mvp_ros.ros.node_main import add_ros_args_argument, overrides, ros_context
 from mvp_ros.ros.qos import EVENT_QOS, RELIABLE_QOS
-from mvp_ros.ros.sim_messages import BridgeError, ContractMessages
+from mvp_ros.ros.sim_messages import BridgeError, ContractMessages, JointGroup
 
 NODE_NAME = "mvp_sim"
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -76,7 +76,7 @@ class SimNode(Node):
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
         self.contract = load_contract(_required(self, "contract"))
-        self.env = _make_env(self._env_args(), self.contract)
+        self.env = bridge_env(self._env_args(), self.contract)
         if self.contract.action.msgtype != "std_msgs/msg/Float64MultiArray" or len(self.contract.action.names) != self.env.action_dim:
             raise BridgeError(
                 f"the simulation takes {self.env.action_dim}-dim Float64MultiArray commands; the contract's action is"
@@ -86,10 +86,9 @@ class SimNode(Node):
         self.max_steps = self.get_parameter("max_steps").value or self.env.horizon
         self.lockstep = self.get_parameter("lockstep").value
         self.lockstep_timeout_s = self.get_parameter("lockstep_timeout_s").value
-        self.joint_names = _joint_names(self.env)
         observation = self.env.reset(seed=0)
-        self.messages = ContractMessages(self.contract, observation, self.joint_names)
-        first_messages = self.messages.build(observation, self._joint_state(), Time().to_msg())
+        self.messages = ContractMessages(self.contract, observation, _joint_groups(self.env))
+        first_messages = self.messages.build(observation, Time().to_msg())
         _check_joint_keys(self.contract, observation, first_messages)
 
         self.clock_publisher = self.create_publisher(ClockMsg, "/clock", RELIABLE_QOS)
@@ -108,6 +107,7 @@ class SimNode(Node):
         self.episode: dict[str, Any] | None = None  # seed, steps, held_steps of the running episode
         self.episodes = self.successes = self.rejected_commands = 0
         self.step_ms = RollingTimes()
+        self._reject_log = Throttle()
         self._command: np.ndarray | None = None  # arrived since the last observation was published
         self._applied: np.ndarray | None = None
         self._published_at = self._due_at = 0.0
@@ -203,24 +203,19 @@ class SimNode(Node):
         stamp = Time(nanoseconds=self.sim_time_ns).to_msg()
         self._command = None
         self.clock_publisher.publish(ClockMsg(clock=stamp))
-        for topic, message in self.messages.build(observation, self._joint_state(), stamp).items():
+        for topic, message in self.messages.build(observation, stamp).items():
             self.topic_publishers[topic].publish(message)
         self.success_publisher.publish(Bool(data=self.env.is_success()))
         self._published_at = time.perf_counter()
         self._due_at = max(self._due_at + self.period_ns / 1e9, self._published_at)  # free run: no drift
-
-    def _joint_state(self) -> tuple[np.ndarray, np.ndarray]:
-        data = self.env.unwrapped.sim.data
-        positions = np.concatenate([np.atleast_1d(data.get_joint_qpos(name)) for name in self.joint_names])
-        velocities = np.concatenate([np.atleast_1d(data.get_joint_qvel(name)) for name in self.joint_names])
-        return positions, velocities
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         try:
             command = self.contract.action.extract(msg)
         except MessageError as error:
             self.rejected_commands += 1
-            self.get_logger().warning(f"rejected a command: {error}", throttle_duration_sec=1.0)
+            if self._reject_log.ready(type(error)):
+                self.get_logger().warning(f"rejected a command: {error}")
             return
         self._command = np.clip(command, self.env.action_low, self.env.action_high)
 
@@ -253,7 +248,7 @@ def _required(node: Node, name: str) -> str:
     return value
 
 
-def _make_env(env_args: dict, contract: Contract):
+def bridge_env(env_args: dict, contract: Contract):
     """The environment of `env_args`, with the cameras the contract's image keys name added."""
     from mvp_ros.sim.envs import make_env  # robosuite: imported only by the node that simulates
 
@@ -283,10 +278,15 @@ def _check_joint_keys(contract: Contract, observation: dict[str, np.ndarray], me
                                   f" {published.tolist()}, but the simulation's {key} is {observation[key].tolist()}")
 
 
-def _joint_names(env) -> list[str]:
-    """The arm's and the grippers' joint names (robosuite prefixes them: robot0_joint1, gripper0_...)."""
+def _joint_groups(env) -> list[JointGroup]:
+    """The arm's and the gripper's joints (robosuite names them robot0_joint1, gripper0_right_finger_joint1, ...)."""
     robot = env.unwrapped.robots[0]
-    return [*robot.robot_model.joints, *(joint for gripper in robot.gripper.values() for joint in gripper.joints)]
+    if len(robot.gripper) != 1:
+        raise BridgeError(f"the simulation bridge publishes robots with one gripper; this one has {len(robot.gripper)}")
+    prefix = robot.robot_model.naming_prefix
+    (gripper,) = robot.gripper.values()
+    return [JointGroup(tuple(robot.robot_model.joints), f"{prefix}joint_pos", f"{prefix}joint_vel"),
+            JointGroup(tuple(gripper.joints), f"{prefix}gripper_qpos", f"{prefix}gripper_qvel")]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
