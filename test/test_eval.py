@@ -17,7 +17,7 @@ from mvp_ros.cli import main  # noqa: E402
 from mvp_ros.data.robomimic import Episode, read_env_args, write_robomimic  # noqa: E402
 from mvp_ros.policy import Policy  # noqa: E402
 from mvp_ros.sim.envs import env_args_for, make_env  # noqa: E402
-from mvp_ros.sim.evaluate import summarize, wilson_interval, write_video  # noqa: E402
+from mvp_ros.sim.evaluate import build_env, summarize, wilson_interval, write_video  # noqa: E402
 from mvp_ros.sim.rollout import ChunkExecutor, run_episode  # noqa: E402
 
 HORIZON = 4
@@ -48,20 +48,9 @@ def checkpoint(demos, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env(demos):
-    environment = make_env(read_env_args(demos))
+    environment = make_env(read_env_args(demos), offscreen_render=True)  # renders only when asked
     yield environment
     environment.close()
-
-
-def render_start(env_args, seed: int, size: int) -> np.ndarray:
-    """The agentview picture at the start of a seeded episode, from a new environment: robosuite
-    renders into whichever OpenGL context is current, which is that of the newest environment."""
-    environment = make_env(env_args, offscreen_render=True)
-    try:
-        environment.reset(seed=seed)
-        return environment.render("agentview", size, size)
-    finally:
-        environment.close()
 
 
 def evaluate_cli(checkpoint, tmp_path, name, *extra):
@@ -223,6 +212,20 @@ def test_seeded_episodes_are_reproducible(checkpoint, env):
     assert not np.allclose(final_states[0], final_states[1])
 
 
+@pytest.mark.slow
+def test_environments_built_with_the_same_seed_are_identical(demos):
+    """robosuite draws Lift's cube size when it builds the model; unseeded, it differs per process."""
+    states = []
+    for seed in (5, 5, 6):
+        environment = build_env(read_env_args(demos), seed, offscreen_render=False)
+        environment.reset(seed=0)
+        states.append((environment.unwrapped.cube.size, environment.get_state()))
+        environment.close()
+    np.testing.assert_array_equal(states[0][0], states[1][0])
+    np.testing.assert_array_equal(states[0][1], states[1][1])
+    assert not np.array_equal(states[0][0], states[2][0])
+
+
 # ---- the command ----------------------------------------------------------------------------
 
 
@@ -270,7 +273,8 @@ def test_video_is_a_playable_mp4_right_side_up(checkpoint, env, tmp_path):
     assert len(frames) == 7 and frames[0].shape == (128, 128, 3)
     assert all(is_right_side_up(frame) for frame in frames)
     # The first frame is the environment's own (right side up) picture of the episode's start.
-    reference = render_start(env.env_args, seed=0, size=128).astype(float)
+    env.reset(seed=0)
+    reference = env.render("agentview", 128, 128).astype(float)
     below_caption = slice(32, None)
     error = np.abs(frames[0][below_caption] - reference[below_caption]).mean()
     flipped_error = np.abs(frames[0][below_caption] - reference[::-1][below_caption]).mean()
@@ -279,12 +283,8 @@ def test_video_is_a_playable_mp4_right_side_up(checkpoint, env, tmp_path):
 
 @pytest.mark.slow
 def test_video_as_gif(checkpoint, env, tmp_path):
-    camera_env = make_env(env.env_args, offscreen_render=True)
-    try:
-        result = run_episode(camera_env, Policy.load(checkpoint, device="cpu"), 0, 2, ChunkExecutor(HORIZON),
-                             record_frames=True, frame_size=64)
-    finally:
-        camera_env.close()
+    result = run_episode(env, Policy.load(checkpoint, device="cpu"), 0, 2, ChunkExecutor(HORIZON),
+                         record_frames=True, frame_size=64)
     assert write_video(tmp_path / "eval.gif", [result], fps=20) == 3
     with Image.open(tmp_path / "eval.gif") as gif:
         assert gif.n_frames == 3 and gif.size == (64, 64)

@@ -1,7 +1,8 @@
 """`mvp eval`: the success rate of a checkpoint in the MuJoCo (robosuite) environment it was trained for.
 
-The environment is rebuilt from the `env_args` saved in the checkpoint. Episode i uses seed
-`--seed + i` for both the environment and the policy's sampling noise, so a run is reproducible.
+The environment is rebuilt from the `env_args` saved in the checkpoint and constructed with seed
+`--seed`; episode i uses seed `--seed + i` for both the environment's reset and the policy's
+sampling noise, so a run is reproducible.
 Reports the success rate with a 95% Wilson score interval, the lengths of successful episodes and
 the time of each `policy.act` call; `--json` writes them, `--video` films the first episodes.
 """
@@ -64,6 +65,16 @@ def check_checkpoint_fits(config: PolicyConfig, env: SimEnv, obs: dict[str, np.n
         raise IncompatibleCheckpointError(
             f"checkpoint {checkpoint} predicts {config.action_dim}-d actions, the {env_name} environment takes "
             f"{env.action_dim}-d actions: is it a checkpoint for another task?")
+
+
+def build_env(env_args: dict, seed: int, offscreen_render: bool) -> SimEnv:
+    """The environment of `env_args`, constructed with `seed`. robosuite draws some model properties
+    once, when it builds the model (Lift's cube size), from a generator that is seeded from the OS
+    unless `env_kwargs` has a seed; without one, two runs would evaluate on different cubes."""
+    env_kwargs = env_args.get("env_kwargs")
+    if isinstance(env_kwargs, dict):  # anything else is for make_env to reject, with its message
+        env_args = {**env_args, "env_kwargs": {**env_kwargs, "seed": seed}}
+    return make_env(env_args, offscreen_render=offscreen_render)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -188,7 +199,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             f"checkpoint {args.checkpoint} has no env_args: it was trained on data without a simulator; evaluate "
             "it on its robot with the policy node, or train on a dataset that records env_args (e.g. from mvp demos)")
     executor = ChunkExecutor(policy.horizon, args.execute, args.temporal_ensemble, args.ensemble_decay)
-    env = make_env(policy.info.env_args, offscreen_render=args.video is not None)
+    env = build_env(policy.info.env_args, args.seed, offscreen_render=args.video is not None)
     seeds = [args.seed + episode for episode in range(args.episodes)]
     max_steps = args.max_steps or env.horizon
     try:
