@@ -248,6 +248,7 @@ def make_env(env_args: dict[str, Any] | str, *, offscreen_render: bool = False) 
     env_args = _parse_env_args(env_args)
     env_kwargs = copy.deepcopy(env_args["env_kwargs"])
     env_kwargs["ignore_done"] = True
+    env_kwargs.setdefault("seed", 0)  # robosuite draws object sizes (Lift's cube) from it when it builds the model
     if offscreen_render:
         env_kwargs["has_offscreen_renderer"] = True
     return SimEnv(robosuite.make(env_args["env_name"], **env_kwargs), env_args)
