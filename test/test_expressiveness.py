@@ -11,24 +11,15 @@ import os
 
 import pytest
 import torch
+from test_checkpoint import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
 
-from mvp_ros.policy.toy import ToyTask, evaluate_toy, mode_metrics, train_toy
+from mvp_ros.policy.normalizer import ActionScaler
+from mvp_ros.policy.toy import ToyTask, evaluate_toy, exact_flow, mode_metrics, toy_normalization, train_toy
 
 SEED = int(os.environ.get("MVP_TEST_SEED", "0"))
 TASK = ToyTask()
 # Smaller than the 4x512 default so the test stays fast; a higher rate (with cosine decay) makes up for fewer steps.
 TRAINING = dict(hidden_dim=128, depth=3, learning_rate=3e-3)
-
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two torch threads on two shared, busy cores train several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def trained_metrics(head: str, steps: int) -> dict[str, float]:
@@ -60,19 +51,42 @@ def test_metrics_recognize_the_data_itself():
     assert mode_metrics(TASK, obs, averaged)["between_modes"] == 1.0
 
 
+@pytest.mark.parametrize("num_modes", [2, 4])
+def test_exact_marginal_velocity_carries_noise_to_the_data(num_modes):
+    """The closed-form velocity of the toy (used by the IVC ablation) really transports noise onto the modes."""
+    task = ToyTask(num_modes=num_modes)
+    normalization = toy_normalization(task)
+    scaler = ActionScaler(normalization.action_min, normalization.action_max)
+    center, half_range = scaler.center.double(), scaler.half_range.double()
+    generator = torch.Generator().manual_seed(SEED)
+    obs = task.sample_obs(2000, generator).double()
+    noise = torch.randn(2000, 2, generator=generator, dtype=torch.float64)
+    expected_start = ((task.mode_centres(obs) - center) / half_range).mean(dim=1) - noise
+    torch.testing.assert_close(task.marginal_velocity(obs, noise, torch.zeros(2000, dtype=torch.float64), center,
+                                                      half_range), expected_start)
+    actions = exact_flow(task, obs, noise, center, half_range) * half_range + center
+    metrics = mode_metrics(task, obs, actions, seed=SEED + 1)
+    assert metrics["near_mode"] > 0.97 and metrics["between_modes"] < 0.01, metrics
+    assert metrics["balance"] > 0.9 / num_modes and metrics["sliced_wasserstein"] < 0.04, metrics
+
+
+@pytest.mark.slow
 def test_one_step_mvp_covers_every_mode(mvp_metrics):
     assert mvp_metrics["near_mode"] > 0.6, mvp_metrics
     assert mvp_metrics["mode_0"] >= 0.3 and mvp_metrics["mode_1"] >= 0.3, mvp_metrics
 
 
+@pytest.mark.slow
 def test_one_step_mvp_puts_few_samples_between_modes(mvp_metrics):
     assert mvp_metrics["between_modes"] < 0.2, mvp_metrics
 
 
+@pytest.mark.slow
 def test_mlp_regression_averages_the_modes(mlp_metrics):
     assert mlp_metrics["between_modes"] > 0.9, mlp_metrics
     assert mlp_metrics["near_mode"] < 0.05, mlp_metrics
 
 
+@pytest.mark.slow
 def test_mvp_is_closer_to_the_data_than_mlp(mvp_metrics, mlp_metrics):
     assert mvp_metrics["sliced_wasserstein"] < 0.5 * mlp_metrics["sliced_wasserstein"], (mvp_metrics, mlp_metrics)

@@ -31,6 +31,10 @@ class ToyTask:
     slope: float = 0.5
     noise_std: float = 0.05
 
+    def __post_init__(self) -> None:
+        if self.num_modes < 2:
+            raise ValueError(f"num_modes: a multimodal toy needs at least 2 modes, got {self.num_modes}")
+
     def mode_centres(self, obs: torch.Tensor) -> torch.Tensor:
         """(B,) observations -> (B, K, 2) centres of the modes."""
         angles = 2 * math.pi * torch.arange(self.num_modes, dtype=obs.dtype) / self.num_modes
@@ -66,6 +70,42 @@ class ToyTask:
         """(obs (B,), actions (B, 2)) of fresh data."""
         obs = self.sample_obs(batch, generator)
         return obs, self.sample_actions(obs, generator)
+
+    def marginal_velocity(self, obs: torch.Tensor, z: torch.Tensor, t: torch.Tensor, center: torch.Tensor,
+                          half_range: torch.Tensor) -> torch.Tensor:
+        """The exact v(z, t | o) = E[a - eps | a_t = z] in actions normalized as (a - center) / half_range.
+
+        Given mode k the normalized action is Gaussian, so the path's marginal is N(t m_k, sigma_t^2)
+        with sigma_t^2 = (1 - t)^2 + t^2 s^2 and the velocity is affine in z; v mixes the modes'
+        velocities by their posterior weights at z.
+        """
+        means = (self.mode_centres(obs) - center) / half_range  # (B, K, 2)
+        spread = self.noise_std / half_range
+        t = t[:, None, None]
+        sigma = torch.sqrt((1 - t) ** 2 + t**2 * spread**2)
+        sigma_rate = (-(1 - t) + t * spread**2) / sigma
+        offset = z[:, None, :] - t * means
+        weights = torch.softmax(-0.5 * (offset / sigma).pow(2).sum(dim=-1), dim=1)  # sigma is the same for every k
+        velocities = means + sigma_rate * offset / sigma
+        return (weights[..., None] * velocities).sum(dim=1)
+
+
+def exact_flow(task: ToyTask, obs: torch.Tensor, noise: torch.Tensor, center: torch.Tensor, half_range: torch.Tensor,
+               steps: int = 50) -> torch.Tensor:
+    """Where the exact marginal velocity carries noise (B, 2) from t = 0 to t = 1 (RK4), normalized units."""
+    z, dt = noise, 1.0 / steps
+    for i in range(steps):
+        t = torch.full((z.shape[0],), i * dt, dtype=z.dtype)
+
+        def velocity(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return task.marginal_velocity(obs, z, t, center, half_range)
+
+        k1 = velocity(z, t)
+        k2 = velocity(z + dt / 2 * k1, t + dt / 2)
+        k3 = velocity(z + dt / 2 * k2, t + dt / 2)
+        k4 = velocity(z + dt * k3, t + dt)
+        z = z + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return z
 
 
 def model_inputs(obs: torch.Tensor, actions: torch.Tensor | None = None):
