@@ -17,7 +17,7 @@ from mvp_ros.cli import main  # noqa: E402
 from mvp_ros.data.robomimic import Episode, read_env_args, write_robomimic  # noqa: E402
 from mvp_ros.policy import Policy  # noqa: E402
 from mvp_ros.sim.envs import env_args_for, make_env  # noqa: E402
-from mvp_ros.sim.evaluate import build_env, summarize, wilson_interval, write_video  # noqa: E402
+from mvp_ros.sim.evaluate import build_env, summarize, torch_threads, wilson_interval, write_video  # noqa: E402
 from mvp_ros.sim.rollout import ChunkExecutor, run_episode  # noqa: E402
 
 HORIZON = 4
@@ -28,9 +28,10 @@ TIMING_KEYS = {"inference_ms_p50", "inference_ms_p99", "seconds_per_episode"}
 def tiny_train(dataset, out, obs_keys, steps=30):
     config = out.parent / f"{out.name}.yaml"
     config.write_text(yaml.safe_dump({"policy": {"hidden_dim": 64, "depth": 2}, "log_every": 10}))
-    assert main(["train", "--config", str(config), "--dataset", str(dataset), "--out", str(out),
-                 "--obs-keys", ",".join(obs_keys), "--steps", str(steps), "--batch-size", "32",
-                 "--horizon", str(HORIZON), "--device", "cpu", "--no-progress"]) == 0
+    with torch_threads(1):  # tiny batches: threads only add contention on a busy machine
+        assert main(["train", "--config", str(config), "--dataset", str(dataset), "--out", str(out),
+                     "--obs-keys", ",".join(obs_keys), "--steps", str(steps), "--batch-size", "32",
+                     "--horizon", str(HORIZON), "--device", "cpu", "--no-progress"]) == 0
     return out
 
 
