@@ -324,3 +324,25 @@ def test_tensors_missing_an_image_encoder(checkpoint):
 
     edit_config(checkpoint, add_camera)
     expect_error(checkpoint, "does not fit the architecture", "image_encoders.camera")
+
+
+@pytest.mark.parametrize("section, field, value", [
+    ("normalization", "obs_mean", [0.5, 0.5, 0.5]),
+    ("policy", "obs_shapes", [3]),
+])
+def test_entry_of_the_wrong_json_type(checkpoint, section, field, value):
+    edit_config(checkpoint, lambda document: document[section].update({field: value}))
+    expect_error(checkpoint, str(checkpoint / "config.json"), "invalid policy or normalization entry")
+
+
+@pytest.mark.parametrize("field, edit", [
+    ("action_min", lambda normalization: normalization.update(action_min=["a", "b"])),
+    ("action_min", lambda normalization: normalization.update(action_min=[float("nan"), -50.0])),
+    ("action_max", lambda normalization: normalization.update(action_max=[90.0, -40.0])),  # below action_min
+    ("obs_mean", lambda normalization: normalization["obs_mean"].update(joints=[0.0, float("inf"), 0.0])),
+    ("obs_std", lambda normalization: normalization["obs_std"].update(joints=[0.0, 1.0, 1.0])),
+], ids=["not-a-number", "nan", "max-below-min", "infinite-mean", "zero-std"])
+def test_normalization_values_that_would_give_nan_or_meaningless_actions(checkpoint, field, edit):
+    """These loaded (or failed with a bare ValueError) and gave NaN or constant actions; see the report."""
+    edit_config(checkpoint, lambda document: edit(document["normalization"]))
+    expect_error(checkpoint, str(checkpoint / "config.json"), field)

@@ -105,7 +105,7 @@ def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
     try:
         config = PolicyConfig.from_dict(document["policy"])
         normalization = Normalization.from_dict(document["normalization"])
-    except (ConfigError, KeyError, TypeError, ValueError) as error:
+    except (ConfigError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{config_path}: invalid policy or normalization entry: {error}") from None
     _check_normalization(config, normalization, config_path)
     return CheckpointInfo(directory=directory, config=config, normalization=normalization,
