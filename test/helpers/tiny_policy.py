@@ -32,7 +32,7 @@ def write_tiny_checkpoint(
     poison: bool = False,
     seed: int = 0,
 ) -> Path:
-    """A 2x64 MVP checkpoint with Lift env_args (see lift_env_args). Actions are scaled to +- action_range;
+    """A 2x64 MVP checkpoint with Lift env_args. Actions are scaled to +- action_range;
     `poison` sets every weight to NaN, so every chunk it produces is NaN."""
     torch.manual_seed(seed)
     config = PolicyConfig(head="mvp", action_dim=action_dim, horizon=horizon, obs_shapes=obs_shapes,
@@ -49,12 +49,4 @@ def write_tiny_checkpoint(
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.fill_(float("nan"))
-    return save_checkpoint(directory, model, normalization, env_args=lift_env_args())
-
-
-def lift_env_args() -> dict:
-    """Lift env_args with a construction seed: robosuite draws the cube's size from the environment's
-    generator when it builds the model, so without one every process gets a different cube."""
-    env_args = env_args_for("lift", images=False)
-    env_args["env_kwargs"]["seed"] = 0
-    return env_args
+    return save_checkpoint(directory, model, normalization, env_args=env_args_for("lift", images=False))
