@@ -97,20 +97,19 @@ def fine_tune_online(learner: MvpRlLearner, replay: ChunkReplay, env_args: dict,
             obs = env.reset(seed=int(rng.integers(2**31)))
             check_env(env, obs, learner)
             stack.reset(obs)
-            episode, done, success = EpisodeRecord(keys), False, False
+            episode, done = EpisodeRecord(keys), False
             while not done and stats["env_steps"] < env_steps:
                 chunk = learner.act(stack.batch(device), generator)[0].cpu().numpy()
-                for action in chunk:
+                for action in chunk:  # open loop, until the episode or the step budget ends
                     next_obs, reward, done, info = env.step(action)
-                    success = bool(info["success"])
-                    episode.add(obs, action, reward, success)
+                    episode.add(obs, action, reward, bool(info["success"]))
                     obs = next_obs
                     stack.push(obs)
                     stats["env_steps"] += 1
                     bar.update(1)
                     if done:
                         stats["episodes"] += 1
-                        successes += success
+                        successes += bool(info["success"])
                         stats["success_rate"] = successes / stats["episodes"]
                     after_env_step(dict(stats))
                     if done or stats["env_steps"] == env_steps:
