@@ -133,3 +133,11 @@ def test_resume_refuses_what_would_lose_work(dataset, tmp_path, capsys):
     (out / "training_state.safetensors").unlink()
     assert main(["train", "--out", str(out), "--resume", "--steps", "9", "--no-progress"]) == 2
     assert "training_state.safetensors is missing" in capsys.readouterr().err
+
+
+def test_a_dataset_without_validation_demos_trains_without_validation(tmp_path):
+    episode = Episode(obs={"position": np.zeros((6, 3), np.float32)}, actions=np.ones((6, 2)))
+    path = write_robomimic(tmp_path / "one.hdf5", [episode], valid_fraction=0.0)
+    out = tmp_path / "run"
+    assert train_cli(path, out, "--obs-keys", "position", "--steps", "3", "--batch-size", "4") == 0
+    assert "valid_loss" not in read_log(out)[-1]

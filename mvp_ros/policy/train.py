@@ -118,9 +118,9 @@ def to_tensors(batch: dict, device: torch.device) -> tuple[dict[str, torch.Tenso
 
 
 def load_datasets(config: TrainConfig) -> tuple[RobomimicDataset, RobomimicDataset | None]:
-    """Training windows from mask/train (all demos if there is no mask) and validation from mask/valid."""
+    """Training windows from mask/train (all demos if there is none) and validation from mask/valid if it lists any."""
     with open_hdf5(config.dataset) as file:
-        masks = set(file["mask"].keys()) if "mask" in file else set()
+        masks = {name for name, demos in file["mask"].items() if len(demos)} if "mask" in file else set()
     options = dict(obs_keys=config.obs_keys, action_horizon=config.horizon, frame_stack=config.frame_stack)
     train_set = RobomimicDataset(config.dataset, filter_key="train" if "train" in masks else None, **options)
     valid_set = RobomimicDataset(config.dataset, filter_key="valid", **options) if "valid" in masks else None
