@@ -9,7 +9,10 @@ samples a = eps + u(eps, 0, 1 | o):
   flow_map_error   mean |one-step sample - exact flow endpoint| (normalized units), the exact
                    endpoint from integrating the toy's closed-form marginal velocity;
   boundary_error   mean |u(z, t, t | o) - v(z, t | o)| at t ~ U(0, 1), z on the path: the
-                   quantity the IVC term trains (normalized units).
+                   quantity the IVC term trains (normalized units). With adaptive weighting
+                   (p > 0) the losses are no longer squared errors, so their minimizer is not the
+                   conditional mean (p = 0.5 makes it |delta|, a geometric median): run with
+                   --adaptive-weight-power 0 to see IVC alone.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mvp_ros.policy.config import PolicyConfig
 from mvp_ros.policy.model import ChunkPolicyModel
 from mvp_ros.policy.toy import ToyTask, evaluate_toy, exact_flow, model_inputs, train_toy
 
@@ -55,7 +59,8 @@ def field_errors(model: ChunkPolicyModel, task: ToyTask, samples: int, seed: int
 def run_one(ivc_weight: float, seed: int, task: ToyTask, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     model = train_toy("mvp", args.steps, seed, task, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                      hidden_dim=args.hidden_dim, depth=args.depth, ivc_weight=ivc_weight)
+                      hidden_dim=args.hidden_dim, depth=args.depth, ivc_weight=ivc_weight,
+                      adaptive_weight_power=args.adaptive_weight_power)
     train_seconds = time.perf_counter() - start
     metrics = evaluate_toy(model, task, args.samples, seed=1000 + seed)
     metrics.update(field_errors(model, task, args.samples, seed=2000 + seed))
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--hidden-dim", type=int, default=256)
     parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--adaptive-weight-power", type=float, default=PolicyConfig.adaptive_weight_power,
+                        help="p of the adaptive weight 1 / (|delta|^2 + c)^p; 0 gives plain squared errors")
     parser.add_argument("--modes", type=int, default=2, help="number of modes of the toy")
     parser.add_argument("--samples", type=int, default=4000, help="one-step samples per evaluation")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
