@@ -82,6 +82,7 @@ def test_every_demo_ends_at_its_first_success(lift_demos):
             assert demo["obs"]["object"][-1, 2] > 0.83
 
 
+@pytest.mark.slow
 def test_stored_actions_replay_the_stored_episode_exactly(lift_demos):
     """Robomimic's validity check: from states[0] (and the demo's model_file), the stored actions
     reproduce the stored states and observations, and the episode succeeds at its last step."""

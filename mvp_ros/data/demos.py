@@ -4,7 +4,11 @@ The experts drive a Panda with an OSC_POSE controller (20 Hz, 7-d delta actions 
 position, axis-angle rotation, gripper) through a per-episode plan of waypoints. Like people, they
 do not all do the same thing: each episode picks one of two strategies at random and adds noise to
 the waypoints, the speed and every action, so the data is multimodal. Only successful episodes are
-written, in Robomimic format, with the `env_args` that rebuild the environment.
+written, in Robomimic format, with the `env_args` that rebuild the environment; each demo's attrs
+hold its `model_file`, `seed` and `strategy`. Rewards are robosuite's sparse reward (1 at success),
+and an episode ends (done = 1) at its first success.
+
+    mvp demos --task lift --episodes 200 --out lift.hdf5 [--images] [--seed S] [--max-attempts M]
 
 - lift, `top`: turn to the nearest cube-face-aligned yaw, hover above the cube, descend, grasp.
   lift, `side`: turn to the other face-aligned yaw (45-90 degrees away), come down beside the cube
@@ -197,10 +201,10 @@ class Attempt:
     strategy: str
 
 
-def run_expert(env: SimEnv, task: str, episode_seed: int, obs_keys: tuple[str, ...]) -> Attempt:
-    """One expert episode from `env.reset(seed=episode_seed)`, stopped at success or the horizon."""
-    rng = np.random.default_rng([episode_seed, 1])  # independent of the env's own seeded stream
-    obs = env.reset(seed=episode_seed)
+def run_expert(env: SimEnv, task: str, seed: int, obs_keys: tuple[str, ...]) -> Attempt:
+    """One expert episode from `env.reset(seed=seed)`, stopped at success or the horizon."""
+    rng = np.random.default_rng([seed, 1])  # independent of the env's own seeded stream
+    obs = env.reset(seed=seed)
     model_file = env.model_xml()
     strategy, waypoints = PLANNERS[task](env, obs, rng)
     expert = WaypointExpert(waypoints, speed=rng.uniform(0.6, 1.0), action_noise=rng.uniform(0.02, 0.08), rng=rng)
@@ -221,12 +225,14 @@ def run_expert(env: SimEnv, task: str, episode_seed: int, obs_keys: tuple[str, .
         rewards=np.asarray(steps["rewards"]),
         dones=np.asarray(steps["dones"]),
         states=np.stack(steps["states"]),
-        attrs={"model_file": model_file, "seed": episode_seed, "strategy": strategy},
+        attrs={"model_file": model_file, "seed": seed, "strategy": strategy},
     )
     return Attempt(episode, bool(info["success"]), strategy)
 
 
 def episode_seed(seed: int, attempt: int) -> int:
+    """The seed of one attempt of a run: `run_expert(env, task, episode_seed(S, i), keys)` redoes
+    attempt i of `mvp demos --seed S` (each demo stores it as its `seed` attr)."""
     return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
 
 
