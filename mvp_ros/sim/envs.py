@@ -156,9 +156,9 @@ class SimEnv:
     def reset_to(self, state: np.ndarray, model_xml: str | None = None) -> dict[str, np.ndarray]:
         """Reset, then set the simulator to a flattened state from `get_state` (e.g. `states[0]`).
 
-        robosuite draws some model parameters (e.g. Lift's cube size) when it builds the model, so
-        two environments made from the same env_args can differ: to replay a recorded episode, pass
-        its `model_file` as `model_xml` and the model is rebuilt from it first.
+        robosuite draws some model parameters (e.g. Lift's cube size) when it builds a model (from
+        env_kwargs["seed"], and anew at every reset with hard_reset), so to replay a recorded episode
+        pass its `model_file` as `model_xml`: the model is rebuilt from it first when it differs.
         """
         self._use_own_render_context()
         if model_xml is not None and model_xml != self.model_xml():
