@@ -143,7 +143,7 @@ def assert_matches_reference(peer: Peer, reference, seed: int, actions: list[np.
 def test_lockstep_bridge_publishes_what_the_simulation_sees_and_holds_without_a_valid_command(peer, sim, reference) -> None:
     process, commands = sim
     response = peer.call(Trigger, "/mvp_sim/reset")
-    assert response.success and response.message == "episode 1 started with seed 7"
+    assert response.success and response.message == "episode 1 starts with seed 7"
     rng = np.random.default_rng(0)
     actions = [np.concatenate([rng.uniform(-0.5, 0.5, 6), [1.0]]) for _ in range(5)]
     step_through(peer, commands, actions, first=0)
@@ -165,7 +165,7 @@ def test_lockstep_bridge_publishes_what_the_simulation_sees_and_holds_without_a_
 
     # Episode 2: no valid command for two steps, then one, then none.
     first = len(peer.messages("/object_state"))
-    assert peer.call(Trigger, "/mvp_sim/reset").message == "episode 2 started with seed 8"
+    assert peer.call(Trigger, "/mvp_sim/reset").message == "episode 2 starts with seed 8"
     valid = np.array([0.4, -0.3, 0.2, 0.0, 0.1, 0.0, 1.0])
     peer.wait_for_messages("/object_state", first + 1, timeout_s=30)
     commands.publish(Float64MultiArray(data=[float("nan")] * 7))  # rejected: the simulation holds after 0.5 s

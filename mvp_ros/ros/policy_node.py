@@ -14,8 +14,8 @@ the `~/start`, `~/stop`, `~/reset` std_srvs/Trigger services drive it):
 
 A control tick starts when the timer fires. If every observation key then has a sample younger
 than its age limit (the contract's `max_age_s`/tolerance, optionally capped), the tick runs at once;
-otherwise it waits for the missing samples, and runs as soon as they arrive. A tick still waiting
-when the timer fires again is stale: the node publishes the safe action (the contract's `hold`
+otherwise it waits for the missing samples, up to half a control period, and runs as soon as they
+arrive. A tick that waited longer is stale: the node publishes the safe action (the contract's `hold`
 zeroes the motion dims and keeps the rest; `constant` sends a fixed action) and reports the stale
 keys. Waiting for the samples of the tick's own time is what makes the loop with the simulation
 bridge exact on sim time: the bridge publishes /clock first, then the observations stamped with
@@ -336,13 +336,14 @@ class PolicyNode(LifecycleNode):
         # old timeline mean nothing now, and a new episode begins.
         if self.state_label in ("inactive", "active"):
             self.get_logger().warning(f"clock jumped back by {-jump.delta.nanoseconds / 1e9:.3f} s: starting a new episode")
-            self.buffer.clear()
             self._begin_episode(self.get_parameter("seed").value)
             self._last_fire_ns = None
 
     def _begin_episode(self, seed: int) -> None:
+        """Forget the last episode: its samples, its plan, its pending tick, its last command."""
         self.policy.reset(seed)
         self.chunks.reset()
+        self.buffer.clear()
         self._last_command = None
         self._pending = None
         self.episodes += 1
@@ -356,8 +357,7 @@ class PolicyNode(LifecycleNode):
             if self._reject_log.ready((topic, reason)):
                 self.get_logger().warning(f"rejected a message on {topic} ({reason}): {self.buffer.last_reject[topic]}")
             return
-        if self._pending is not None:
-            self._try_tick()
+        self._try_tick()
 
     def _on_timer(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
@@ -365,16 +365,26 @@ class PolicyNode(LifecycleNode):
             self.missed_ticks += max(0, round((now_ns - self._last_fire_ns) / self.period_ns) - 1)
         self._last_fire_ns = now_ns
         if self._pending is not None:
-            self.stale_ticks += 1
-            self.stale_keys = self.buffer.stale_keys(now_ns)
-            self._hold(f"observations stale or missing: {self.stale_keys}")
+            self._give_up_waiting(now_ns)
         self._pending = (now_ns, time.perf_counter())
         if self._tf_lookup is not None:
             self._tf_lookup()
         self._try_tick()
 
+    def _give_up_waiting(self, now_ns: int) -> None:
+        """The waiting tick is stale: hold."""
+        self._pending = None
+        self.stale_ticks += 1
+        self.stale_keys = self.buffer.stale_keys(now_ns)
+        self._hold(f"observations stale or missing: {self.stale_keys}")
+
     def _try_tick(self) -> None:
+        if self._pending is None:
+            return
         now_ns = self.get_clock().now().nanoseconds
+        if now_ns - self._pending[0] > self.period_ns // 2:
+            self._give_up_waiting(now_ns)  # samples this late belong to the next tick
+            return
         if self.buffer.stale_keys(now_ns):
             return
         ready_s = max(self._pending[1], self.buffer.latest_arrival_s())

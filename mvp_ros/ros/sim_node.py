@@ -20,7 +20,8 @@ Stepping:
 
 Episodes: `~/reset` (std_srvs/Trigger) starts an episode seeded with the parameter `seed`, then
 increments that parameter, so successive resets walk through seeds S, S+1, ...; set the parameter
-(`ros2 param set`, or `-p seed:=S`) to choose. An episode ends at success or after `max_steps`
+(`ros2 param set`, or `-p seed:=S`) to choose. In lockstep the episode starts once the last
+observation published has been answered (the policy ticks on an episode's final step too). An episode ends at success or after `max_steps`
 steps; the node then publishes `~/episode_result` (diagnostic_msgs/DiagnosticStatus: seed, success,
 steps, held steps; reliable, transient local) and waits for the next reset. At the start of each
 episode it publishes `~/episode_start` (std_msgs/Int64, the seed), which the policy node's
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 import time
 from typing import Any
@@ -110,14 +112,16 @@ class SimNode(Node):
         self._reject_log = Throttle()
         self._command: np.ndarray | None = None  # arrived since the last observation was published
         self._applied: np.ndarray | None = None
-        self._published_at = self._due_at = 0.0
+        self._published_at = -math.inf
+        self._due_at = 0.0
+        self._next_seed: int | None = None
         self.clock_publisher.publish(ClockMsg(clock=Time(nanoseconds=self.sim_time_ns).to_msg()))
         self.get_logger().info(
             f"{self.env.env_args['env_name']} at {self.env.control_rate_hz:g} Hz, {'lockstep' if self.lockstep else 'free run'};"
             f" publishing {sorted(self.topic_publishers)}, applying {self.contract.action.topic}"
         )
         if self.get_parameter("autostart").value:
-            self.start_episode()
+            self.request_episode()
 
     def _env_args(self) -> dict:
         checkpoint, dataset = self.get_parameter("checkpoint").value, self.get_parameter("dataset").value
@@ -137,18 +141,27 @@ class SimNode(Node):
 
     # ---- episodes -------------------------------------------------------------------------------
 
-    def start_episode(self) -> int:
+    def request_episode(self) -> int:
+        """Schedule an episode seeded with the parameter `seed` (then incremented); its seed.
+
+        In lockstep it starts once the last observation published has been answered (or the wait
+        timed out), so the policy's tick on the previous episode's end never meets the new one.
+        """
         seed = self.get_parameter("seed").value
         self.set_parameters([Parameter("seed", value=seed + 1)])
         if self.episode is not None:
             self._finish_episode("reset")
+        self._next_seed = seed
+        return seed
+
+    def _start_episode(self, seed: int) -> None:
+        self._next_seed = None
         self.episode = {"seed": seed, "steps": 0, "held_steps": 0}
         self._applied = None
         self._due_at = time.perf_counter()
         observation = self.env.reset(seed=seed)
         self.episode_start_publisher.publish(Int64(data=seed))
         self._publish_step(observation)
-        return seed
 
     def _finish_episode(self, outcome: str) -> None:
         success = outcome == "success"
@@ -163,21 +176,22 @@ class SimNode(Node):
         self.episode = None
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        seed = self.start_episode()
-        response.success, response.message = True, f"episode {self.episodes + 1} started with seed {seed}"
+        seed = self.request_episode()
+        response.success, response.message = True, f"episode {self.episodes + 1} starts with seed {seed}"
         return response
 
     # ---- stepping -------------------------------------------------------------------------------
 
     def step_if_due(self) -> None:
-        """Step when the command arrived (lockstep) or the period is over (free run)."""
-        if self.episode is None:
-            return
+        """Step when the command arrived (lockstep) or the period is over (free run); start a
+        requested episode once the last observation was answered."""
         now = time.perf_counter()
-        if self.lockstep:
-            if self._command is None and now - self._published_at < self.lockstep_timeout_s:
-                return
-        elif now < self._due_at:
+        answered = not self.lockstep or self._command is not None or now - self._published_at >= self.lockstep_timeout_s
+        if self._next_seed is not None:
+            if answered:
+                self._start_episode(self._next_seed)
+            return
+        if self.episode is None or not answered or (not self.lockstep and now < self._due_at):
             return
         if self._command is None:
             self.episode["held_steps"] += 1
