@@ -26,6 +26,7 @@ from mvp_ros.policy import Policy
 from mvp_ros.policy.checkpoint import read_checkpoint_info
 from mvp_ros.ros.diagnostics import values_of
 from mvp_ros.ros.sim_node import bridge_env
+from mvp_ros.sim.evaluate import build_env
 from mvp_ros.sim.rollout import ChunkExecutor, run_episode
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
@@ -36,6 +37,7 @@ PANDA_CONTRACT = REPO / "config" / "panda_sim_contract.yaml"
 ARM = [f"robot0_joint{i}" for i in range(1, 8)]
 FINGERS = ["gripper0_right_finger_joint1", "gripper0_right_finger_joint2"]
 IMAGE_SIZE = 32
+SEED = 7  # of the simulation alone: its first episode and its construction
 EVENTS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 OBSERVATION_TOPICS = {"/joint_states": JointState, "/eef_pose": PoseStamped, "/object_state": Float64MultiArray,
                       "/agentview/image_raw": Image}
@@ -82,7 +84,7 @@ def peer(env):
 def reference(files):
     """A robosuite environment built the way the bridge builds its own."""
     contract = load_contract(files["image_contract"])
-    environment = bridge_env(read_checkpoint_info(files["checkpoint"]).env_args, contract)
+    environment = bridge_env(read_checkpoint_info(files["checkpoint"]).env_args, contract, seed=SEED)
     yield environment, contract
     environment.close()
 
@@ -90,7 +92,7 @@ def reference(files):
 @pytest.fixture
 def sim(env, files, peer):
     process = NodeProcess(["sim-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(files["image_contract"]),
-                           "--seed", "7", "--ros-args", "-p", "lockstep_timeout_s:=0.5", "-p", "max_steps:=5"],
+                           "--seed", str(SEED), "--ros-args", "-p", "lockstep_timeout_s:=0.5", "-p", "max_steps:=5"],
                           env, files["directory"] / "sim.log")
     commands = peer.node.create_publisher(Float64MultiArray, "/policy/command", 10)
     try:
@@ -204,11 +206,9 @@ class RecordingEnv:
 
 
 def offline_actions(checkpoint: Path, seed: int, steps: int) -> list[np.ndarray]:
-    """What `mvp eval`'s episode loop applies in `steps` steps of a seeded episode."""
-    from mvp_ros.sim.envs import make_env
-
+    """What `mvp eval --seed SEED` applies in `steps` steps of its first episode."""
     policy = Policy.load(checkpoint, device="cpu")
-    environment = make_env(policy.info.env_args)
+    environment = build_env(policy.info.env_args, seed, offscreen_render=False)
     try:
         recording = RecordingEnv(environment)
         run_episode(recording, policy, seed, steps, ChunkExecutor(policy.horizon))

@@ -66,7 +66,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "contract": ("", "observation contract: the topics to publish and the command topic to apply"),
     "lockstep": (True, "wait for the command of each step before stepping; false: step at the control rate in wall time"),
     "lockstep_timeout_s": (2.0, "lockstep: wall seconds to wait for a command before holding and stepping anyway"),
-    "seed": (0, "seed of the next episode ~/reset starts (then incremented)"),
+    "seed": (0, "seed of the next episode ~/reset starts (then incremented); at start-up also the environment's construction seed, as in mvp eval"),
     "max_steps": (0, "steps per episode; 0: the env_args horizon"),
     "autostart": (False, "start an episode at start-up instead of waiting for ~/reset"),
 }
@@ -78,7 +78,7 @@ class SimNode(Node):
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
         self.contract = load_contract(_required(self, "contract"))
-        self.env = bridge_env(self._env_args(), self.contract)
+        self.env = bridge_env(self._env_args(), self.contract, self.get_parameter("seed").value)
         if self.contract.action.msgtype != "std_msgs/msg/Float64MultiArray" or len(self.contract.action.names) != self.env.action_dim:
             raise BridgeError(
                 f"the simulation takes {self.env.action_dim}-dim Float64MultiArray commands; the contract's action is"
@@ -262,9 +262,10 @@ def _required(node: Node, name: str) -> str:
     return value
 
 
-def bridge_env(env_args: dict, contract: Contract):
-    """The environment of `env_args`, with the cameras the contract's image keys name added."""
-    from mvp_ros.sim.envs import make_env  # robosuite: imported only by the node that simulates
+def bridge_env(env_args: dict, contract: Contract, seed: int):
+    """The environment of `env_args`, with the cameras the contract's image keys name added, built
+    as `mvp eval --seed SEED` builds it (robosuite draws Lift's cube size when it builds the model)."""
+    from mvp_ros.sim.evaluate import build_env  # robosuite: imported only by the node that simulates
 
     images = {key: spec for key, spec in contract.observations.items() if isinstance(spec, ImageObservation)}
     env_args = copy.deepcopy(env_args)
@@ -278,7 +279,7 @@ def bridge_env(env_args: dict, contract: Contract):
         (height, width), = sizes
         kwargs.update(use_camera_obs=True, has_offscreen_renderer=True, camera_names=[*kwargs.get("camera_names", []), *missing],
                       camera_heights=height, camera_widths=width, camera_depths=False)
-    return make_env(env_args)
+    return build_env(env_args, seed, offscreen_render=False)
 
 
 def _check_joint_keys(contract: Contract, observation: dict[str, np.ndarray], messages: dict[str, Any]) -> None:
