@@ -390,6 +390,19 @@ def test_configure_checks_the_checkpoint_against_the_contract(tmp_path, files, c
     assert "mvp policy-node: error: " + message.format(ckpt=files["checkpoint"]) in error
 
 
+@pytest.mark.parametrize("stored, message", [
+    (CONTRACT | {"observations": CONTRACT["observations"] | {"object": CONTRACT["observations"]["object"] | {"size": 9}}},
+     "observation 'object' has shape (9,) in the contract stored in {ckpt}, (10,) in contract"),
+    (CONTRACT | {"action": CONTRACT["action"] | {"names": ["x", "y", "z", "roll", "pitch", "yaw", "grip"],
+                                                "safe_action": {"rule": "hold"}}},
+     "action names differ: {ckpt} was trained with ['x', 'y', 'z', 'roll', 'pitch', 'yaw', 'grip'], contract"),
+])
+def test_configure_checks_the_contract_stored_in_the_checkpoint(tmp_path, capsys, stored, message) -> None:
+    checkpoint = write_tiny_checkpoint(tmp_path / "trained_with_contract", OBS_SHAPES, contract=stored)
+    error = configure_error(tmp_path, capsys, checkpoint, CONTRACT)
+    assert "mvp policy-node: error: " + message.format(ckpt=checkpoint) in error
+
+
 def test_configure_names_a_missing_checkpoint(tmp_path, capsys) -> None:
     error = configure_error(tmp_path, capsys, tmp_path / "nowhere", CONTRACT)
     assert f"checkpoint directory {tmp_path / 'nowhere'} does not exist" in error

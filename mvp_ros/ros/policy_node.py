@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import importlib
 import sys
 import time
 from typing import Any
@@ -57,6 +56,7 @@ from mvp_ros.data.contract import Contract, TransformObservation, load_contract
 from mvp_ros.ros.diagnostics import RollingTimes, Throttle, diagnostic_array, status
 from mvp_ros.ros.node_main import add_ros_args_argument, overrides, ros_context
 from mvp_ros.ros.observations import ObservationBuffer
+from mvp_ros.ros.policy_checks import ConfigurationError, check_policy_against_contract, import_tf2_ros
 from mvp_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
 from mvp_ros.ros.recorder_node import import_message_class
 
@@ -83,56 +83,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 }
 
 
-class ConfigurationError(ValueError):
-    """A checkpoint, contract or parameter that the node cannot run with."""
-
-
-def check_policy_against_contract(policy: Any, contract: Contract, contract_path: str) -> None:
-    """Observation keys and shapes, and the action size, of the checkpoint must fit the contract.
-
-    A contract stored in the checkpoint (from training) must agree with `contract` on the same.
-    """
-    checkpoint = str(policy.info.directory) if policy.info else "the checkpoint"
-    for key, shape in policy.config.obs_shapes.items():
-        spec = contract.observations.get(key)
-        if spec is None:
-            raise ConfigurationError(
-                f"{checkpoint} needs observation {key!r}, which contract {contract_path} does not define"
-                f" (it defines {sorted(contract.observations)})"
-            )
-        if tuple(spec.shape) != tuple(shape):
-            raise ConfigurationError(
-                f"observation {key!r}: {checkpoint} was trained on shape {tuple(shape)}, contract {contract_path}"
-                f" gives shape {tuple(spec.shape)}"
-            )
-    if policy.config.action_dim != len(contract.action.names):
-        raise ConfigurationError(
-            f"{checkpoint} produces {policy.config.action_dim} action dims, contract {contract_path} has"
-            f" {len(contract.action.names)} ({list(contract.action.names)})"
-        )
-    stored = policy.info.contract if policy.info else None
-    if stored:
-        trained = Contract.from_dict(stored, source=f"{checkpoint}/config.json contract")
-        for key in policy.config.obs_shapes:
-            if key not in trained.observations:
-                raise ConfigurationError(f"observation {key!r} is missing from the contract stored in {checkpoint}")
-        if trained.action.names != contract.action.names:
-            raise ConfigurationError(
-                f"action names differ: {checkpoint} was trained with {list(trained.action.names)},"
-                f" contract {contract_path} has {list(contract.action.names)}"
-            )
-
-
-def import_tf2_ros(keys: list[str]) -> Any:
-    try:
-        return importlib.import_module("tf2_ros")
-    except ImportError as error:
-        raise ConfigurationError(
-            f"observation(s) {keys} are tf sources, which need the tf2_ros package; tf2_ros is not installed"
-            " here (it is not on PyPI: source a ROS 2 installation that provides it)"
-        ) from error
-
-
 class PolicyNode(LifecycleNode):
     def __init__(self, parameter_overrides: list[Parameter] | None = None) -> None:
         super().__init__(NODE_NAME, parameter_overrides=parameter_overrides or [])
@@ -154,7 +104,11 @@ class PolicyNode(LifecycleNode):
         self._runtime_entities: list[Any] = []
         self._timer = None
         self._pending: tuple[int, float] | None = None  # (clock ns, perf_counter s) of the waiting tick
+        self._last_fire_ns: int | None = None
         self._last_command: np.ndarray | None = None
+        self.contract: Contract | None = None
+        self.buffer: ObservationBuffer | None = None
+        self.command_publisher = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -172,7 +126,7 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._begin_episode(self.get_parameter("seed").value)
-        self._last_fire_ns: int | None = None
+        self._last_fire_ns = None
         self._timer = self.create_timer(self.period_ns / 1e9, self._on_timer)
         self.state_label = "active"
         self.get_logger().info(f"active: ticking at {1e9 / self.period_ns:g} Hz on the {self.get_clock().clock_type.name} clock")
@@ -287,19 +241,19 @@ class PolicyNode(LifecycleNode):
 
     def _destroy_runtime(self) -> None:
         for entity in self._runtime_entities:
-            if hasattr(entity, "publish"):
+            if entity is self.command_publisher:
                 self.destroy_publisher(entity)
             else:
                 self.destroy_subscription(entity)
         self._runtime_entities.clear()
+        self.command_publisher = None
 
     def _stop_ticking(self) -> None:
         self.destroy_timer(self._timer)
         self._timer = None
         self._pending = None
         self._publish_safe_action("deactivated")
-        if hasattr(self, "command_publisher"):
-            self.command_publisher.wait_for_all_acked(Duration(seconds=1))  # delivered before anything else happens
+        self.command_publisher.wait_for_all_acked(Duration(seconds=1))  # delivered before anything else happens
 
     # ---- services and episode boundaries --------------------------------------------------------
 
@@ -419,8 +373,6 @@ class PolicyNode(LifecycleNode):
         self._publish_safe_action(why)
 
     def _publish_safe_action(self, why: str) -> None:
-        if not hasattr(self, "command_publisher"):
-            return
         safe = self.action_spec.safe_action(self._last_command)
         if safe is None:
             self.get_logger().info(f"no safe action to publish ({why}): no command was sent yet, so there is nothing to hold")
@@ -470,7 +422,7 @@ class PolicyNode(LifecycleNode):
         }
         if self.configure_error:
             values["configure_error"] = self.configure_error
-        buffer = getattr(self, "buffer", None)
+        buffer = self.buffer
         if buffer is not None:
             now_ns = self.get_clock().now().nanoseconds
             for key, age in buffer.ages_s(now_ns).items():
@@ -490,7 +442,7 @@ class PolicyNode(LifecycleNode):
             level, message = DiagnosticStatus.WARN, f"holding: stale {self.stale_keys}"
         else:
             level, message = DiagnosticStatus.OK, "ticking"
-        robot = self.contract.robot if hasattr(self, "contract") else ""
+        robot = self.contract.robot if self.contract else ""
         self._diagnostics.publish(
             diagnostic_array(self.get_clock().now().to_msg(), status(f"{NODE_NAME}: control", level, message, robot, values))
         )

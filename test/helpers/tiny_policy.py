@@ -30,10 +30,12 @@ def write_tiny_checkpoint(
     action_range: float = 0.5,
     horizon: int = HORIZON,
     poison: bool = False,
+    contract: dict | None = None,
     seed: int = 0,
 ) -> Path:
     """A 2x64 MVP checkpoint with Lift env_args. Actions are scaled to +- action_range;
-    `poison` sets every weight to NaN, so every chunk it produces is NaN."""
+    `poison` sets every weight to NaN, so every chunk it produces is NaN; `contract` is stored as the
+    contract it was trained with."""
     torch.manual_seed(seed)
     config = PolicyConfig(head="mvp", action_dim=action_dim, horizon=horizon, obs_shapes=obs_shapes,
                           hidden_dim=64, depth=2, image_feature_dim=16)
@@ -49,4 +51,4 @@ def write_tiny_checkpoint(
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.fill_(float("nan"))
-    return save_checkpoint(directory, model, normalization, env_args=env_args_for("lift", images=False))
+    return save_checkpoint(directory, model, normalization, env_args=env_args_for("lift", images=False), contract=contract)
