@@ -31,14 +31,16 @@ def write_tiny_checkpoint(
     horizon: int = HORIZON,
     poison: bool = False,
     contract: dict | None = None,
+    hidden_dim: int = 64,
+    depth: int = 2,
     seed: int = 0,
 ) -> Path:
-    """A 2x64 MVP checkpoint with Lift env_args. Actions are scaled to +- action_range;
+    """An MVP checkpoint (2x64 unless told) with Lift env_args. Actions are scaled to +- action_range;
     `poison` sets every weight to NaN, so every chunk it produces is NaN; `contract` is stored as the
     contract it was trained with."""
     torch.manual_seed(seed)
     config = PolicyConfig(head="mvp", action_dim=action_dim, horizon=horizon, obs_shapes=obs_shapes,
-                          hidden_dim=64, depth=2, image_feature_dim=16)
+                          hidden_dim=hidden_dim, depth=depth, image_feature_dim=16 if hidden_dim < 512 else 64)
     lowdim = {key: shape for key, shape in obs_shapes.items() if len(shape) == 1}
     normalization = Normalization(
         action_min=[-action_range] * action_dim,
