@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import rclpy
@@ -38,3 +39,14 @@ def ros_context(program: str, ros_args: list[str]) -> Iterator[threading.Event]:
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def console_main(command: str) -> Callable[[], int]:
+    """The console script of a node (`ros2 run mvp_ros policy_node ...`): runs `mvp COMMAND ...`."""
+
+    def main() -> int:
+        from mvp_ros.cli import main as mvp_main
+
+        return mvp_main([command, *sys.argv[1:]])
+
+    return main

@@ -54,7 +54,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mvp_ros.data.contract import Contract, TransformObservation, load_contract
 from mvp_ros.ros.diagnostics import RollingTimes, Throttle, diagnostic_array, status
-from mvp_ros.ros.node_main import add_ros_args_argument, overrides, ros_context
+from mvp_ros.ros.node_main import add_ros_args_argument, console_main, overrides, ros_context
 from mvp_ros.ros.observations import ObservationBuffer
 from mvp_ros.ros.policy_checks import ConfigurationError, check_policy_against_contract, import_tf2_ros
 from mvp_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
@@ -481,11 +481,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> int:
-    """`ros2 run mvp_ros policy_node` (console script): the same as `mvp policy-node`."""
-    from mvp_ros.cli import main as mvp_main
-
-    return mvp_main(["policy-node", *sys.argv[1:]])
+main = console_main("policy-node")  # `ros2 run mvp_ros policy_node`: the same as `mvp policy-node`
 
 
 if __name__ == "__main__":

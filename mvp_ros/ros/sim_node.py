@@ -52,7 +52,7 @@ from std_srvs.srv import Trigger
 
 from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservation, MessageError, load_contract
 from mvp_ros.ros.diagnostics import RollingTimes, Throttle, diagnostic_array, status
-from mvp_ros.ros.node_main import add_ros_args_argument, overrides, ros_context
+from mvp_ros.ros.node_main import add_ros_args_argument, console_main, overrides, ros_context
 from mvp_ros.ros.qos import EVENT_QOS, RELIABLE_QOS
 from mvp_ros.ros.sim_messages import BridgeError, ContractMessages, JointGroup
 
@@ -328,11 +328,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> int:
-    """`ros2 run mvp_ros sim_node` (console script): the same as `mvp sim-node`."""
-    from mvp_ros.cli import main as mvp_main
-
-    return mvp_main(["sim-node", *sys.argv[1:]])
+main = console_main("sim-node")  # `ros2 run mvp_ros sim_node`: the same as `mvp sim-node`
 
 
 if __name__ == "__main__":
