@@ -52,12 +52,12 @@ def test_demo_reports_bad_arguments_before_starting_anything(tmp_path, capsys) -
 @pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED.is_dir(), reason=f"the shipped policy {SHIPPED} is not in this checkout yet")
 def test_the_shipped_policy_succeeds_over_ros_as_in_mvp_eval(tmp_path, capsys) -> None:
-    episodes = ["--episodes", "5", "--seed", "0"]
+    episodes = ["--episodes", "3", "--seed", "0"]
     demo, _ = run_demo(capsys, SHIPPED, tmp_path / "demo.json", *episodes)
     assert mvp_main(["eval", "--checkpoint", str(SHIPPED), "--json", str(tmp_path / "eval.json"), "--device", "cpu",
                      "--no-progress", *episodes]) == 0
     offline = json.loads((tmp_path / "eval.json").read_text())
-    assert demo["success_rate"] >= 0.8
+    assert demo["successes"] >= 2
     # Lockstep on sim time: the ROS loop is the offline loop, episode for episode.
     assert demo["episode_success"] == offline["episode_success"]
     assert demo["episode_steps"] == offline["episode_steps"]
