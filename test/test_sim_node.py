@@ -4,7 +4,6 @@ stepped here with the same seed and actions, and the closed loop against `run_ep
 of `mvp eval`: lockstep on sim time makes them equal, not just close."""
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path

@@ -380,8 +380,9 @@ class PolicyNode(LifecycleNode):
         self._publish(np.clip(safe, self.action_spec.lower, self.action_spec.upper))
 
     def _publish(self, command: np.ndarray) -> None:
-        if not np.isfinite(command).all():  # cannot happen after limit(); the last line of defence
-            raise AssertionError(f"refusing to publish a non-finite command {command.tolist()}")
+        if not np.isfinite(command).all():  # chunks are checked before use: a last line of defence
+            self.get_logger().error(f"refusing to publish a non-finite command {command.tolist()}")
+            return
         action = self.action_spec
         if action.msgtype == TRAJECTORY:
             point = JointTrajectoryPoint(positions=command.tolist(), time_from_start=_duration_msg(self.period_ns))
@@ -446,7 +447,6 @@ class PolicyNode(LifecycleNode):
         self._diagnostics.publish(
             diagnostic_array(self.get_clock().now().to_msg(), status(f"{NODE_NAME}: control", level, message, robot, values))
         )
-
 
 
 def _duration_msg(nanoseconds: int) -> DurationMsg:
