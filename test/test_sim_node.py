@@ -217,7 +217,7 @@ def offline_actions(checkpoint: Path, seed: int, steps: int) -> list[np.ndarray]
 
 
 @pytest.mark.slow
-def test_closed_loop_equals_the_offline_loop_and_survives_a_simulation_restart(tmp_path, env, files, peer) -> None:
+def test_closed_loop_equals_the_offline_loop_and_survives_a_simulation_restart(request, tmp_path, env, files, peer) -> None:
     steps = 12
     policy = NodeProcess(["policy-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(PANDA_CONTRACT),
                           "--ros-args", "-p", "device:=cpu", "-p", "use_sim_time:=true",
@@ -228,6 +228,7 @@ def test_closed_loop_equals_the_offline_loop_and_survives_a_simulation_restart(t
     try:
         for restart in range(2):
             sim = NodeProcess(sim_arguments, env, tmp_path / f"sim{restart}.log")
+            request.addfinalizer(lambda process=sim: process.alive() and process.stop())
             peer.wait_for(lambda: peer.node.count_subscribers("/clock") and peer.node.count_publishers("/clock")
                           and peer.node.count_publishers("/policy/command") and peer.node.count_subscribers("/eef_pose"),
                           120, "the simulation and policy nodes")
