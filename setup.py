@@ -38,6 +38,8 @@ setup(
         "console_scripts": [
             "mvp = mvp_ros.cli:main",
             "recorder_node = mvp_ros.ros.recorder_node:main",
+            "policy_node = mvp_ros.ros.policy_node:main",
+            "sim_node = mvp_ros.ros.sim_node:main",
         ],
     },
 )

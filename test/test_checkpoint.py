@@ -26,15 +26,6 @@ HEADS = [("mvp", {}), ("flow", {}), ("diffusion", {"diffusion_sampler": "ddpm"})
 HEAD_IDS = ["mvp", "flow", "diffusion-ddpm", "diffusion-ddim", "mlp"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two torch threads on two shared, busy cores run these small models several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(head: str, obs_shapes: dict, frame_stack: int = 1, seed: int = 0,
                **overrides) -> tuple[ChunkPolicyModel, Normalization]:
     """A small untrained model; actions in units far from [-1, 1] so unnormalization shows."""

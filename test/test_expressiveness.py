@@ -11,7 +11,6 @@ import os
 
 import pytest
 import torch
-from test_checkpoint import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
 
 from mvp_ros.policy.normalizer import ActionScaler
 from mvp_ros.policy.toy import ToyTask, evaluate_toy, exact_flow, mode_metrics, toy_normalization, train_toy

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from test_checkpoint import HEAD_IDS, HEADS, WITH_IMAGE, make_model, one_thread  # noqa: F401 (one_thread is a fixture)
+from test_checkpoint import HEAD_IDS, HEADS, WITH_IMAGE, make_model
 
 from mvp_ros.policy import ObservationError, Policy, save_checkpoint
 

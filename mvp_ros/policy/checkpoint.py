@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,7 @@ def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
                               f" where {FORMAT!r} was expected)" if isinstance(document, dict)
                               else f"{config_path} is not an mvp_ros policy checkpoint")
     version = document.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise CheckpointError(
             f"{config_path} has format_version {version!r}; this mvp_ros ({__version__}) reads version "
@@ -113,7 +114,13 @@ def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
                           training=document.get("training") or {}, versions=document.get("versions") or {})
 
 
+def _finite_numbers(values: list) -> bool:
+    return all(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+               for value in values)
+
+
 def _check_normalization(config: PolicyConfig, normalization: Normalization, config_path: Path) -> None:
+    """Lengths that fit the architecture, finite numbers, positive std, action_min <= action_max."""
     for name in ("action_min", "action_max"):
         if len(getattr(normalization, name)) != config.action_dim:
             raise CheckpointError(f"{config_path}: normalization.{name} has {len(getattr(normalization, name))} "
@@ -123,6 +130,18 @@ def _check_normalization(config: PolicyConfig, normalization: Normalization, con
             if len(stats.get(key, ())) != config.obs_shapes[key][0]:
                 raise CheckpointError(f"{config_path}: normalization statistics for observation {key!r} "
                                       f"do not match its shape {config.obs_shapes[key]}")
+    statistics = {"action_min": normalization.action_min, "action_max": normalization.action_max}
+    for key in config.lowdim_keys:
+        statistics[f"obs_mean[{key!r}]"] = normalization.obs_mean[key]
+        statistics[f"obs_std[{key!r}]"] = normalization.obs_std[key]
+    for name, values in statistics.items():
+        if not _finite_numbers(values):
+            raise CheckpointError(f"{config_path}: normalization.{name} holds values that are not finite numbers: {values}")
+        if name.startswith("obs_std") and min(values) <= 0:
+            raise CheckpointError(f"{config_path}: normalization.{name} must be positive, got {values}")
+    if any(low > high for low, high in zip(normalization.action_min, normalization.action_max)):
+        raise CheckpointError(f"{config_path}: normalization.action_max {normalization.action_max} "
+                              f"is below action_min {normalization.action_min}")
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[ChunkPolicyModel, CheckpointInfo]:
