@@ -26,7 +26,7 @@ test: setup
 	MUJOCO_GL=egl $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	MUJOCO_GL=egl $(VENV)/bin/mvp demo --checkpoint models/lift_lowdim
+	MUJOCO_GL=egl $(VENV)/bin/mvp demo --checkpoint models/lift_lowdim --temporal-ensemble --episodes 10 --json demo_results.json
 
 clean:
 	rm -rf $(VENV) build install log *.egg-info

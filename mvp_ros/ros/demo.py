@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="episode i uses seed SEED + i (default 0)")
     parser.add_argument("--max-steps", type=int, default=0, help="steps per episode (default: the environment's horizon)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="policy device (default auto)")
+    parser.add_argument("--temporal-ensemble", action="store_true",
+                        help="the policy node averages overlapping chunks every tick (as `mvp eval --temporal-ensemble`)")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     parser.add_argument("--log-dir", type=Path, help="keep the nodes' logs here (default: a temporary directory)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         "sim": _start(["sim-node", *common, "--seed", str(args.seed), "--ros-args", "-p", f"max_steps:={max_steps}",
                        "-p", f"lockstep_timeout_s:={STEP_TIMEOUT_S}"], env, logs["sim"]),
         "policy": _start(["policy-node", *common, "--device", args.device, "--ros-args", "-p", "use_sim_time:=true",
-                          "-p", f"reset_topic:={EPISODE_START_TOPIC}", "-p", "inference_timeout_s:=1.0"],
+                          "-p", f"reset_topic:={EPISODE_START_TOPIC}", "-p", "inference_timeout_s:=1.0",
+                          "-p", f"temporal_ensemble:={str(args.temporal_ensemble).lower()}"],
                          env, logs["policy"]),
     }
     print(f"demo: ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, node logs in {log_dir}", flush=True)
