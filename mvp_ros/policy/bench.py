@@ -43,7 +43,6 @@ class Case:
     name: str
     head: str
     steps: int
-    obs: str
     run: Callable[[], object]
 
 
@@ -112,7 +111,7 @@ def inference_cases(kinds: list[str], device: torch.device, width: int, depth: i
                 with torch.inference_mode():
                     return model.sample(obs, candidates, generator)
 
-            cases.append(Case(f"{name}/{kind}", name, steps, kind, run))
+            cases.append(Case(f"{name}/{kind}", name, steps, run))
     return cases
 
 
@@ -130,7 +129,7 @@ def training_cases(device: torch.device, batch_size: int, width: int, depth: int
             loss.backward()
             optimizer.step()
 
-        cases.append(Case(head, head, 1, "lowdim", step))
+        cases.append(Case(head, head, 1, step))
     return cases
 
 

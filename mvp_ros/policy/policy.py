@@ -88,7 +88,6 @@ class Policy:
             elif not np.all(np.isfinite(value)):
                 raise ObservationError(f"observation {key!r} contains NaN or infinite values: {value}")
 
-    @torch.inference_mode()
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """One action chunk (horizon, action_dim) in the data's units, from one network evaluation for MVP."""
         return self.sample(obs, num_candidates=1)[0]
