@@ -62,7 +62,8 @@ class ChunkPolicyModel(nn.Module):
         """(B, num_candidates, horizon, action_dim) chunks in data units, all candidates in one batched call."""
         cond = self.obs_encoder(obs)
         batch = cond.shape[0]
-        cond = cond.repeat_interleave(num_candidates, dim=0)
+        if num_candidates > 1:
+            cond = cond.repeat_interleave(num_candidates, dim=0)
         noise = torch.randn(batch * num_candidates, self.config.chunk_dim, generator=generator, device=cond.device)
         chunks = self.sample_normalized(cond, noise, generator)
         chunks = self.action_scaler.unnormalize(chunks.view(-1, self.config.horizon, self.config.action_dim))

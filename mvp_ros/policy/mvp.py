@@ -77,6 +77,8 @@ def mvp_loss(net: Backbone, cond: torch.Tensor, actions: torch.Tensor, config: P
 
 def mvp_sample(net: Backbone, cond: torch.Tensor, noise: torch.Tensor, steps: int = 1) -> torch.Tensor:
     """Follow the mean field from t = 0 to 1: one step is a = eps + u(eps, 0, 1); k steps only for comparison."""
+    if steps == 1:
+        return noise + net(noise, cond, noise.new_zeros(noise.shape[0]), noise.new_ones(noise.shape[0]))
     a = noise
     times = torch.linspace(0.0, 1.0, steps + 1, device=noise.device)
     ones = torch.ones(noise.shape[0], device=noise.device)

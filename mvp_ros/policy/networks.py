@@ -22,11 +22,13 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         half = dim // 2
         frequencies = torch.exp(math.log(max_frequency) * torch.arange(half, dtype=torch.float32) / (half - 1))
-        self.register_buffer("frequencies", frequencies, persistent=False)
+        # [sin(f t), cos(f t)] as one sin over [f, f] with phases [0, pi/2]: two kernels rather than four
+        self.register_buffer("frequencies", torch.cat([frequencies, frequencies])[None, :], persistent=False)
+        self.register_buffer("phases", torch.cat([torch.zeros(half), torch.full((half,), math.pi / 2)])[None, :],
+                             persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = t[:, None] * self.frequencies[None, :]
-        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+        return torch.sin(torch.addcmul(self.phases, t[:, None], self.frequencies))
 
 
 def mlp(in_dim: int, hidden_dim: int, depth: int, out_dim: int) -> nn.Sequential:
