@@ -1,24 +1,62 @@
 """`mvp bench` on tiny settings, so the benchmark cannot rot; its thresholds are benchmark results, not tests."""
 import json
 
+import pytest
+
 from mvp_ros.cli import main
 from mvp_ros.policy.bench import INFERENCE_CASES, TRAINING_HEADS
 
+TINY = ["--width", "32", "--depth", "2", "--batch-size", "8", "--train-repeats", "2"]
 
-def test_bench_writes_every_case_side_by_side(tmp_path):
+
+def test_bench_writes_every_part_side_by_side(tmp_path):
+    """Every head eagerly, the policy node's tick over DDS (another process), training; JSON and plot."""
     result_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
-    assert main(["bench", "--repeats", "3", "--image-repeats", "2", "--train-repeats", "2", "--batch-size", "8",
-                 "--width", "32", "--depth", "2", "--json", str(result_path), "--plot", str(plot_path)]) == 0
+    assert main(["bench", *TINY, "--modes", "eager", "--repeats", "3", "--image-repeats", "2",
+                 "--ros-duration", "2", "--ros-image-duration", "1", "--ros-execution", "eager",
+                 "--json", str(result_path), "--plot", str(plot_path)]) == 0
     result = json.loads(result_path.read_text())
     rows = result["inference"]
-    assert {(row["head"], row["obs"]) for row in rows} == {(name, kind) for name in INFERENCE_CASES
-                                                            for kind in ("lowdim", "image")}
+    assert {(row["head"], row["obs"], row["mode"]) for row in rows} == {
+        (name, kind, "eager") for name in INFERENCE_CASES for kind in ("lowdim", "image")}
     for row in rows:
         assert set(row) >= {"head", "steps", "obs", "mode", "device", "p50_ms", "p99_ms", "ratio_to_mvp"}
         assert 0 < row["p50_ms"] <= row["p99_ms"] and len(row["samples_ms"]) == (3 if row["obs"] == "lowdim" else 2)
         if row["head"] == "mvp":
             assert row["ratio_to_mvp"] == 1.0
     assert {row["head"]: row["steps"] for row in rows if row["obs"] == "lowdim"}["ddpm"] == 100
+
+    for key, obs, rate, ticks in (("ros_tick", "lowdim", 100, 200), ("ros_tick_image", "image", 30, 30)):
+        tick = result[key]
+        assert set(tick) >= {"rate_hz", "p50_ms", "p99_ms", "missed_ticks"}
+        assert (tick["obs"], tick["rate_hz"], tick["ticks"]) == (obs, rate, ticks)
+        # every tick reached the node and was answered with a policy command (a loaded machine may make
+        # some late, which is what missed_ticks counts, but none may be lost or held)
+        assert tick["node_ticks"] == tick["node_commands"] == ticks and tick["node_holds"] == 0
+        assert tick["commands_received"] == ticks and 0 < tick["p50_ms"] <= tick["p99_ms"]
+        assert 0 <= tick["missed_ticks"] <= ticks and tick["node_exit_code"] == 0
+
     assert [row["head"] for row in result["training"]] == list(TRAINING_HEADS)
     assert all(row["steps_per_s"] > 0 for row in result["training"])
     assert plot_path.stat().st_size > 1000
+
+
+def test_bench_compiles_the_sampling_call(tmp_path):
+    result_path = tmp_path / "bench.json"
+    assert main(["bench", *TINY, "--heads", "mvp,flow", "--modes", "eager,compile", "--repeats", "3",
+                 "--image-repeats", "0", "--train-repeats", "0", "--ros-duration", "0", "--ros-image-duration", "0",
+                 "--json", str(result_path)]) == 0
+    result = json.loads(result_path.read_text())
+    assert {(row["head"], row["mode"]) for row in result["inference"]} == {
+        (head, mode) for head in ("mvp", "flow") for mode in ("eager", "compile")}
+    assert result["ros_tick"] is None and result["training"] == []
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--modes", "cuda_graph"], "--modes cuda_graph needs --device cuda"),
+    (["--modes", "jit"], "--modes takes auto or a comma-separated list"),
+    (["--heads", "flow"], "--heads must include mvp"),
+])
+def test_bench_refuses_bad_settings(arguments, message, capsys):
+    assert main(["bench", *arguments]) == 2
+    assert message in capsys.readouterr().err

@@ -1,28 +1,25 @@
-"""`mvp bench`: inference latency and training cost of every head on the same backbone.
+"""The learning-core part of `mvp bench` (mvp_ros/bench.py): inference latency and training cost of
+every head on the same backbone.
 
-Every case is timed interleaved with the others in one run (a block of calls of case A, of
-case B, ..., then again), so a noisy machine slows them alike and the ratios to MVP 1-step stay
-meaningful.
-
-    mvp bench --json bench.json --plot bench.png [--device cpu|cuda] [--repeats 200]
+Inference runs each head's fixed-shape sampling call the way a deployed policy runs it
+(execution.py): eagerly, compiled with torch.compile, and on a GPU replayed as a CUDA graph. Every
+case is timed interleaved with the others in one run (a block of calls of case A, of case B, ...,
+then again), so a noisy machine slows them alike and the ratios to MVP 1-step stay meaningful.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .config import PolicyConfig
+from .execution import graph_capturable, make_sampler
 from .model import ChunkPolicyModel
 from .normalizer import Normalization
-from .policy import resolve_device
 
 ACTION_DIM, HORIZON, LOWDIM = 7, 5, 19
 IMAGE_SHAPE = (84, 84, 3)
@@ -44,6 +41,7 @@ class Case:
     head: str
     steps: int
     run: Callable[[], object]
+    mode: str = "eager"
 
 
 def obs_shapes(kind: str) -> dict[str, tuple[int, ...]]:
@@ -99,19 +97,25 @@ def interleave(cases: list[Case], repeats: int, warmup: int, device: torch.devic
     return samples
 
 
-def inference_cases(kinds: list[str], device: torch.device, width: int, depth: int) -> list[Case]:
+def inference_cases(kind: str, modes: list[str], heads: list[str], device: torch.device, width: int,
+                    depth: int) -> list[Case]:
     cases = []
     generator = torch.Generator(device=device).manual_seed(0)
-    for kind in kinds:
-        obs = random_obs(kind, 1, device)
-        for name, (head, steps, overrides, candidates) in INFERENCE_CASES.items():
-            model = build(head, kind, overrides, device, width, depth)
+    inputs = random_obs(kind, 1, device)
+    for name in heads:
+        head, steps, overrides, candidates = INFERENCE_CASES[name]
+        model = build(head, kind, overrides, device, width, depth)
+        for mode in modes:
+            if mode == "cuda_graph" and not graph_capturable(model.config):
+                continue
+            with torch.inference_mode():
+                sampler = make_sampler(model, inputs, candidates, mode, generator)
 
-            def run(model=model, obs=obs, candidates=candidates):
+            def run(sampler=sampler, candidates=candidates, chunk_dim=model.config.chunk_dim):
                 with torch.inference_mode():
-                    return model.sample(obs, candidates, generator)
+                    return sampler(torch.randn(candidates, chunk_dim, generator=generator, device=device))
 
-            cases.append(Case(f"{name}/{kind}", name, steps, run))
+            cases.append(Case(f"{name}/{kind}/{mode}", name, steps, run, mode))
     return cases
 
 
@@ -138,19 +142,20 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repeats: int, batch_size: int,
-              width: int, depth: int) -> dict:
+              width: int, depth: int, modes: list[str], heads: list[str]) -> dict:
     inference = []
     for kind, count in (("lowdim", repeats), ("image", image_repeats)):
         if count <= 0:
             continue
-        cases = inference_cases([kind], device, width, depth)
+        cases = inference_cases(kind, modes, heads, device, width, depth)
         samples = interleave(cases, count, warmup=max(3, count // 10), device=device)
-        reference = np.percentile(samples[f"mvp/{kind}"], 50)
         for case in cases:
             values = samples[case.name]
-            inference.append({"head": case.head, "steps": case.steps, "obs": kind, "mode": "eager",
+            reference = samples.get(f"mvp/{kind}/{case.mode}")
+            inference.append({"head": case.head, "steps": case.steps, "obs": kind, "mode": case.mode,
                               "device": device.type, "p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99),
-                              "ratio_to_mvp": round(float(np.percentile(values, 50) / reference), 2),
+                              "ratio_to_mvp": None if reference is None else
+                              round(float(np.percentile(values, 50) / np.percentile(reference, 50)), 2),
                               "samples_ms": [round(value, 4) for value in values]})
     training = []
     if train_repeats > 0:
@@ -165,56 +170,3 @@ def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repe
                         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"},
             "backbone": f"{depth}x{width} GELU MLP", "chunk": [HORIZON, ACTION_DIM],
             "inference": inference, "training": training}
-
-
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kinds = sorted({row["obs"] for row in result["inference"]})
-    figure, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4), squeeze=False)
-    for axis, kind in zip(axes[0], kinds):
-        rows = [row for row in result["inference"] if row["obs"] == kind]
-        axis.boxplot([row["samples_ms"] for row in rows], showfliers=False)
-        axis.set_xticks(range(1, len(rows) + 1), [f"{row['head']}\n{row['steps']} step(s)" for row in rows], fontsize=8)
-        axis.set_yscale("log")
-        axis.set_ylabel("latency per chunk (ms)")
-        axis.set_title(f"{kind} observations, batch 1, {result['machine']['device_name']}")
-        axis.grid(alpha=0.3, axis="y")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--plot", type=Path, help="write a PNG of the latency distributions")
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    parser.add_argument("--repeats", type=int, default=200, help="timed calls per low-dim inference case")
-    parser.add_argument("--image-repeats", type=int, default=50, help="timed calls per image case (0: skip)")
-    parser.add_argument("--train-repeats", type=int, default=30, help="timed training steps per head (0: skip)")
-    parser.add_argument("--batch-size", type=int, default=256, help="training batch size")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    parser.add_argument("--width", type=int, default=512, help="backbone width (default 512)")
-    parser.add_argument("--depth", type=int, default=4, help="backbone depth (default 4)")
-
-
-def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    result = benchmark(resolve_device(args.device), args.repeats, args.image_repeats, args.train_repeats,
-                       args.batch_size, args.width, args.depth)
-    print(f"{'head':>16} {'steps':>5} {'obs':>6} {'p50 ms':>8} {'p99 ms':>8} {'x mvp':>6}")
-    for row in result["inference"]:
-        print(f"{row['head']:>16} {row['steps']:>5} {row['obs']:>6} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
-              f"{row['ratio_to_mvp']:>6.2f}")
-    for row in result["training"]:
-        print(f"train {row['head']:>10}: {row['step_ms_p50']:8.2f} ms/step, {row['steps_per_s']:7.2f} steps/s, "
-              f"{row['ratio_to_flow']:.2f}x flow")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.plot:
-        plot(result, args.plot)
-    return 0

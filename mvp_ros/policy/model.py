@@ -60,11 +60,19 @@ class ChunkPolicyModel(nn.Module):
     def sample(self, obs: dict[str, torch.Tensor], num_candidates: int = 1,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, num_candidates, horizon, action_dim) chunks in data units, all candidates in one batched call."""
+        batch = next(iter(obs.values())).shape[0]
+        device = next(iter(obs.values())).device
+        noise = torch.randn(batch * num_candidates, self.config.chunk_dim, generator=generator, device=device)
+        return self.sample_with_noise(obs, noise, num_candidates, generator)
+
+    def sample_with_noise(self, obs: dict[str, torch.Tensor], noise: torch.Tensor, num_candidates: int = 1,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        """`sample` from given starting noise (B * num_candidates, chunk_dim): a fixed-shape call that
+        torch.compile and CUDA graphs can take whole (`generator` only for DDPM's per-step noise)."""
         cond = self.obs_encoder(obs)
         batch = cond.shape[0]
         if num_candidates > 1:
             cond = cond.repeat_interleave(num_candidates, dim=0)
-        noise = torch.randn(batch * num_candidates, self.config.chunk_dim, generator=generator, device=cond.device)
         chunks = self.sample_normalized(cond, noise, generator)
         chunks = self.action_scaler.unnormalize(chunks.view(-1, self.config.horizon, self.config.action_dim))
         return chunks.view(batch, num_candidates, self.config.horizon, self.config.action_dim)

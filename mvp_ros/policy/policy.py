@@ -5,11 +5,12 @@
     chunk = policy.act({"robot0_eef_pos": ..., "object": ...})   # (horizon, action_dim), data units
 
 `act` takes one frame per key (low-dim (D,) float, images (H, W, C) uint8) and keeps the frame
-stack itself; after `reset` the first frame is repeated, as in training.
+stack itself, in input tensors allocated once and refilled in place; after `reset` the first frame
+is repeated, as in training. `execution` picks how the sampling call runs (execution.py): `auto`
+replays a captured CUDA graph on a GPU and runs eagerly on a CPU.
 """
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from .checkpoint import CheckpointInfo, load_checkpoint
 from .config import PolicyConfig, is_image_shape
+from .execution import Sampler, make_sampler, resolve_mode
 from .model import ChunkPolicyModel
 
 
@@ -36,19 +38,28 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 class Policy:
     def __init__(self, model: ChunkPolicyModel, info: CheckpointInfo | None = None,
-                 device: str | torch.device = "cpu", seed: int | None = 0):
+                 device: str | torch.device = "cpu", seed: int | None = 0, execution: str = "auto"):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.info = info
+        self.execution = resolve_mode(execution, model.config, self.device)
         self._generator = torch.Generator(device=self.device)
-        self._frames: dict[str, deque[torch.Tensor]] = {}
+        config = model.config
+        self._inputs = {  # (1, frame_stack, *frame_shape), refilled in place every call
+            key: torch.zeros((1, config.frame_stack, *shape), device=self.device,
+                             dtype=torch.uint8 if is_image_shape(shape) else torch.float32)
+            for key, shape in config.obs_shapes.items()
+        }
+        self._samplers: dict[int, Sampler] = {}  # by number of candidates, built on first use
+        self._history_empty = True
         self.reset(seed)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "auto", seed: int | None = 0) -> "Policy":
+    def load(cls, directory: str | Path, device: str = "auto", seed: int | None = 0,
+             execution: str = "auto") -> "Policy":
         resolved = resolve_device(device)
         model, info = load_checkpoint(directory, resolved)
-        return cls(model, info, resolved, seed)
+        return cls(model, info, resolved, seed, execution)
 
     @property
     def config(self) -> PolicyConfig:
@@ -68,7 +79,7 @@ class Policy:
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the frame history (start of an episode); reseed the sampling noise when a seed is given."""
-        self._frames = {key: deque(maxlen=self.config.frame_stack) for key in self.obs_keys}
+        self._history_empty = True
         if seed is not None:
             self._generator.manual_seed(int(seed))
 
@@ -96,13 +107,22 @@ class Policy:
     def sample(self, obs: dict[str, np.ndarray], num_candidates: int) -> np.ndarray:
         """`num_candidates` chunks (N, horizon, action_dim) for the same observation, in one batched call."""
         self._check(obs)
-        batch = {}
-        for key, frames in self._frames.items():
-            frame = torch.tensor(np.asarray(obs[key]), device=self.device)  # a copy: callers may refill one buffer
-            if not frames:
-                frames.extend([frame] * self.config.frame_stack)
+        self._push_frames(obs)
+        sampler = self._samplers.get(num_candidates)
+        if sampler is None:
+            sampler = self._samplers[num_candidates] = make_sampler(self.model, self._inputs, num_candidates,
+                                                                    self.execution, self._generator)
+        noise = torch.randn(num_candidates, self.config.chunk_dim, generator=self._generator, device=self.device)
+        return sampler(noise)[0].cpu().numpy()  # a copy on a GPU; on a CPU a fresh tensor every call
+
+    def _push_frames(self, obs: dict[str, np.ndarray]) -> None:
+        """Copy the new frames into the input tensors (the caller may refill its own arrays afterwards)."""
+        for key, stack in self._inputs.items():
+            frame = torch.from_numpy(np.ascontiguousarray(obs[key]))
+            if self._history_empty:
+                stack[0].copy_(frame.expand_as(stack[0]))
             else:
-                frames.append(frame)
-            batch[key] = torch.stack(tuple(frames))[None]
-        chunks = self.model.sample(batch, num_candidates, self._generator)
-        return chunks[0].cpu().numpy()
+                if stack.shape[1] > 1:
+                    stack[0, :-1] = stack[0, 1:].clone()
+                stack[0, -1].copy_(frame)
+        self._history_empty = False

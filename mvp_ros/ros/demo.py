@@ -14,16 +14,15 @@ import argparse
 import json
 import math
 import os
-import random
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from mvp_ros.ros.node_process import isolated_ros_environment, start_node_process, stop_node_process
 
 DEFAULT_CHECKPOINT = "models/lift_lowdim"
 DEFAULT_CONTRACT = str(Path(__file__).resolve().parents[2] / "config" / "panda_sim_contract.yaml")
@@ -53,17 +52,13 @@ def run(args: argparse.Namespace) -> int:
     max_steps = _check_arguments(args)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="mvp_demo_"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {
-        "ROS_DOMAIN_ID": os.environ.get("MVP_DEMO_DOMAIN_ID", str(random.SystemRandom().randint(1, 100))),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
-    }
+    env = isolated_ros_environment(os.environ.get("MVP_DEMO_DOMAIN_ID")) | {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     common = ["--checkpoint", str(args.checkpoint), "--contract", str(args.contract)]
     logs = {"sim": log_dir / "sim_node.log", "policy": log_dir / "policy_node.log"}
     nodes = {
-        "sim": _start(["sim-node", *common, "--seed", str(args.seed), "--ros-args", "-p", f"max_steps:={max_steps}",
+        "sim": start_node_process(["sim-node", *common, "--seed", str(args.seed), "--ros-args", "-p", f"max_steps:={max_steps}",
                        "-p", f"lockstep_timeout_s:={STEP_TIMEOUT_S}"], env, logs["sim"]),
-        "policy": _start(["policy-node", *common, "--device", args.device, "--ros-args", "-p", "use_sim_time:=true",
+        "policy": start_node_process(["policy-node", *common, "--device", args.device, "--ros-args", "-p", "use_sim_time:=true",
                           "-p", f"reset_topic:={EPISODE_START_TOPIC}", "-p", "inference_timeout_s:=1.0",
                           "-p", f"temporal_ensemble:={str(args.temporal_ensemble).lower()}"],
                          env, logs["policy"]),
@@ -73,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = _run_episodes(args, max_steps, int(env["ROS_DOMAIN_ID"]), nodes, logs)
     finally:
-        exit_codes = {name: _stop(process) for name, process in nodes.items()}
+        exit_codes = {name: stop_node_process(process) for name, process in nodes.items()}
     summary |= {"seconds": time.perf_counter() - started, "node_exit_codes": exit_codes, "logs": str(log_dir)}
     _report(summary, args.json)
     return 0 if all(code == 0 for code in exit_codes.values()) else 1
@@ -93,22 +88,6 @@ def _check_arguments(args: argparse.Namespace) -> int:
         raise ValueError(f"checkpoint {args.checkpoint} has no env_args, so there is no simulation to run it in")
     load_contract(args.contract)
     return args.max_steps or int(env_args["env_kwargs"]["horizon"])
-
-
-def _start(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("w") as output:  # the child keeps its own descriptor
-        return subprocess.Popen([sys.executable, "-m", "mvp_ros.cli", *arguments], env=env,
-                                stdout=output, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
 
 
 def _run_episodes(args: argparse.Namespace, max_steps: int, domain_id: int, nodes: dict[str, subprocess.Popen],

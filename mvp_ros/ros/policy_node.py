@@ -73,6 +73,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "temporal_ensemble": (False, "average the overlapping predictions of successive chunks (ACT)"),
     "ensemble_decay": (0.01, "temporal ensembling: weight exp(-decay * i), oldest prediction i = 0"),
     "max_observation_age_s": (0.0, "cap on every key's age limit in seconds; 0: the contract's limits only"),
+    "execution": ("auto", "how inference runs: auto (a captured CUDA graph on a GPU, eager on a CPU), eager, compile (torch.compile at configure: seconds to minutes), cuda_graph"),
     "torch_threads": (1, "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small network on a busy CPU"),
     "warmup_iterations": (10, "inference calls at configure, so the first real tick is not slow"),
     "inference_timeout_s": (0.0, "watchdog: a tick slower than this publishes the safe action; 0: one control period"),
@@ -163,7 +164,8 @@ class PolicyNode(LifecycleNode):
         self.contract = load_contract(contract_path)
         torch.set_num_threads(self.get_parameter("torch_threads").value)
         started = time.perf_counter()
-        self.policy = Policy.load(checkpoint, device=self.get_parameter("device").value)
+        self.policy = Policy.load(checkpoint, device=self.get_parameter("device").value,
+                                  execution=self.get_parameter("execution").value)
         check_policy_against_contract(self.policy, self.contract, contract_path)
         specs = {key: self.contract.observations[key] for key in self.policy.obs_keys}
         tf_keys = [key for key, spec in specs.items() if isinstance(spec, TransformObservation)]
@@ -187,7 +189,7 @@ class PolicyNode(LifecycleNode):
         self._create_runtime_entities()
         self.get_logger().info(
             f"configured: {checkpoint} ({self.policy.config.head}, horizon {self.policy.horizon},"
-            f" {self.policy.device}) with {contract_path}; loaded and warmed up in {time.perf_counter() - started:.2f} s;"
+            f" {self.policy.device}, {self.policy.execution}) with {contract_path}; loaded and warmed up in {time.perf_counter() - started:.2f} s;"
             f" executing {self.chunks.execute} of {self.policy.horizon} actions per chunk"
         )
 

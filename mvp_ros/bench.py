@@ -1,0 +1,153 @@
+"""`mvp bench`: MVP against the multi-step heads on the same backbone, in one run, on this machine.
+
+Three parts, each optional:
+  inference  every head's sampling call at batch 1, low-dim and two 84x84 cameras, per execution
+             mode (eager, torch.compile, CUDA graph on a GPU), p50/p99 and the ratio to MVP 1-step
+             (mvp_ros/policy/bench.py)
+  ros_tick   the policy node in its own process at 100 Hz (low-dim) and 30 Hz (two cameras), driven
+             over DDS by a synthetic observation publisher; observation -> command latency and
+             missed ticks (mvp_ros/ros/tick_bench.py)
+  training   steps per second of the MVP loss (with its JVP) against flow matching, diffusion, MLP
+
+    mvp bench --json benchmarks/results/bench_cpu.json --plot benchmarks/results/bench_cpu.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mvp_ros.policy.bench import INFERENCE_CASES
+
+MODES = ("eager", "compile", "cuda_graph")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the latency distributions")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--modes", default="auto",
+                        help="comma-separated execution modes of the inference part: eager, compile, cuda_graph "
+                             "(default auto: eager and compile, and cuda_graph on a GPU)")
+    parser.add_argument("--heads", default=",".join(INFERENCE_CASES),
+                        help=f"comma-separated inference cases (default all: {','.join(INFERENCE_CASES)})")
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls per low-dim inference case (0: skip)")
+    parser.add_argument("--image-repeats", type=int, default=50, help="timed calls per image case (0: skip)")
+    parser.add_argument("--train-repeats", type=int, default=30, help="timed training steps per head (0: skip)")
+    parser.add_argument("--batch-size", type=int, default=256, help="training batch size")
+    parser.add_argument("--ros-duration", type=float, default=60.0,
+                        help="seconds of the low-dim ROS tick at --ros-rate (0: skip the ROS part)")
+    parser.add_argument("--ros-rate", type=float, default=100.0, help="low-dim control rate of the ROS tick (Hz)")
+    parser.add_argument("--ros-image-duration", type=float, default=20.0,
+                        help="seconds of the two-camera ROS tick at --ros-image-rate (0: skip)")
+    parser.add_argument("--ros-image-rate", type=float, default=30.0, help="two-camera control rate (Hz)")
+    parser.add_argument("--ros-execution", default="auto", help="the policy node's execution parameter (default auto)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--width", type=int, default=512, help="backbone width (default 512)")
+    parser.add_argument("--depth", type=int, default=4, help="backbone depth (default 4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mvp_ros.policy.bench import benchmark
+    from mvp_ros.policy.policy import resolve_device
+
+    device = resolve_device(args.device)
+    modes = _modes(args.modes, device)
+    heads = [head.strip() for head in args.heads.split(",") if head.strip()]
+    unknown = [head for head in heads if head not in INFERENCE_CASES]
+    if unknown or "mvp" not in heads:
+        raise ValueError(f"--heads must include mvp and name only {list(INFERENCE_CASES)}; got {heads}")
+    torch.set_num_threads(args.threads)
+    result = benchmark(device, args.repeats, args.image_repeats, args.train_repeats, args.batch_size,
+                       args.width, args.depth, modes, heads)
+    result["ros_tick"] = result["ros_tick_image"] = None
+    setups = _tick_setups(args)
+    if setups:
+        from mvp_ros.ros.tick_bench import ros_tick  # rclpy only for this part
+
+        for row in ros_tick(setups, args.width, args.depth, args.ros_execution, device.type):
+            result["ros_tick" if row["obs"] == "lowdim" else "ros_tick_image"] = row
+    _print(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _modes(text: str, device) -> list[str]:
+    if text == "auto":
+        return ["eager", "compile", *(["cuda_graph"] if device.type == "cuda" else [])]
+    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
+    if not modes or any(mode not in MODES for mode in modes):
+        raise ValueError(f"--modes takes auto or a comma-separated list of {', '.join(MODES)}; got {text!r}")
+    if "cuda_graph" in modes and device.type != "cuda":
+        raise ValueError(f"--modes cuda_graph needs --device cuda (the bench runs on {device})")
+    return modes
+
+
+def _tick_setups(args: argparse.Namespace) -> list:
+    from mvp_ros.ros.tick_bench import TickSetup
+
+    setups = []
+    if args.ros_duration > 0:
+        setups.append(TickSetup("lowdim", args.ros_rate, args.ros_duration))
+    if args.ros_image_duration > 0:
+        setups.append(TickSetup("image", args.ros_image_rate, args.ros_image_duration))
+    return setups
+
+
+def _print(result: dict) -> None:
+    print(f"{'head':>16} {'steps':>5} {'obs':>6} {'mode':>10} {'p50 ms':>8} {'p99 ms':>8} {'x mvp':>6}")
+    for row in result["inference"]:
+        ratio = "" if row["ratio_to_mvp"] is None else f"{row['ratio_to_mvp']:.2f}"
+        print(f"{row['head']:>16} {row['steps']:>5} {row['obs']:>6} {row['mode']:>10} {row['p50_ms']:>8.3f} "
+              f"{row['p99_ms']:>8.3f} {ratio:>6}")
+    for key in ("ros_tick", "ros_tick_image"):
+        row = result[key]
+        if row:
+            print(f"ROS tick, {row['obs']} at {row['rate_hz']:g} Hz for {row['duration_s']:g} s: observation published ->"
+                  f" command received p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms; {row['missed_ticks']} of"
+                  f" {row['ticks']} ticks missed; in the node (observation ready -> command published) p50"
+                  f" {row['node_tick_p50_ms']:.3f} ms, p99 {row['node_tick_p99_ms']:.3f} ms")
+    for row in result["training"]:
+        print(f"train {row['head']:>10}: {row['step_ms_p50']:8.2f} ms/step, {row['steps_per_s']:7.2f} steps/s, "
+              f"{row['ratio_to_flow']:.2f}x flow")
+
+
+def plot(result: dict, path: Path) -> None:
+    """One panel per observation kind and execution mode (latency per chunk), and one for the ROS ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(row["obs"], row["mode"]) for row in result["inference"]}, key=lambda p: (p[0], MODES.index(p[1])))
+    ticks = [result[key] for key in ("ros_tick", "ros_tick_image") if result.get(key)]
+    count = len(panels) + bool(ticks)
+    figure, axes = plt.subplots(1, count, figsize=(5.5 * count, 4.2), squeeze=False)
+    for axis, (kind, mode) in zip(axes[0], panels):
+        rows = [row for row in result["inference"] if (row["obs"], row["mode"]) == (kind, mode)]
+        axis.boxplot([row["samples_ms"] for row in rows], showfliers=False)
+        axis.set_xticks(range(1, len(rows) + 1), [f"{row['head']}\n{row['steps']} step(s)" for row in rows], fontsize=8)
+        axis.set_yscale("log")
+        axis.set_ylabel("latency per chunk (ms)")
+        axis.set_title(f"{kind}, {mode}, batch 1, {result['machine']['device_name']}", fontsize=9)
+        axis.grid(alpha=0.3, axis="y")
+    if ticks:
+        axis = axes[0][-1]
+        axis.boxplot([row["samples_ms"] for row in ticks], showfliers=True, flierprops={"markersize": 2})
+        axis.set_xticks(range(1, len(ticks) + 1), [f"{row['obs']}\n{row['rate_hz']:g} Hz" for row in ticks], fontsize=8)
+        for index, row in enumerate(ticks, start=1):
+            axis.hlines(1000 / row["rate_hz"], index - 0.4, index + 0.4, colors="red", linestyles="dashed")
+        axis.set_ylabel("observation published -> command received (ms)")
+        axis.set_title("ROS tick over DDS (red: one control period)", fontsize=9)
+        axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

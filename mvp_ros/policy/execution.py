@@ -1,0 +1,80 @@
+"""How a policy's fixed-shape sampling call runs: eagerly, through torch.compile, or replayed as a CUDA graph.
+
+A deployed policy samples the same shapes every tick: one observation, one (or N) chunks. Its
+inputs live in tensors allocated once and refilled in place, so the whole call can be compiled
+(`compile`) or, on a GPU, recorded once and replayed with a single launch (`cuda_graph`). Every
+mode returns the same chunks for the same noise.
+
+    sampler = make_sampler(model, inputs, num_candidates=1, mode="cuda_graph")
+    chunks = sampler(noise)   # (1, 1, horizon, action_dim); a cuda_graph sampler reuses its output buffer
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import PolicyConfig
+from .model import ChunkPolicyModel
+
+MODES = ("eager", "compile", "cuda_graph")
+Sampler = Callable[[torch.Tensor], torch.Tensor]
+
+
+def graph_capturable(config: PolicyConfig) -> bool:
+    """DDPM draws fresh noise at every step from its generator, so only its first noise is an input."""
+    return not (config.head == "diffusion" and config.diffusion_sampler == "ddpm")
+
+
+def resolve_mode(mode: str, config: PolicyConfig, device: torch.device) -> str:
+    """`auto`: a CUDA graph where one can be captured, eager otherwise (compiling takes seconds to minutes)."""
+    if mode == "auto":
+        return "cuda_graph" if device.type == "cuda" and graph_capturable(config) else "eager"
+    if mode not in MODES:
+        raise ValueError(f"execution mode {mode!r} is not one of auto, {', '.join(MODES)}")
+    if mode == "cuda_graph" and device.type != "cuda":
+        raise ValueError(f"execution mode cuda_graph needs a CUDA device; the policy runs on {device}")
+    if mode == "cuda_graph" and not graph_capturable(config):
+        raise ValueError("execution mode cuda_graph cannot capture DDPM sampling (it draws noise at every step); "
+                         "use eager or compile")
+    return mode
+
+
+def make_sampler(model: ChunkPolicyModel, inputs: dict[str, torch.Tensor], num_candidates: int, mode: str,
+                 generator: torch.Generator | None = None) -> Sampler:
+    """noise (B * num_candidates, chunk_dim) -> chunks (B, num_candidates, horizon, action_dim) for the
+    observations in `inputs`, which the caller refills in place between calls."""
+    if mode == "eager":
+        return lambda noise: model.sample_with_noise(inputs, noise, num_candidates, generator)
+    if mode == "compile":
+        compiled = torch.compile(model.sample_with_noise, dynamic=False)
+        return lambda noise: compiled(inputs, noise, num_candidates, generator)
+    if mode == "cuda_graph":
+        return CudaGraphSampler(model, inputs, num_candidates)
+    raise ValueError(f"execution mode {mode!r} is not one of {', '.join(MODES)}")
+
+
+class CudaGraphSampler:
+    """The sampling call recorded once as a CUDA graph; each call copies the noise in and replays it.
+
+    The returned chunks are the graph's own output buffer: read or copy them before the next call.
+    """
+
+    def __init__(self, model: ChunkPolicyModel, inputs: dict[str, torch.Tensor], num_candidates: int, warmup: int = 3):
+        batch = next(iter(inputs.values())).shape[0]
+        device = next(iter(inputs.values())).device
+        self.noise = torch.zeros(batch * num_candidates, model.config.chunk_dim, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graphs asks
+            for _ in range(warmup):
+                model.sample_with_noise(inputs, self.noise, num_candidates)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = model.sample_with_noise(inputs, self.noise, num_candidates)
+
+    def __call__(self, noise: torch.Tensor) -> torch.Tensor:
+        self.noise.copy_(noise)
+        self.graph.replay()
+        return self.output

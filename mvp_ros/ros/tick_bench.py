@@ -1,0 +1,257 @@
+"""The ROS tick part of `mvp bench`: the policy node in its own process, driven over real DDS.
+
+A synthetic observation publisher (this process) plays the robot driver: every control period it
+publishes /clock, then every contract topic stamped with that time (the lockstep of
+`mvp sim-node`), and a command subscriber (this process too) takes the node's answers. The node
+runs on that sim time, so each command (a JointTrajectory stamped with the node's clock) names the
+tick it answers:
+  latency       observations published -> command received: two DDS hops, the node's wait for a
+                complete observation, inference, the limits
+  missed tick   no command received before the next period began
+The node's own figure (observation ready -> command published) comes from its diagnostics. The
+schedule runs on the wall clock and never waits for a late command, as a robot would not.
+"""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservation, PoseObservation, load_contract
+from mvp_ros.ros.diagnostics import values_of
+from mvp_ros.ros.node_process import isolated_ros_environment, start_node_process, stop_node_process
+from mvp_ros.ros.qos import RELIABLE_QOS
+
+POLICY_STATUS = "mvp_policy: control"
+PANDA_CONTRACT = Path(__file__).resolve().parents[2] / "config" / "panda_sim_contract.yaml"
+CAMERAS = {"agentview_image": "/agentview/image_raw", "robot0_eye_in_hand_image": "/eye_in_hand/image_raw"}
+IMAGE_SIZE = 84
+STARTUP_TIMEOUT_S = 180.0
+WARMUP_S = 2.0
+NODE_COUNTERS = ("ticks", "commands", "holds", "stale_ticks", "missed_ticks", "overruns")
+
+
+class TickBenchError(RuntimeError):
+    """The policy node did not start or stopped; the message carries its log."""
+
+
+@dataclass(frozen=True)
+class TickSetup:
+    obs: str  # "lowdim" or "image"
+    rate_hz: float
+    duration_s: float
+
+
+def bench_contract(images: bool) -> dict:
+    """The simulated Panda's contract (JointState, PoseStamped, Float64MultiArray topics) at 100 Hz,
+    commanding a JointTrajectory, with two 84x84 rgb8 cameras when `images`."""
+    contract = yaml.safe_load(PANDA_CONTRACT.read_text())
+    contract["robot"], contract["control_rate_hz"] = "mvp_bench", 100
+    contract["action"]["type"] = "trajectory_msgs/msg/JointTrajectory"
+    if images:
+        for key, topic in CAMERAS.items():
+            contract["observations"][key] = {
+                "type": "sensor_msgs/msg/Image", "topic": topic, "max_age_s": 0.25,
+                "image": {"width": IMAGE_SIZE, "height": IMAGE_SIZE, "encoding": "rgb8"},
+            }
+    return contract
+
+
+def synthetic_messages(contract: Contract) -> dict[str, Any]:
+    """topic -> one message carrying every key the contract reads from that topic (stamps set per tick)."""
+    rng = np.random.default_rng(0)
+    messages: dict[str, Any] = {}
+    for spec in contract.observations.values():
+        if isinstance(spec, JointStateObservation):
+            msg = messages.setdefault(spec.topic, JointState())
+            msg.name = [*msg.name, *spec.joints]
+            msg.position = [*msg.position, *rng.uniform(-0.5, 0.5, len(spec.joints))]
+        elif isinstance(spec, PoseObservation):
+            msg = messages.setdefault(spec.topic, PoseStamped())
+            msg.pose.position.z, msg.pose.orientation.w = 1.0, 1.0
+        elif isinstance(spec, ImageObservation):
+            height, width, _ = spec.shape
+            messages[spec.topic] = Image(height=height, width=width, encoding="rgb8", step=3 * width,
+                                         data=rng.integers(0, 256, height * width * 3, dtype=np.uint8).tobytes())
+        else:
+            messages[spec.topic] = Float64MultiArray(data=rng.uniform(-0.5, 0.5, spec.shape[0]).tolist())
+    return messages
+
+
+class TickDriver:
+    """Publishes /clock and the observations in lockstep; receives commands and the node's diagnostics."""
+
+    def __init__(self, contract: Contract, domain_id: int) -> None:
+        self.contract = contract
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("mvp_tick_bench", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.messages = synthetic_messages(contract)
+        self.clock_publisher = self.node.create_publisher(ClockMsg, "/clock", RELIABLE_QOS)
+        self.publishers = {topic: self.node.create_publisher(type(msg), topic, RELIABLE_QOS)
+                           for topic, msg in self.messages.items()}
+        self.received: dict[int, float] = {}  # tick stamp (ns) -> perf_counter when its command arrived
+        self.node_values: dict[str, str] = {}
+        self.diagnostics_received = 0
+        self.next_tick_ns = 0
+        self.node.create_subscription(JointTrajectory, contract.action.topic, self._on_command, RELIABLE_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE_QOS)
+
+    def _on_command(self, msg: JointTrajectory) -> None:
+        self.received.setdefault(Time.from_msg(msg.header.stamp).nanoseconds, time.perf_counter())
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == POLICY_STATUS:
+                self.node_values = values_of(status)
+                self.diagnostics_received += 1
+
+    def fresh_diagnostics(self, process: subprocess.Popen, log: Path) -> dict[str, str]:
+        """The node's next diagnostics message (1 Hz): between drives its counters stand still."""
+        seen = self.diagnostics_received
+        self.spin_until(lambda: self.diagnostics_received > seen, 5.0, "the node's diagnostics", process, log)
+        return dict(self.node_values)
+
+    def spin_until(self, condition: Callable[[], Any], timeout_s: float, what: str, process: subprocess.Popen,
+                   log: Path) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if result := condition():
+                return result
+            if process.poll() is not None:
+                raise TickBenchError(f"the policy node exited (status {process.returncode}) while waiting for {what};"
+                                     f" its log ends:\n{log.read_text()[-3000:]}")
+            self.executor.spin_once(timeout_sec=0.05)
+        raise TickBenchError(f"timed out after {timeout_s:.0f} s waiting for {what}; the node's log: {log}")
+
+    def wait_until_ready(self, process: subprocess.Popen, log: Path) -> None:
+        self.spin_until(lambda: self.node_values.get("state") == "active", STARTUP_TIMEOUT_S,
+                        "the policy node to be active", process, log)
+        topics = [*self.contract.topics(), "/clock"]
+        self.spin_until(lambda: all(self.node.count_publishers(t) and self.node.count_subscribers(t) for t in topics),
+                        30.0, f"publishers and subscribers on {topics}", process, log)
+
+    def drive(self, rate_hz: float, duration_s: float, first_tick_ns: int) -> tuple[list[int], dict[int, float]]:
+        """Publish one tick per period for `duration_s`; returns the tick stamps and their publication times."""
+        period_s = 1.0 / rate_hz
+        period_ns = round(1e9 / rate_hz)
+        published: dict[int, float] = {}
+        stamps = []
+        next_at = time.perf_counter()
+        for index in range(round(duration_s * rate_hz)):
+            stamp_ns = first_tick_ns + index * period_ns
+            stamp = Time(nanoseconds=stamp_ns).to_msg()
+            self.clock_publisher.publish(ClockMsg(clock=stamp))
+            for topic, msg in self.messages.items():
+                if hasattr(msg, "header"):
+                    msg.header.stamp = stamp
+                self.publishers[topic].publish(msg)
+            published[stamp_ns] = time.perf_counter()
+            stamps.append(stamp_ns)
+            self.next_tick_ns = stamp_ns + period_ns
+            next_at += period_s
+            while (remaining := next_at - time.perf_counter()) > 0:
+                self.executor.spin_once(timeout_sec=remaining)
+        end = time.perf_counter() + 0.5  # commands still on their way
+        while time.perf_counter() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+        return stamps, published
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: str, device: str,
+            work_dir: Path) -> dict[str, Any]:
+    """One run of the policy node at `setup.rate_hz`: end-to-end latency, missed ticks and the node's figures."""
+    contract = load_contract(contract_path)
+    env = isolated_ros_environment()
+    log = work_dir / f"policy_node_{setup.obs}.log"
+    arguments = ["policy-node", "--checkpoint", str(checkpoint),
+               "--contract", str(contract_path), "--device", device, "--ros-args",
+               "-p", "use_sim_time:=true", "-p", f"control_rate_hz:={setup.rate_hz}", "-p", "temporal_ensemble:=true",
+               "-p", f"execution:={execution}", "-p", "warmup_iterations:=50"]
+    process = start_node_process(arguments, env, log)
+    driver = TickDriver(contract, int(env["ROS_DOMAIN_ID"]))
+    try:
+        driver.wait_until_ready(process, log)
+        driver.drive(setup.rate_hz, WARMUP_S, first_tick_ns=1_000_000_000)
+        before = driver.fresh_diagnostics(process, log)
+        stamps, published = driver.drive(setup.rate_hz, setup.duration_s, driver.next_tick_ns)
+        after = driver.fresh_diagnostics(process, log)
+    finally:
+        driver.close()
+        exit_code = stop_node_process(process)
+    period_s = 1.0 / setup.rate_hz
+    latencies_ms = [(driver.received[stamp] - published[stamp]) * 1e3 for stamp in stamps if stamp in driver.received]
+    missed = sum(1 for stamp in stamps if driver.received.get(stamp, np.inf) - published[stamp] > period_s)
+    node = {f"node_{key}": int(after[key]) - int(before[key]) for key in NODE_COUNTERS}
+    return {
+        "obs": setup.obs, "rate_hz": setup.rate_hz, "duration_s": setup.duration_s, "execution": execution,
+        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 4) if latencies_ms else None,
+        "p99_ms": round(float(np.percentile(latencies_ms, 99)), 4) if latencies_ms else None,
+        "max_ms": round(max(latencies_ms), 4) if latencies_ms else None,
+        "missed_ticks": missed, "ticks": len(stamps), "commands_received": len(latencies_ms),
+        **node,
+        "node_tick_p50_ms": float(after["tick_latency_ms_p50"]), "node_tick_p99_ms": float(after["tick_latency_ms_p99"]),
+        "node_inference_p50_ms": float(after["inference_ms_p50"]),
+        "node_exit_code": exit_code,
+        "samples_ms": [round(value, 4) for value in latencies_ms],
+    }
+
+
+def write_bench_policy(directory: Path, images: bool, width: int, depth: int) -> tuple[Path, Path]:
+    """An untrained MVP checkpoint of the bench backbone for the simulated Panda's keys, and its contract."""
+    import torch
+
+    from mvp_ros.policy.checkpoint import save_checkpoint
+    from mvp_ros.policy.config import PolicyConfig
+    from mvp_ros.policy.model import ChunkPolicyModel
+    from mvp_ros.policy.normalizer import Normalization
+
+    contract_dict = bench_contract(images)
+    contract_path = directory / f"contract_{'image' if images else 'lowdim'}.yaml"
+    contract_path.write_text(yaml.safe_dump(contract_dict, sort_keys=False))
+    contract = load_contract(contract_path)
+    shapes = {key: tuple(spec.shape) for key, spec in contract.observations.items()}
+    torch.manual_seed(0)
+    config = PolicyConfig(head="mvp", action_dim=len(contract.action.names), horizon=5, obs_shapes=shapes,
+                          hidden_dim=width, depth=depth)
+    lowdim = {key: shape[0] for key, shape in shapes.items() if len(shape) == 1}
+    normalization = Normalization([-1.0] * config.action_dim, [1.0] * config.action_dim,
+                                  {key: [0.0] * size for key, size in lowdim.items()},
+                                  {key: [1.0] * size for key, size in lowdim.items()})
+    checkpoint = save_checkpoint(directory / f"policy_{'image' if images else 'lowdim'}",
+                                 ChunkPolicyModel(config, normalization), normalization)
+    return checkpoint, contract_path
+
+
+def ros_tick(setups: list[TickSetup], width: int, depth: int, execution: str, device: str,
+             work_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Run the policy node once per setup (low-dim at 100 Hz, two cameras at 30 Hz, ...)."""
+    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mvp_tick_bench_"))
+    results = []
+    for setup in setups:
+        checkpoint, contract = write_bench_policy(work_dir, setup.obs == "image", width, depth)
+        results.append(measure(setup, checkpoint, contract, execution, device, work_dir))
+    return results
