@@ -8,7 +8,8 @@ import pytest
 import torch
 from test_checkpoint import HEAD_IDS, HEADS, WITH_IMAGE, make_model
 
-from mvp_ros.policy import ObservationError, Policy, save_checkpoint
+from mvp_ros.policy import ObservationError, Policy, PolicyConfig, save_checkpoint
+from mvp_ros.policy.networks import ObservationEncoder
 
 ACTION_LOW = np.array([100.0, -50.0])
 ACTION_HIGH = np.array([120.0, -40.0])
@@ -171,3 +172,16 @@ def test_auto_device_is_cpu_without_cuda(tmp_path):
     assert policy.device.type == expected
     assert next(policy.model.parameters()).device.type == expected
     assert policy.act(image_observation()).shape == (4, 2)
+
+
+def test_encoder_standardizes_each_key_and_frame_with_its_own_statistics():
+    """The fused x * scale + shift over all keys and frames equals (x - mean) / std per key."""
+    config = PolicyConfig(head="mvp", action_dim=2, horizon=4, obs_shapes={"a": (2,), "b": (3,)}, frame_stack=3,
+                          hidden_dim=32, depth=2)
+    mean = {"a": [1.0, -2.0], "b": [0.5, 0.0, 10.0]}
+    std = {"a": [2.0, 0.5], "b": [1.0, 4.0, 0.1]}
+    encoder = ObservationEncoder(config, mean, std)
+    obs = {"a": torch.randn(2, 3, 2), "b": torch.randn(2, 3, 3)}
+    expected = torch.cat([((obs[key] - torch.tensor(mean[key])) / torch.tensor(std[key])).flatten(1)
+                          for key in ("a", "b")], dim=-1)
+    torch.testing.assert_close(encoder(obs), expected)

@@ -107,9 +107,16 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.lowdim_keys = config.lowdim_keys
         self.image_keys = config.image_keys
+        # (x - mean) / std of every low-dim key and frame at once, as x * scale + shift over the keys
+        # concatenated: one kernel however many keys (per-op overhead dominates at batch 1)
+        scale, shift = [], []
         for key in self.lowdim_keys:
-            self.register_buffer(f"mean_{key}", torch.tensor(obs_mean[key], dtype=torch.float32), persistent=False)
-            self.register_buffer(f"std_{key}", torch.tensor(obs_std[key], dtype=torch.float32), persistent=False)
+            mean = torch.tensor(obs_mean[key], dtype=torch.float32)
+            std = torch.tensor(obs_std[key], dtype=torch.float32)
+            scale.append((1 / std).repeat(config.frame_stack))  # flatten(1) of (F, D) is frame after frame
+            shift.append((-mean / std).repeat(config.frame_stack))
+        self.register_buffer("lowdim_scale", torch.cat(scale) if scale else torch.zeros(0), persistent=False)
+        self.register_buffer("lowdim_shift", torch.cat(shift) if shift else torch.zeros(0), persistent=False)
         self.image_encoders = nn.ModuleDict({
             key: ImageEncoder(config.obs_shapes[key][2] * config.frame_stack, config.image_feature_dim)
             for key in self.image_keys
@@ -119,9 +126,9 @@ class ObservationEncoder(nn.Module):
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         features = []
-        for key in self.lowdim_keys:
-            values = (obs[key].float() - getattr(self, f"mean_{key}")) / getattr(self, f"std_{key}")
-            features.append(values.flatten(1))
+        if self.lowdim_keys:
+            lowdim = torch.cat([obs[key].flatten(1) for key in self.lowdim_keys], dim=-1).float()
+            features.append(torch.addcmul(self.lowdim_shift, lowdim, self.lowdim_scale))
         for key in self.image_keys:
             frames = obs[key]  # (B, F, H, W, C) uint8
             batch, stack, height, width, channels = frames.shape
