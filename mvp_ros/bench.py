@@ -130,23 +130,28 @@ def plot(result: dict, path: Path) -> None:
     panels = sorted({(row["obs"], row["mode"]) for row in result["inference"]}, key=lambda p: (p[0], MODES.index(p[1])))
     ticks = [result[key] for key in ("ros_tick", "ros_tick_image") if result.get(key)]
     count = len(panels) + bool(ticks)
-    figure, axes = plt.subplots(1, count, figsize=(5.5 * count, 4.2), squeeze=False)
-    for axis, (kind, mode) in zip(axes[0], panels):
-        rows = [row for row in result["inference"] if (row["obs"], row["mode"]) == (kind, mode)]
-        axis.boxplot([row["samples_ms"] for row in rows], showfliers=False)
-        axis.set_xticks(range(1, len(rows) + 1), [f"{row['head']}\n{row['steps']} step(s)" for row in rows], fontsize=8)
+    columns = min(count, 3)
+    rows = -(-count // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.2 * rows), squeeze=False)
+    axes = list(axes.flat)
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    for axis, (kind, mode) in zip(axes, panels):
+        cases = [row for row in result["inference"] if (row["obs"], row["mode"]) == (kind, mode)]
+        axis.boxplot([row["samples_ms"] for row in cases], showfliers=False)
+        axis.set_xticks(range(1, len(cases) + 1), [f"{row['head']}\n{row['steps']} step(s)" for row in cases], fontsize=8)
         axis.set_yscale("log")
         axis.set_ylabel("latency per chunk (ms)")
         axis.set_title(f"{kind}, {mode}, batch 1, {result['machine']['device_name']}", fontsize=9)
         axis.grid(alpha=0.3, axis="y")
     if ticks:
-        axis = axes[0][-1]
+        axis = axes[count - 1]
         axis.boxplot([row["samples_ms"] for row in ticks], showfliers=True, flierprops={"markersize": 2})
         axis.set_xticks(range(1, len(ticks) + 1), [f"{row['obs']}\n{row['rate_hz']:g} Hz" for row in ticks], fontsize=8)
         for index, row in enumerate(ticks, start=1):
             axis.hlines(1000 / row["rate_hz"], index - 0.4, index + 0.4, colors="red", linestyles="dashed")
         axis.set_ylabel("observation published -> command received (ms)")
-        axis.set_title("ROS tick over DDS (red: one control period)", fontsize=9)
+        axis.set_title("policy node tick over DDS (red: one control period)", fontsize=9)
         axis.grid(alpha=0.3, axis="y")
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -337,3 +337,21 @@ def test_normalization_values_that_would_give_nan_or_meaningless_actions(checkpo
     """These loaded (or failed with a bare ValueError) and gave NaN or constant actions; see the report."""
     edit_config(checkpoint, lambda document: edit(document["normalization"]))
     expect_error(checkpoint, str(checkpoint / "config.json"), field)
+
+
+def test_image_encoder_widths_round_trip_and_older_checkpoints_keep_their_encoder(tmp_path):
+    model, normalization = make_model("mvp", WITH_IMAGE, image_encoder_widths=(8, 16))
+    directory = save_checkpoint(tmp_path / "narrow", model, normalization)
+    loaded, _ = load_checkpoint(directory)
+    assert loaded.config.image_encoder_widths == (8, 16)
+    assert loaded.obs_encoder.image_encoders["camera"].keypoints.in_channels == 16
+
+    legacy_model, _ = make_model("mvp", WITH_IMAGE, image_encoder_widths=(32, 64, 128))
+    legacy = save_checkpoint(tmp_path / "legacy", legacy_model, normalization)
+    edit_config(legacy, lambda document: document["policy"].pop("image_encoder_widths"))  # as written before the field
+    assert load_checkpoint(legacy)[0].config.image_encoder_widths == (32, 64, 128)
+
+
+def test_image_encoder_widths_must_suit_group_norm(checkpoint):
+    edit_config(checkpoint, lambda document: document["policy"].update(image_encoder_widths=[16, 20]))
+    expect_error(checkpoint, "image_encoder_widths: needs one or more multiples of 8", "[16, 20]")

@@ -72,7 +72,7 @@ class ImageEncoder(nn.Module):
     GroupNorm rather than BatchNorm, so batch-1 inference behaves like training.
     """
 
-    def __init__(self, in_channels: int, feature_dim: int, widths: tuple[int, ...] = (32, 64, 128)):
+    def __init__(self, in_channels: int, feature_dim: int, widths: tuple[int, ...]):
         super().__init__()
         stages: list[nn.Module] = []
         channels = in_channels
@@ -118,7 +118,8 @@ class ObservationEncoder(nn.Module):
         self.register_buffer("lowdim_scale", torch.cat(scale) if scale else torch.zeros(0), persistent=False)
         self.register_buffer("lowdim_shift", torch.cat(shift) if shift else torch.zeros(0), persistent=False)
         self.image_encoders = nn.ModuleDict({
-            key: ImageEncoder(config.obs_shapes[key][2] * config.frame_stack, config.image_feature_dim)
+            key: ImageEncoder(config.obs_shapes[key][2] * config.frame_stack, config.image_feature_dim,
+                              config.image_encoder_widths)
             for key in self.image_keys
         })
         lowdim_dim = sum(config.obs_shapes[key][0] for key in self.lowdim_keys) * config.frame_stack
