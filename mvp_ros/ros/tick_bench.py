@@ -169,6 +169,7 @@ class TickDriver:
             stamps.append(stamp_ns)
             self.next_tick_ns = stamp_ns + period_ns
             next_at += period_s
+            self.executor.spin_once(timeout_sec=0)  # take commands even when behind schedule
             while (remaining := next_at - time.perf_counter()) > 0:
                 self.executor.spin_once(timeout_sec=remaining)
         end = time.perf_counter() + 0.5  # commands still on their way
@@ -187,10 +188,9 @@ def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: 
     contract = load_contract(contract_path)
     env = isolated_ros_environment()
     log = work_dir / f"policy_node_{setup.obs}.log"
-    arguments = ["policy-node", "--checkpoint", str(checkpoint),
-               "--contract", str(contract_path), "--device", device, "--ros-args",
-               "-p", "use_sim_time:=true", "-p", f"control_rate_hz:={setup.rate_hz}", "-p", "temporal_ensemble:=true",
-               "-p", f"execution:={execution}", "-p", "warmup_iterations:=50"]
+    arguments = ["policy-node", "--checkpoint", str(checkpoint), "--contract", str(contract_path), "--device", device,
+                 "--ros-args", "-p", "use_sim_time:=true", "-p", f"control_rate_hz:={setup.rate_hz}",
+                 "-p", "temporal_ensemble:=true", "-p", f"execution:={execution}", "-p", "warmup_iterations:=50"]
     process = start_node_process(arguments, env, log)
     driver = TickDriver(contract, int(env["ROS_DOMAIN_ID"]))
     try:
