@@ -32,6 +32,7 @@ rejected messages by topic and reason.
 from __future__ import annotations
 
 import argparse
+import array
 import dataclasses
 import functools
 import sys
@@ -231,6 +232,12 @@ class PolicyNode(LifecycleNode):
         message_type = JointTrajectory if action.msgtype == TRAJECTORY else Float64MultiArray
         self.command_publisher = self.create_publisher(message_type, action.topic, RELIABLE_QOS)
         self._runtime_entities.append(self.command_publisher)
+        # One message, refilled every tick: names and the point are set once, not validated anew
+        if action.msgtype == TRAJECTORY:
+            self._command_msg = JointTrajectory(joint_names=list(action.names), points=[
+                JointTrajectoryPoint(time_from_start=_duration_msg(self.period_ns))])
+        else:
+            self._command_msg = Float64MultiArray()
         reset_topic = self.get_parameter("reset_topic").value
         if reset_topic:
             # Created before the observation subscriptions: within one executor round the episode
@@ -385,13 +392,13 @@ class PolicyNode(LifecycleNode):
         if not np.isfinite(command).all():  # chunks are checked before use: a last line of defence
             self.get_logger().error(f"refusing to publish a non-finite command {command.tolist()}")
             return
-        action = self.action_spec
-        if action.msgtype == TRAJECTORY:
-            point = JointTrajectoryPoint(positions=command.tolist(), time_from_start=_duration_msg(self.period_ns))
-            msg = JointTrajectory(joint_names=list(action.names), points=[point])
+        msg = self._command_msg
+        values = array.array("d", command.astype(np.float64).tobytes())  # taken as is, no per-element checks
+        if self.action_spec.msgtype == TRAJECTORY:
+            msg.points[0].positions = values
             msg.header.stamp = self.get_clock().now().to_msg()
         else:
-            msg = Float64MultiArray(data=command.tolist())
+            msg.data = values
         self.command_publisher.publish(msg)
         self._last_command = command
         self.commands += 1
