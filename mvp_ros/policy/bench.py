@@ -8,9 +8,11 @@ then again), so a noisy machine slows them alike and the ratios to MVP 1-step st
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -137,6 +139,22 @@ def training_cases(device: torch.device, batch_size: int, width: int, depth: int
     return cases
 
 
+def machine(device: torch.device) -> dict:
+    """What the figures were measured on; the load average says how busy the machine was."""
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    return {"platform": platform.platform(), "cpu": model, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "load_average_1min": round(os.getloadavg()[0], 2),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 4)
 
@@ -165,8 +183,6 @@ def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repe
             median = float(np.percentile(values, 50))
             training.append({"head": head, "steps_per_s": round(1000 / median, 2), "step_ms_p50": round(median, 3),
                              "ratio_to_flow": round(median / flow, 3), "batch_size": batch_size})
-    return {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                        "torch": torch.__version__, "threads": torch.get_num_threads(),
-                        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"},
+    return {"machine": machine(device),
             "backbone": f"{depth}x{width} GELU MLP", "chunk": [HORIZON, ACTION_DIM],
             "inference": inference, "training": training}
