@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds of the two-camera ROS tick at --ros-image-rate (0: skip)")
     parser.add_argument("--ros-image-rate", type=float, default=30.0, help="two-camera control rate (Hz)")
     parser.add_argument("--ros-execution", default="auto", help="the policy node's execution parameter (default auto)")
+    parser.add_argument("--ros-threads", type=int, default=1, help="the policy node's torch_threads parameter (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument("--width", type=int, default=512, help="backbone width (default 512)")
     parser.add_argument("--depth", type=int, default=4, help="backbone depth (default 4)")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if setups:
         from mvp_ros.ros.tick_bench import ros_tick  # rclpy only for this part
 
-        for row in ros_tick(setups, args.width, args.depth, args.ros_execution, device.type):
+        for row in ros_tick(setups, args.width, args.depth, args.ros_execution, args.ros_threads, device.type):
             result["ros_tick" if row["obs"] == "lowdim" else "ros_tick_image"] = row
     _print(result)
     if args.json:

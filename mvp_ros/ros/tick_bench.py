@@ -182,7 +182,7 @@ class TickDriver:
         self.context.try_shutdown()
 
 
-def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: str, device: str,
+def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: str, threads: int, device: str,
             work_dir: Path) -> dict[str, Any]:
     """One run of the policy node at `setup.rate_hz`: end-to-end latency, missed ticks and the node's figures."""
     contract = load_contract(contract_path)
@@ -190,7 +190,8 @@ def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: 
     log = work_dir / f"policy_node_{setup.obs}.log"
     arguments = ["policy-node", "--checkpoint", str(checkpoint), "--contract", str(contract_path), "--device", device,
                  "--ros-args", "-p", "use_sim_time:=true", "-p", f"control_rate_hz:={setup.rate_hz}",
-                 "-p", "temporal_ensemble:=true", "-p", f"execution:={execution}", "-p", "warmup_iterations:=50"]
+                 "-p", "temporal_ensemble:=true", "-p", f"execution:={execution}", "-p", f"torch_threads:={threads}",
+                 "-p", "warmup_iterations:=50"]
     process = start_node_process(arguments, env, log)
     driver = TickDriver(contract, int(env["ROS_DOMAIN_ID"]))
     try:
@@ -208,6 +209,7 @@ def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: 
     node = {f"node_{key}": int(after[key]) - int(before[key]) for key in NODE_COUNTERS}
     return {
         "obs": setup.obs, "rate_hz": setup.rate_hz, "duration_s": setup.duration_s, "execution": execution,
+        "torch_threads": threads,
         "p50_ms": round(float(np.percentile(latencies_ms, 50)), 4) if latencies_ms else None,
         "p99_ms": round(float(np.percentile(latencies_ms, 99)), 4) if latencies_ms else None,
         "max_ms": round(max(latencies_ms), 4) if latencies_ms else None,
@@ -246,12 +248,12 @@ def write_bench_policy(directory: Path, images: bool, width: int, depth: int) ->
     return checkpoint, contract_path
 
 
-def ros_tick(setups: list[TickSetup], width: int, depth: int, execution: str, device: str,
+def ros_tick(setups: list[TickSetup], width: int, depth: int, execution: str, threads: int, device: str,
              work_dir: Path | None = None) -> list[dict[str, Any]]:
     """Run the policy node once per setup (low-dim at 100 Hz, two cameras at 30 Hz, ...)."""
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mvp_tick_bench_"))
     results = []
     for setup in setups:
         checkpoint, contract = write_bench_policy(work_dir, setup.obs == "image", width, depth)
-        results.append(measure(setup, checkpoint, contract, execution, device, work_dir))
+        results.append(measure(setup, checkpoint, contract, execution, threads, device, work_dir))
     return results
