@@ -64,14 +64,16 @@ class CudaGraphSampler:
         batch = next(iter(inputs.values())).shape[0]
         device = next(iter(inputs.values())).device
         self.noise = torch.zeros(batch * num_candidates, model.config.chunk_dim, device=device)
+        # Warm-up on a side stream (lazy library set-up must not happen during capture), then capture
+        # on that same stream, whose cuBLAS state the warm-up created.
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graphs asks
+        with torch.cuda.stream(side):
             for _ in range(warmup):
                 model.sample_with_noise(inputs, self.noise, num_candidates)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=side):
             self.output = model.sample_with_noise(inputs, self.noise, num_candidates)
 
     def __call__(self, noise: torch.Tensor) -> torch.Tensor:
