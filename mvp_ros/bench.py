@@ -60,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = [head for head in heads if head not in INFERENCE_CASES]
     if unknown or "mvp" not in heads:
         raise ValueError(f"--heads must include mvp and name only {list(INFERENCE_CASES)}; got {heads}")
+    setups = _tick_setups(args, device)
     torch.set_num_threads(args.threads)
     result = benchmark(device, args.repeats, args.image_repeats, args.train_repeats, args.batch_size,
                        args.width, args.depth, modes, heads)
     result["ros_tick"] = result["ros_tick_image"] = None
-    setups = _tick_setups(args)
     if setups:
         from mvp_ros.ros.tick_bench import ros_tick  # rclpy only for this part
 
@@ -92,14 +92,25 @@ def _modes(text: str, device) -> list[str]:
     return modes
 
 
-def _tick_setups(args: argparse.Namespace) -> list:
+def _tick_setups(args: argparse.Namespace, device) -> list:
+    """The ROS tick runs asked for, checked before minutes of inference timing are spent."""
     from mvp_ros.ros.tick_bench import TickSetup
 
     setups = []
-    if args.ros_duration > 0:
-        setups.append(TickSetup("lowdim", args.ros_rate, args.ros_duration))
-    if args.ros_image_duration > 0:
-        setups.append(TickSetup("image", args.ros_image_rate, args.ros_image_duration))
+    for obs, duration, rate in (("lowdim", args.ros_duration, args.ros_rate),
+                                ("image", args.ros_image_duration, args.ros_image_rate)):
+        if duration <= 0:
+            continue
+        if rate <= 0 or duration * rate < 1:
+            raise ValueError(f"the {obs} ROS tick needs a rate > 0 and at least one tick; got {rate:g} Hz for {duration:g} s")
+        setups.append(TickSetup(obs, rate, duration))
+    if setups:
+        if args.ros_execution != "auto" and args.ros_execution not in MODES:
+            raise ValueError(f"--ros-execution takes auto or one of {', '.join(MODES)}; got {args.ros_execution!r}")
+        if args.ros_execution == "cuda_graph" and device.type != "cuda":
+            raise ValueError(f"--ros-execution cuda_graph needs --device cuda (the bench runs on {device})")
+        if args.ros_threads < 1:
+            raise ValueError(f"--ros-threads must be >= 1, got {args.ros_threads}")
     return setups
 
 

@@ -56,6 +56,10 @@ def test_bench_compiles_the_sampling_call(tmp_path):
     (["--modes", "cuda_graph"], "--modes cuda_graph needs --device cuda"),
     (["--modes", "jit"], "--modes takes auto or a comma-separated list"),
     (["--heads", "flow"], "--heads must include mvp"),
+    (["--ros-execution", "jit"], "--ros-execution takes auto or one of eager, compile, cuda_graph"),
+    (["--ros-execution", "cuda_graph"], "--ros-execution cuda_graph needs --device cuda"),
+    (["--ros-duration", "0.001"], "the lowdim ROS tick needs a rate > 0 and at least one tick"),
+    (["--ros-image-rate", "0"], "the image ROS tick needs a rate > 0"),
 ])
 def test_bench_refuses_bad_settings(arguments, message, capsys):
     assert main(["bench", *arguments]) == 2
