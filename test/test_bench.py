@@ -13,7 +13,8 @@ def test_bench_writes_every_part_side_by_side(tmp_path):
     """Every head eagerly, the policy node's tick over DDS (another process), training; JSON and plot."""
     result_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
     assert main(["bench", *TINY, "--modes", "eager", "--repeats", "3", "--image-repeats", "2",
-                 "--ros-duration", "2", "--ros-image-duration", "1", "--ros-execution", "eager",
+                 "--ros-duration", "2", "--ros-rate", "50", "--ros-image-duration", "1", "--ros-image-rate", "20",
+                 "--ros-execution", "eager",
                  "--json", str(result_path), "--plot", str(plot_path)]) == 0
     result = json.loads(result_path.read_text())
     rows = result["inference"]
@@ -26,7 +27,8 @@ def test_bench_writes_every_part_side_by_side(tmp_path):
             assert row["ratio_to_mvp"] == 1.0
     assert {row["head"]: row["steps"] for row in rows if row["obs"] == "lowdim"}["ddpm"] == 100
 
-    for key, obs, rate, ticks in (("ros_tick", "lowdim", 100, 200), ("ros_tick_image", "image", 30, 30)):
+    # rates well below the benchmark's, so a busy test machine still answers every tick in time
+    for key, obs, rate, ticks in (("ros_tick", "lowdim", 50, 100), ("ros_tick_image", "image", 20, 20)):
         tick = result[key]
         assert set(tick) >= {"rate_hz", "p50_ms", "p99_ms", "missed_ticks"}
         assert (tick["obs"], tick["rate_hz"], tick["ticks"]) == (obs, rate, ticks)

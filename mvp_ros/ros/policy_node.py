@@ -7,7 +7,8 @@ key -> `Policy.act` (one network evaluation per chunk for MVP) -> the chunk exec
 Lifecycle (no `ros2 lifecycle` CLI is needed: `autostart` configures and activates at start, and
 the `~/start`, `~/stop`, `~/reset` std_srvs/Trigger services drive it):
   configure   load the checkpoint, check it against the contract (keys, shapes, action size),
-              warm the model up, subscribe to the observation topics
+              warm the model up (compiling it or capturing its CUDA graph, as `execution` says),
+              subscribe to the observation topics
   activate    start the control timer (on sim time with use_sim_time)
   deactivate  stop the timer and publish the contract's safe action
   shutdown    (SIGINT/SIGTERM) publish the safe action, then exit
