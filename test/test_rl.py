@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from mvp_ros.cli import main
 from mvp_ros.data.robomimic import Episode, RobomimicDataset, write_robomimic
@@ -306,8 +307,33 @@ def test_rl_settings_and_files_give_clear_errors(success_dataset, tmp_path, caps
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(CheckpointError, match="critic.safetensors does not match the SHA-256"):
         load_critic(rl_run)
-    assert main(["train", "--out", str(rl_run), "--resume", "--steps", "4", "--no-progress"]) == 2
-    assert "--resume is not supported for algo mvp-rl" in capsys.readouterr().err
+    assert main(["train", "--out", str(bc), "--resume", "--algo", "mvp-rl", "--steps", "4", "--no-progress"]) == 2
+    assert "algo was 'bc', now 'mvp-rl'" in capsys.readouterr().err
+
+
+def test_resumed_mvp_rl_run_equals_an_uninterrupted_one(success_dataset, tmp_path, capsys):
+    """Policy, both critics, both optimizers, the EMA and every random state come back from the saved state."""
+    common = ["--obs-keys", "x", "--batch-size", "8", "--horizon", "2", "--seed", "5"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train_rl_cli(success_dataset, straight, *common, "--steps", "10") == 0
+    assert train_rl_cli(success_dataset, resumed, *common, "--steps", "6") == 0
+    assert main(["train", "--out", str(resumed), "--resume", "--steps", "10", "--no-progress"]) == 0
+    for name in ("model.safetensors", "critic.safetensors", "training_state.safetensors"):
+        expected, got = load_file(str(straight / name)), load_file(str(resumed / name))
+        assert expected.keys() == got.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=f"{name}: {key}")
+    with (resumed / "train_log.csv").open() as stream:
+        assert [int(row["step"]) for row in csv.DictReader(stream)] == [5, 6, 10]
+
+    assert main(["train", "--out", str(resumed), "--resume", "--steps", "10", "--no-progress"]) == 2
+    assert "already trained to step 10" in capsys.readouterr().err
+    online = tmp_path / "online"
+    assert train_rl_cli(success_dataset, online, *common, "--steps", "2") == 0
+    state = json.loads((online / "training_state.json").read_text())
+    (online / "training_state.json").write_text(json.dumps({**state, "step": 4}))  # as if saved online
+    assert main(["train", "--out", str(online), "--resume", "--steps", "2", "--online-steps", "5", "--no-progress"]) == 2
+    assert "inside its online phase" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -157,38 +157,57 @@ def validation_loss(model: ChunkPolicyModel, dataset: RobomimicDataset, device: 
     return float(np.mean(losses))
 
 
-def save_training_state(out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        rng: np.random.Generator, generator: torch.Generator) -> None:
-    tensors = {f"model.{name}": tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    names = {id(parameter): name for name, parameter in model.named_parameters()}
-    for parameter, state in optimizer.state.items():
-        for key, value in state.items():
-            tensors[f"optimizer.{names[id(parameter)]}.{key}"] = value.detach().cpu().reshape(value.shape).contiguous()
+Optimizers = dict[str, tuple[torch.optim.Optimizer, torch.nn.Module]]  # name -> (optimizer, the module it steps)
+
+
+def save_training_state(out: Path, step: int, modules: dict[str, torch.nn.Module], optimizers: Optimizers,
+                        rng: np.random.Generator, generator: torch.Generator, extra: dict | None = None) -> None:
+    """Raw weights, optimizer moments and random states, so `--resume` continues as if never stopped."""
+    tensors = {}
+    for prefix, module in modules.items():
+        tensors |= {f"{prefix}.{name}": tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
+    for prefix, (optimizer, module) in optimizers.items():
+        names = {id(parameter): name for name, parameter in module.named_parameters()}
+        for parameter, state in optimizer.state.items():
+            for key, value in state.items():
+                tensors[f"{prefix}.{names[id(parameter)]}.{key}"] = value.detach().cpu().reshape(value.shape).contiguous()
     tensors["generator_state"] = generator.get_state()
     save_file(tensors, str(out / STATE_WEIGHTS))
-    (out / STATE_JSON).write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state}, indent=2))
+    (out / STATE_JSON).write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state, **(extra or {})},
+                                             indent=2))
 
 
-def restore_training_state(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           rng: np.random.Generator, generator: torch.Generator) -> int:
+def restore_training_state(out: Path, modules: dict[str, torch.nn.Module], optimizers: Optimizers,
+                           rng: np.random.Generator, generator: torch.Generator) -> dict:
+    """The inverse of `save_training_state`; returns its JSON document (step, ...)."""
     for name in (STATE_WEIGHTS, STATE_JSON):
         if not (out / name).is_file():
             raise CheckpointError(f"cannot resume: {out / name} is missing (was the run saved with this mvp_ros?)")
     try:
         tensors = load_file(str(out / STATE_WEIGHTS))
         document = json.loads((out / STATE_JSON).read_text())
-    except Exception as error:  # safetensors and json raise several types for a damaged file
+        for prefix, module in modules.items():
+            module.load_state_dict({name[len(prefix) + 1:]: tensor for name, tensor in tensors.items()
+                                    if name.startswith(f"{prefix}.")})
+    except Exception as error:  # safetensors, json and load_state_dict raise several types for a damaged state
         raise CheckpointError(f"cannot resume from {out}: training state unreadable ({error})") from None
-    model.load_state_dict({name[len("model."):]: tensor for name, tensor in tensors.items()
-                           if name.startswith("model.")})
-    for name, parameter in model.named_parameters():
-        prefix = f"optimizer.{name}."
-        state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-        if state:
-            optimizer.state[parameter] = {key: value.to(parameter.device) for key, value in state.items()}
+    for prefix, (optimizer, module) in optimizers.items():
+        for name, parameter in module.named_parameters():
+            state = {key[len(f"{prefix}.{name}."):]: value for key, value in tensors.items()
+                     if key.startswith(f"{prefix}.{name}.")}
+            if state:
+                optimizer.state[parameter] = {key: value.to(parameter.device) for key, value in state.items()}
     generator.set_state(tensors["generator_state"])
     rng.bit_generator.state = document["numpy_rng"]
-    return int(document["step"])
+    return document
+
+
+def check_resumable(out: Path, config: TrainConfig) -> None:
+    """A resumed run must train the same thing on the same data."""
+    saved = read_checkpoint_info(out).training.get("settings", {})
+    for name in ("dataset", "obs_keys", "head", "horizon", "frame_stack", "algo"):
+        if name in saved and saved[name] != getattr(config, name):
+            raise ConfigError(f"cannot resume {out}: {name} was {saved[name]!r}, now {getattr(config, name)!r}")
 
 
 def plot_losses(log_path: Path, plot_path: Path) -> None:
@@ -226,10 +245,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> P
     device = resolve_device(config.device)
     out = Path(config.out)
     if resume:
-        saved = read_checkpoint_info(out).training.get("settings", {})
-        for name in ("dataset", "obs_keys", "head", "horizon", "frame_stack"):
-            if name in saved and saved[name] != getattr(config, name):
-                raise ConfigError(f"cannot resume {out}: {name} was {saved[name]!r}, now {getattr(config, name)!r}")
+        check_resumable(out, config)
     elif (out / "config.json").exists():
         raise ConfigError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
 
@@ -243,14 +259,14 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> P
     generator = torch.Generator(device=device).manual_seed(config.seed)
     start = 0
     if resume:
-        start = restore_training_state(out, model, optimizer, rng, generator)
+        start = restore_training_state(out, {"model": model}, {"optimizer": (optimizer, model)}, rng, generator)["step"]
         if start >= config.steps:
             raise ConfigError(f"{out} is already trained to step {start}; pass a larger --steps to continue")
         ema.load_state_dict(load_checkpoint(out, device)[0].state_dict())
     out.mkdir(parents=True, exist_ok=True)
 
     def save(step: int, metrics: dict) -> Path:
-        save_training_state(out, step, model, optimizer, rng, generator)
+        save_training_state(out, step, {"model": model}, {"optimizer": (optimizer, model)}, rng, generator)
         training = {"settings": dataclasses.asdict(config), "step": step, "dataset_demos": len(train_set.demo_names),
                     "dataset_windows": len(train_set), "valid_demos": len(valid_set.demo_names) if valid_set else 0,
                     "metrics": metrics, "device": str(device), "ema_decay": config.ema_decay}

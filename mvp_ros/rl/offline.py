@@ -12,6 +12,9 @@ The EMA policy is the one that acts (online, and in `best_of_n` at evaluation) a
 The output directory is a policy checkpoint (`Policy.load` reads it) plus `critic.safetensors` and
 `critic.json` (`load_critic` reads them), `train_log.csv` and `loss.png`. Online steps continue
 the step count of the log after the offline steps, one row per `log_every` environment steps.
+`training_state.*` holds the raw policy, both critics, their optimizers and the random states, so
+`--resume` continues the offline phase exactly (and then runs the online phase, if any); a run saved
+during its online phase cannot be resumed, because the online transitions are not saved.
 """
 from __future__ import annotations
 
@@ -25,13 +28,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..policy.checkpoint import save_checkpoint
+from ..policy.checkpoint import load_checkpoint, save_checkpoint
 from ..policy.config import ConfigError
 from ..policy.model import ChunkPolicyModel
 from ..policy.normalizer import Normalization
 from ..policy.policy import resolve_device
-from ..policy.train import (LOG_FILE, PLOT_FILE, TrainConfig, build_model, load_datasets, plot_losses, update_ema,
-                            validation_loss)
+from ..policy.train import (LOG_FILE, PLOT_FILE, TrainConfig, build_model, check_resumable, load_datasets,
+                            plot_losses, restore_training_state, save_training_state, update_ema, validation_loss)
 from .config import RLConfig
 from .critic import ChunkCritic, best_of_n, polyak_update, save_critic
 from .replay import ChunkBatch, replay_from_dataset
@@ -87,6 +90,12 @@ class MvpRlLearner:
         polyak_update(self.target_critic, self.critic, self.rl.tau)
         return {"loss_critic": loss.item(), "q_mean": q_values.mean().item(), "target_mean": target.mean().item()}
 
+    def state(self) -> tuple[dict[str, torch.nn.Module], dict[str, tuple[torch.optim.Optimizer, torch.nn.Module]]]:
+        """What `--resume` saves and restores (the EMA policy is the checkpoint itself)."""
+        modules = {"model": self.model, "critic": self.critic, "target_critic": self.target_critic}
+        optimizers = {"optimizer": (self.policy_optimizer, self.model), "critic_optimizer": (self.critic_optimizer, self.critic)}
+        return modules, optimizers
+
     def act(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         """The chunk to execute: best of N EMA-policy samples under the critic, (B, horizon, action_dim)."""
         return best_of_n(self.ema, self.critic, obs, self.rl.num_candidates, generator)[0]
@@ -95,9 +104,9 @@ class MvpRlLearner:
 def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
     out = Path(config.out)
     if resume:
-        raise ConfigError("--resume is not supported for algo mvp-rl: start a new run in another --out")
-    if (out / "config.json").exists():
-        raise ConfigError(f"{out} already holds a checkpoint: choose another --out")
+        check_resumable(out, config)
+    elif (out / "config.json").exists():
+        raise ConfigError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
     rl = RLConfig.from_dict(config.rl)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -111,6 +120,17 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
     replay = replay_from_dataset(train_set, config.horizon, config.frame_stack, rl.reward_mode, rl.success_reward,
                                  extra_capacity=config.online_steps)
     learner = MvpRlLearner(model, normalization, config, rl, device)
+    total_steps = config.steps + config.online_steps
+    start = 0
+    if resume:
+        document = restore_training_state(out, *learner.state(), rng, generator)
+        start, learner.updates = int(document["step"]), int(document["updates"])
+        if start >= total_steps:
+            raise ConfigError(f"{out} is already trained to step {start}; pass a larger --steps to continue")
+        if start > config.steps:
+            raise ConfigError(f"{out} was saved at step {start}, inside its online phase (offline steps: "
+                              f"{config.steps}); the online transitions are not saved, so it cannot be resumed")
+        learner.ema.load_state_dict(load_checkpoint(out, device)[0].state_dict())
     out.mkdir(parents=True, exist_ok=True)
     online: dict = {}
 
@@ -119,16 +139,18 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
                     "step": step, "dataset_demos": len(train_set.demo_names), "replay_steps": replay.size,
                     "replay_episodes": replay.num_episodes, "online": dict(online), "metrics": metrics,
                     "device": str(device), "ema_decay": config.ema_decay}
+        save_training_state(out, step, *learner.state(), rng, generator, extra={"updates": learner.updates})
         save_checkpoint(out, learner.ema, normalization, env_args=train_set.env_args, training=training)
         save_critic(out, learner.critic)
         plot_losses(out / LOG_FILE, out / PLOT_FILE)
         return out
 
-    total_steps = config.steps + config.online_steps
     started = time.perf_counter()
-    with (out / LOG_FILE).open("w", newline="") as log_file:
+    append = resume and (out / LOG_FILE).exists()
+    with (out / LOG_FILE).open("a" if append else "w", newline="") as log_file:
         log = csv.DictWriter(log_file, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        log.writeheader()
+        if not append:
+            log.writeheader()
 
         def train_step(step: int) -> dict:
             """One update; validation, a log row and a checkpoint when their step comes."""
@@ -144,7 +166,8 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
             return metrics
 
         metrics: dict = {}
-        bar = tqdm(range(1, config.steps + 1), desc="offline mvp-rl", unit="step", disable=not progress)
+        bar = tqdm(range(start + 1, config.steps + 1), desc="offline mvp-rl", unit="step", disable=not progress,
+                   initial=start, total=config.steps)
         for step in bar:
             metrics = train_step(step)
             if step % config.log_every == 0:
