@@ -25,7 +25,8 @@ MODES = ("eager", "compile", "cuda_graph")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the latency distributions")
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                        help="where inference, training and the policy node run (default cpu)")
     parser.add_argument("--modes", default="auto",
                         help="comma-separated execution modes of the inference part: eager, compile, cuda_graph "
                              "(default auto: eager and compile, and cuda_graph on a GPU)")
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-repeats", type=int, default=30, help="timed training steps per head (0: skip)")
     parser.add_argument("--batch-size", type=int, default=256, help="training batch size")
     parser.add_argument("--ros-duration", type=float, default=60.0,
-                        help="seconds of the low-dim ROS tick at --ros-rate (0: skip the ROS part)")
+                        help="seconds of the low-dim ROS tick at --ros-rate (0: skip)")
     parser.add_argument("--ros-rate", type=float, default=100.0, help="low-dim control rate of the ROS tick (Hz)")
     parser.add_argument("--ros-image-duration", type=float, default=20.0,
                         help="seconds of the two-camera ROS tick at --ros-image-rate (0: skip)")
