@@ -72,6 +72,10 @@ def test_colcon_builds_the_package_in_a_fresh_workspace(tmp_path):
                                capture_output=True, text=True, timeout=120)
     assert installed.returncode == 0, installed.stderr
     assert str(site_packages) in installed.stdout
+    contract = subprocess.run([sys.executable, "-c", "from mvp_ros.ros.demo import DEFAULT_CONTRACT; print(DEFAULT_CONTRACT)"],
+                              env={**environment, "PYTHONPATH": str(site_packages)}, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    assert contract.stdout.strip() == str(share / "config" / "panda_sim_contract.yaml"), contract.stderr
     help_text = subprocess.run([sys.executable, str(executable), "--help"], capture_output=True, text=True,
                                env={**environment, "PYTHONPATH": str(site_packages)}, timeout=120)
     assert help_text.returncode == 0 and "train" in help_text.stdout, help_text.stderr

@@ -22,10 +22,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mvp_ros.resources import package_file
 from mvp_ros.ros.node_process import isolated_ros_environment, start_node_process, stop_node_process
 
-DEFAULT_CHECKPOINT = "models/lift_lowdim"
-DEFAULT_CONTRACT = str(Path(__file__).resolve().parents[2] / "config" / "panda_sim_contract.yaml")
+DEFAULT_CHECKPOINT = str(package_file("models", "lift_lowdim"))
+DEFAULT_CONTRACT = str(package_file("config", "panda_sim_contract.yaml"))
 POLICY_STATUS = "mvp_policy: control"
 EPISODE_START_TOPIC = "/mvp_sim/episode_start"
 STARTUP_TIMEOUT_S = 180.0
@@ -34,9 +35,9 @@ STEP_TIMEOUT_S = 2.0  # the simulation's lockstep wait: a missing command holds 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path(DEFAULT_CHECKPOINT),
-                        help=f"policy checkpoint with env_args (default {DEFAULT_CHECKPOINT})")
+                        help="policy checkpoint with env_args (default: the shipped models/lift_lowdim)")
     parser.add_argument("--contract", type=Path, default=Path(DEFAULT_CONTRACT),
-                        help="observation contract (default config/panda_sim_contract.yaml)")
+                        help="observation contract (default: the shipped config/panda_sim_contract.yaml)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="episode i uses seed SEED + i (default 0)")
     parser.add_argument("--max-steps", type=int, default=0, help="steps per episode (default: the environment's horizon)")

@@ -35,12 +35,13 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservation, PoseObservation, load_contract
+from mvp_ros.resources import package_file
 from mvp_ros.ros.diagnostics import values_of
 from mvp_ros.ros.node_process import isolated_ros_environment, start_node_process, stop_node_process
 from mvp_ros.ros.qos import RELIABLE_QOS
 
 POLICY_STATUS = "mvp_policy: control"
-PANDA_CONTRACT = Path(__file__).resolve().parents[2] / "config" / "panda_sim_contract.yaml"
+PANDA_CONTRACT = package_file("config", "panda_sim_contract.yaml")
 CAMERAS = {"agentview_image": "/agentview/image_raw", "robot0_eye_in_hand_image": "/eye_in_hand/image_raw"}
 IMAGE_SIZE = 84
 STARTUP_TIMEOUT_S = 180.0
