@@ -218,7 +218,7 @@ def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: 
         **node,
         "node_tick_p50_ms": float(after["tick_latency_ms_p50"]), "node_tick_p99_ms": float(after["tick_latency_ms_p99"]),
         "node_inference_p50_ms": float(after["inference_ms_p50"]),
-        "node_exit_code": exit_code,
+        "node_exit_code": exit_code, "node_log": str(log),
         "samples_ms": [round(value, 4) for value in latencies_ms],
     }
 
