@@ -185,3 +185,22 @@ def test_encoder_standardizes_each_key_and_frame_with_its_own_statistics():
     expected = torch.cat([((obs[key] - torch.tensor(mean[key])) / torch.tensor(std[key])).flatten(1)
                           for key in ("a", "b")], dim=-1)
     torch.testing.assert_close(encoder(obs), expected)
+
+
+def test_image_policy_runs_channels_last_and_samples_what_the_checkpoint_does(tmp_path):
+    model, normalization = make_model("mvp", WITH_IMAGE)
+    policy = Policy.load(save_checkpoint(tmp_path / "checkpoint", model, normalization), device="cpu")
+    weights = [p for p in policy.model.obs_encoder.image_encoders.parameters() if p.dim() == 4]
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert not weights[0].is_contiguous()  # a 3x3 kernel: NCHW and NHWC strides differ
+    obs = image_observation()
+    batch = {key: torch.as_tensor(value)[None, None] for key, value in obs.items()}
+    noise = torch.randn(1, model.config.chunk_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model.sample_with_noise(batch, noise)[0, 0].numpy()  # the contiguous original
+    policy.reset(seed=3)
+    np.testing.assert_allclose(policy.act(obs), expected, rtol=0, atol=1e-5)
+    save_checkpoint(tmp_path / "resaved", policy.model, normalization)  # channels-last weights save as they are
+    first_conv = "obs_encoder.image_encoders.camera.stages.0.weight"
+    resaved = Policy.load(tmp_path / "resaved", device="cpu").model.state_dict()[first_conv]
+    np.testing.assert_array_equal(resaved.numpy(), model.state_dict()[first_conv].numpy())

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .config import PolicyConfig
-from .execution import graph_capturable, make_sampler
+from .execution import graph_capturable, make_sampler, use_inference_layout
 from .model import ChunkPolicyModel
 from .normalizer import Normalization
 
@@ -106,7 +106,7 @@ def inference_cases(kind: str, modes: list[str], heads: list[str], device: torch
     inputs = random_obs(kind, 1, device)
     for name in heads:
         head, steps, overrides, candidates = INFERENCE_CASES[name]
-        model = build(head, kind, overrides, device, width, depth)
+        model = use_inference_layout(build(head, kind, overrides, device, width, depth))
         for mode in modes:
             if mode == "cuda_graph" and not graph_capturable(model.config):
                 continue

@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import CheckpointInfo, load_checkpoint
 from .config import PolicyConfig, is_image_shape
-from .execution import Sampler, make_sampler, resolve_mode
+from .execution import Sampler, make_sampler, resolve_mode, use_inference_layout
 from .model import ChunkPolicyModel
 
 
@@ -40,7 +40,7 @@ class Policy:
     def __init__(self, model: ChunkPolicyModel, info: CheckpointInfo | None = None,
                  device: str | torch.device = "cpu", seed: int | None = 0, execution: str = "auto"):
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = use_inference_layout(model.to(self.device).eval())
         self.info = info
         self.execution = resolve_mode(execution, model.config, self.device)
         self._generator = torch.Generator(device=self.device)
