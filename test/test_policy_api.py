@@ -125,6 +125,27 @@ def test_frame_stack_of_images():
     assert not np.array_equal(chunk([a, b]), chunk([b, a]))
 
 
+def test_frame_stack_of_several_low_dim_keys_and_a_camera():
+    """The low-dim keys share one input tensor: each key must still see its own frames."""
+    shapes = {"gripper": (2,), "camera": (12, 12, 3), "joints": (3,), "object": (4,)}
+    model, _ = make_model("mlp", shapes, frame_stack=2)
+    policy = Policy(model, device="cpu")
+    rng = np.random.default_rng(4)
+    frames = [{key: rng.integers(0, 256, shape, dtype=np.uint8) if len(shape) == 3 else rng.normal(size=shape)
+               for key, shape in shapes.items()} for _ in range(3)]
+
+    def chunk(stack):
+        batch = {key: torch.as_tensor(np.stack([frame[key] for frame in stack]))[None] for key in shapes}
+        with torch.no_grad():
+            return model.sample(batch, 1)[0, 0].numpy()
+
+    np.testing.assert_allclose(policy.act(frames[0]), chunk([frames[0], frames[0]]), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(policy.act(frames[1]), chunk([frames[0], frames[1]]), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(policy.act(frames[2]), chunk([frames[1], frames[2]]), rtol=0, atol=1e-5)
+    swapped = frames[2] | {"joints": frames[2]["object"][:3], "object": np.r_[frames[2]["joints"], 0.0]}
+    assert not np.allclose(chunk([frames[1], frames[2]]), chunk([frames[1], swapped]), atol=1e-5)
+
+
 def test_sample_returns_all_candidates_from_one_network_call():
     model, _ = make_model("mvp", WITH_IMAGE)
     policy = Policy(model, device="cpu")

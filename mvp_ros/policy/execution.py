@@ -55,7 +55,10 @@ def make_sampler(model: ChunkPolicyModel, inputs: dict[str, torch.Tensor], num_c
     if mode == "eager":
         return lambda noise: model.sample_with_noise(inputs, noise, num_candidates, generator)
     if mode == "compile":
-        compiled = torch.compile(model.sample_with_noise, dynamic=False)
+        # On a CPU the generated code is called from a C++ wrapper rather than a Python one: at batch 1
+        # the per-call overhead is most of the time (about 8% less per low-dim call on one thread)
+        on_cpu = next(iter(inputs.values())).device.type == "cpu"
+        compiled = torch.compile(model.sample_with_noise, dynamic=False, options={"cpp_wrapper": on_cpu})
         return lambda noise: compiled(inputs, noise, num_candidates, generator)
     if mode == "cuda_graph":
         return CudaGraphSampler(model, inputs, num_candidates)

@@ -11,6 +11,7 @@ replays a captured CUDA graph on a GPU and runs eagerly on a CPU.
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,18 @@ class Policy:
         self.execution = resolve_mode(execution, model.config, self.device)
         self._generator = torch.Generator(device=self.device)
         config = model.config
-        self._inputs = {  # (1, frame_stack, *frame_shape), refilled in place every call
-            key: torch.zeros((1, config.frame_stack, *shape), device=self.device,
-                             dtype=torch.uint8 if is_image_shape(shape) else torch.float32)
+        # The model's inputs, (1, frame_stack, *frame_shape) per key, refilled in place every call. The
+        # low-dim keys are views into one (1, frame_stack, total) tensor: a tick checks and copies all
+        # of them at once (at batch 1, each tensor operation's fixed cost is most of the work).
+        sizes = [config.obs_shapes[key][0] for key in config.lowdim_keys]
+        self._lowdim_keys = config.lowdim_keys
+        self._lowdim_shapes = [(size,) for size in sizes]
+        self._lowdim = torch.zeros((1, config.frame_stack, sum(sizes)), device=self.device)
+        views = {key: self._lowdim[..., end - size:end]
+                 for key, end, size in zip(config.lowdim_keys, itertools.accumulate(sizes), sizes)}
+        self._inputs = {
+            key: views[key] if key in views else
+            torch.zeros((1, config.frame_stack, *shape), device=self.device, dtype=torch.uint8)
             for key, shape in config.obs_shapes.items()
         }
         self._samplers: dict[int, Sampler] = {}  # by number of candidates, built on first use
@@ -83,21 +93,31 @@ class Policy:
         if seed is not None:
             self._generator.manual_seed(int(seed))
 
-    def _check(self, obs: dict[str, np.ndarray]) -> None:
-        missing = [key for key in self.obs_keys if key not in obs]
-        unexpected = [key for key in obs if key not in self.config.obs_shapes]
-        if missing or unexpected:
+    def _check(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The observation's low-dim frame (all low-dim keys concatenated), or a clear error."""
+        if obs.keys() != self._inputs.keys():
+            missing = [key for key in self.obs_keys if key not in obs]
+            unexpected = [key for key in obs if key not in self.config.obs_shapes]
             raise ObservationError(f"observation keys do not match the policy: missing {missing}, "
                                    f"unexpected {unexpected}; the policy expects {self.obs_keys}")
-        for key, expected in self.config.obs_shapes.items():
-            value = np.asarray(obs[key])
-            if value.shape != expected:
-                raise ObservationError(f"observation {key!r} has shape {value.shape}, the policy expects {expected}")
-            if is_image_shape(expected):
-                if value.dtype != np.uint8:
-                    raise ObservationError(f"image observation {key!r} has dtype {value.dtype}, expected uint8")
-            elif not np.all(np.isfinite(value)):
-                raise ObservationError(f"observation {key!r} contains NaN or infinite values: {value}")
+        lowdim = [obs[key] for key in self._lowdim_keys]
+        if [np.shape(value) for value in lowdim] != self._lowdim_shapes:
+            self._check_shapes(obs, self._lowdim_keys)
+        for key in self.config.image_keys:
+            self._check_shapes(obs, [key])
+            if np.asarray(obs[key]).dtype != np.uint8:
+                raise ObservationError(f"image observation {key!r} has dtype {np.asarray(obs[key]).dtype}, expected uint8")
+        frame = np.concatenate(lowdim) if lowdim else np.zeros(0)
+        if not np.isfinite(frame).all():
+            key = next(key for key, value in zip(self._lowdim_keys, lowdim) if not np.isfinite(value).all())
+            raise ObservationError(f"observation {key!r} contains NaN or infinite values: {obs[key]}")
+        return frame
+
+    def _check_shapes(self, obs: dict[str, np.ndarray], keys: list[str]) -> None:
+        for key in keys:
+            shape, expected = np.shape(obs[key]), self.config.obs_shapes[key]
+            if shape != expected:
+                raise ObservationError(f"observation {key!r} has shape {shape}, the policy expects {expected}")
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """One action chunk (horizon, action_dim) in the data's units, from one network evaluation for MVP."""
@@ -106,8 +126,7 @@ class Policy:
     @torch.inference_mode()
     def sample(self, obs: dict[str, np.ndarray], num_candidates: int) -> np.ndarray:
         """`num_candidates` chunks (N, horizon, action_dim) for the same observation, in one batched call."""
-        self._check(obs)
-        self._push_frames(obs)
+        self._push_frames(self._check(obs), obs)
         sampler = self._samplers.get(num_candidates)
         if sampler is None:
             sampler = self._samplers[num_candidates] = make_sampler(self.model, self._inputs, num_candidates,
@@ -115,10 +134,11 @@ class Policy:
         noise = torch.randn(num_candidates, self.config.chunk_dim, generator=self._generator, device=self.device)
         return sampler(noise)[0].cpu().numpy()  # a copy on a GPU; on a CPU a fresh tensor every call
 
-    def _push_frames(self, obs: dict[str, np.ndarray]) -> None:
+    def _push_frames(self, lowdim: np.ndarray, obs: dict[str, np.ndarray]) -> None:
         """Copy the new frames into the input tensors (the caller may refill its own arrays afterwards)."""
-        for key, stack in self._inputs.items():
-            frame = torch.from_numpy(np.ascontiguousarray(obs[key]))
+        stacks = [(self._lowdim, torch.from_numpy(lowdim))] if self._lowdim_keys else []
+        stacks += [(self._inputs[key], torch.from_numpy(np.ascontiguousarray(obs[key]))) for key in self.config.image_keys]
+        for stack, frame in stacks:
             if self._history_empty:
                 stack[0].copy_(frame.expand_as(stack[0]))
             else:
