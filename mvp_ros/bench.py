@@ -125,7 +125,9 @@ def _print(result: dict) -> None:
         row = result[key]
         if row:
             print(f"ROS tick, {row['obs']} at {row['rate_hz']:g} Hz for {row['duration_s']:g} s: observation published ->"
-                  f" command received p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms; {row['missed_ticks']} of"
+                  f" command received p50 {row['p50_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms (-> published by the node"
+                  f" {row['command_published_p50_ms']:.3f} / {row['command_published_p99_ms']:.3f}, -> this process's"
+                  f" callback {row['callback_p50_ms']:.3f} / {row['callback_p99_ms']:.3f}); {row['missed_ticks']} of"
                   f" {row['ticks']} ticks missed; in the node (observation ready -> command published) p50"
                   f" {row['node_tick_p50_ms']:.3f} ms, p99 {row['node_tick_p99_ms']:.3f} ms")
     for row in result["training"]:

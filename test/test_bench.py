@@ -39,6 +39,9 @@ def test_bench_writes_every_part_side_by_side(tmp_path):
         # some late, which is what missed_ticks counts, but none may be lost or held)
         assert tick["node_ticks"] == tick["node_commands"] == ticks and tick["node_holds"] == 0
         assert tick["commands_received"] == ticks and 0 < tick["p50_ms"] <= tick["p99_ms"]
+        # the node publishes, then DDS delivers here, then this process's executor runs the callback
+        assert 0 < tick["command_published_p50_ms"] <= tick["p50_ms"] <= tick["callback_p50_ms"]
+        assert tick["command_published_p99_ms"] <= tick["p99_ms"] <= tick["callback_p99_ms"]
         assert 0 <= tick["missed_ticks"] <= ticks and tick["node_exit_code"] == 0
 
     assert [row["head"] for row in result["training"]] == list(TRAINING_HEADS)

@@ -36,6 +36,7 @@ import argparse
 import array
 import dataclasses
 import functools
+import io
 import sys
 import time
 from typing import Any
@@ -46,7 +47,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.time import Time
@@ -470,13 +471,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_ros_args_argument(parser)
 
 
+def control_executor() -> Executor:
+    """rclpy's EventsExecutor where this rclpy has one (Jazzy and later), the SingleThreadedExecutor
+    otherwise. The EventsExecutor queues ready entities in C++ instead of rebuilding a wait set in
+    Python for every callback (about 0.15 ms each here, several times per tick): in `mvp bench`,
+    observation published -> command received p99 2.5-3.3 ms against 3.9-5.5 ms, three runs each."""
+    try:
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    except (ImportError, io.UnsupportedOperation):  # it enables faulthandler, which needs a real stderr
+        return SingleThreadedExecutor()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM; with autostart, a failed configure ends the command with status 2."""
     given = {"checkpoint": args.checkpoint, "contract": args.contract, "device": args.device}
     with ros_context("mvp policy-node", args.ros_args) as stop:
         node = PolicyNode(overrides(given))
-        executor = SingleThreadedExecutor()
+        executor = control_executor()
         executor.add_node(node)
+        node.get_logger().info(f"spinning with rclpy's {type(executor).__name__}")
         try:
             if node.get_parameter("autostart").value:
                 if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:

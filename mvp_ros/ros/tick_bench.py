@@ -5,11 +5,16 @@ publishes /clock, then every contract topic stamped with that time (the lockstep
 `mvp sim-node`), and a command subscriber (this process too) takes the node's answers. The node
 runs on that sim time, so each command (a JointTrajectory stamped with the node's clock) names the
 tick it answers:
-  latency       observations published -> command received: two DDS hops, the node's wait for a
-                complete observation, inference, the limits
+  latency       observations published -> command received: two DDS hops, the node's executor and
+                its wait for a complete observation, inference, the limits. "Received" is the
+                reception time DDS records for the command (rmw MessageInfo), so this process's own
+                Python executor, which a C++ controller on a robot would not have, is not counted;
+                the time to this process's callback is reported beside it.
   missed tick   no command received before the next period began
-The node's own figure (observation ready -> command published) comes from its diagnostics. The
-schedule runs on the wall clock and never waits for a late command, as a robot would not.
+The node's publication time of each command (DDS source timestamp) splits the latency, and its
+diagnostics give its own figure (observation ready -> command published). All times are on the
+system clock, which DDS stamps with. The schedule runs on the wall clock and never waits for a late
+command, as a robot would not.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
@@ -51,6 +57,14 @@ NODE_COUNTERS = ("ticks", "commands", "holds", "stale_ticks", "missed_ticks", "o
 
 class TickBenchError(RuntimeError):
     """The policy node did not start or stopped; the message carries its log."""
+
+
+@dataclass(frozen=True)
+class CommandTimes:
+    """System-clock ns: the node published the command, DDS received it here, its callback ran here."""
+    published_ns: int
+    received_ns: int
+    callback_ns: int
 
 
 @dataclass(frozen=True)
@@ -110,15 +124,17 @@ class TickDriver:
         self.clock_publisher = self.node.create_publisher(ClockMsg, "/clock", RELIABLE_QOS)
         self.publishers = {topic: self.node.create_publisher(type(msg), topic, RELIABLE_QOS)
                            for topic, msg in self.messages.items()}
-        self.received: dict[int, float] = {}  # tick stamp (ns) -> perf_counter when its command arrived
+        self.commands: dict[int, CommandTimes] = {}  # by the tick stamp (ns) the command answers
         self.node_values: dict[str, str] = {}
         self.diagnostics_received = 0
         self.next_tick_ns = 0
         self.node.create_subscription(JointTrajectory, contract.action.topic, self._on_command, RELIABLE_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE_QOS)
 
-    def _on_command(self, msg: JointTrajectory) -> None:
-        self.received.setdefault(Time.from_msg(msg.header.stamp).nanoseconds, time.perf_counter())
+    def _on_command(self, msg: JointTrajectory, info: MessageInfo) -> None:
+        callback_ns = time.time_ns()
+        self.commands.setdefault(Time.from_msg(msg.header.stamp).nanoseconds, CommandTimes(
+            info["source_timestamp"] or callback_ns, info["received_timestamp"] or callback_ns, callback_ns))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -151,11 +167,12 @@ class TickDriver:
         self.spin_until(lambda: all(self.node.count_publishers(t) and self.node.count_subscribers(t) for t in topics),
                         30.0, f"publishers and subscribers on {topics}", process, log)
 
-    def drive(self, rate_hz: float, duration_s: float, first_tick_ns: int) -> tuple[list[int], dict[int, float]]:
-        """Publish one tick per period for `duration_s`; returns the tick stamps and their publication times."""
+    def drive(self, rate_hz: float, duration_s: float, first_tick_ns: int) -> tuple[list[int], dict[int, int]]:
+        """Publish one tick per period for `duration_s`; returns the tick stamps and their publication
+        times (system clock ns)."""
         period_s = 1.0 / rate_hz
         period_ns = round(1e9 / rate_hz)
-        published: dict[int, float] = {}
+        published: dict[int, int] = {}
         stamps = []
         next_at = time.perf_counter()
         for index in range(round(duration_s * rate_hz)):
@@ -166,7 +183,7 @@ class TickDriver:
                 if hasattr(msg, "header"):
                     msg.header.stamp = stamp
                 self.publishers[topic].publish(msg)
-            published[stamp_ns] = time.perf_counter()
+            published[stamp_ns] = time.time_ns()
             stamps.append(stamp_ns)
             self.next_tick_ns = stamp_ns + period_ns
             next_at += period_s
@@ -204,23 +221,31 @@ def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: 
     finally:
         driver.close()
         exit_code = stop_node_process(process)
-    period_s = 1.0 / setup.rate_hz
-    latencies_ms = [(driver.received[stamp] - published[stamp]) * 1e3 for stamp in stamps if stamp in driver.received]
-    missed = sum(1 for stamp in stamps if driver.received.get(stamp, np.inf) - published[stamp] > period_s)
+    answered = [stamp for stamp in stamps if stamp in driver.commands]
+
+    def milliseconds_after_publication(field: str) -> list[float]:
+        return [(getattr(driver.commands[stamp], field) - published[stamp]) / 1e6 for stamp in answered]
+
+    latencies_ms = milliseconds_after_publication("received_ns")
+    missed = len(stamps) - sum(1 for latency in latencies_ms if latency <= 1e3 / setup.rate_hz)
     node = {f"node_{key}": int(after[key]) - int(before[key]) for key in NODE_COUNTERS}
     return {
         "obs": setup.obs, "rate_hz": setup.rate_hz, "duration_s": setup.duration_s, "execution": execution,
         "torch_threads": threads,
-        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 4) if latencies_ms else None,
-        "p99_ms": round(float(np.percentile(latencies_ms, 99)), 4) if latencies_ms else None,
-        "max_ms": round(max(latencies_ms), 4) if latencies_ms else None,
+        **percentiles("", latencies_ms), "max_ms": round(max(latencies_ms), 4) if latencies_ms else None,
         "missed_ticks": missed, "ticks": len(stamps), "commands_received": len(latencies_ms),
+        **percentiles("command_published_", milliseconds_after_publication("published_ns")),
+        **percentiles("callback_", milliseconds_after_publication("callback_ns")),
         **node,
         "node_tick_p50_ms": float(after["tick_latency_ms_p50"]), "node_tick_p99_ms": float(after["tick_latency_ms_p99"]),
         "node_inference_p50_ms": float(after["inference_ms_p50"]),
         "node_exit_code": exit_code, "node_log": str(log),
         "samples_ms": [round(value, 4) for value in latencies_ms],
     }
+
+
+def percentiles(prefix: str, values_ms: list[float]) -> dict[str, float | None]:
+    return {f"{prefix}p{q}_ms": round(float(np.percentile(values_ms, q)), 4) if values_ms else None for q in (50, 99)}
 
 
 def write_bench_policy(directory: Path, images: bool, width: int, depth: int) -> tuple[Path, Path]:
