@@ -46,7 +46,7 @@ def write_synthetic_bag(path: Path, messages: int, storage: str) -> None:
     types = typestore.types
     rng = np.random.default_rng(0)
     start = 1_700_000_000 * 10**9
-    joint_period, command_period = 10**9 // JOINT_RATE_HZ, 10**9 // 20
+    joint_period = 10**9 // JOINT_RATE_HZ
     layout = types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
     plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
     with Writer(path, version=9, storage_plugin=plugin) as writer:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointInfo, load_checkpoint
-from .config import PolicyConfig, is_image_shape
+from .config import PolicyConfig
 from .execution import Sampler, make_sampler, resolve_mode, use_inference_layout
 from .model import ChunkPolicyModel
 
