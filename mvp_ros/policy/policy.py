@@ -105,8 +105,8 @@ class Policy:
             self._check_shapes(obs, self._lowdim_keys)
         for key in self.config.image_keys:
             self._check_shapes(obs, [key])
-            if np.asarray(obs[key]).dtype != np.uint8:
-                raise ObservationError(f"image observation {key!r} has dtype {np.asarray(obs[key]).dtype}, expected uint8")
+            if (dtype := np.asarray(obs[key]).dtype) != np.uint8:
+                raise ObservationError(f"image observation {key!r} has dtype {dtype}, expected uint8")
         frame = np.concatenate(lowdim) if lowdim else np.zeros(0)
         if not np.isfinite(frame).all():
             key = next(key for key, value in zip(self._lowdim_keys, lowdim) if not np.isfinite(value).all())

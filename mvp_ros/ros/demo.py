@@ -57,12 +57,14 @@ def run(args: argparse.Namespace) -> int:
     common = ["--checkpoint", str(args.checkpoint), "--contract", str(args.contract)]
     logs = {"sim": log_dir / "sim_node.log", "policy": log_dir / "policy_node.log"}
     nodes = {
-        "sim": start_node_process(["sim-node", *common, "--seed", str(args.seed), "--ros-args", "-p", f"max_steps:={max_steps}",
-                       "-p", f"lockstep_timeout_s:={STEP_TIMEOUT_S}"], env, logs["sim"]),
-        "policy": start_node_process(["policy-node", *common, "--device", args.device, "--ros-args", "-p", "use_sim_time:=true",
-                          "-p", f"reset_topic:={EPISODE_START_TOPIC}", "-p", "inference_timeout_s:=1.0",
-                          "-p", f"temporal_ensemble:={str(args.temporal_ensemble).lower()}"],
-                         env, logs["policy"]),
+        "sim": start_node_process(["sim-node", *common, "--seed", str(args.seed), "--ros-args",
+                                   "-p", f"max_steps:={max_steps}", "-p", f"lockstep_timeout_s:={STEP_TIMEOUT_S}"],
+                                  env, logs["sim"]),
+        "policy": start_node_process(["policy-node", *common, "--device", args.device, "--ros-args",
+                                      "-p", "use_sim_time:=true", "-p", f"reset_topic:={EPISODE_START_TOPIC}",
+                                      "-p", "inference_timeout_s:=1.0",
+                                      "-p", f"temporal_ensemble:={str(args.temporal_ensemble).lower()}"],
+                                     env, logs["policy"]),
     }
     print(f"demo: ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, node logs in {log_dir}", flush=True)
     started = time.perf_counter()

@@ -5,39 +5,25 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import Trigger
 
 from mvp_ros.data.contract import load_contract
 from mvp_ros.ros.diagnostics import values_of
+from mvp_ros.ros.parent_node import ParentNode
 from mvp_ros.ros.qos import EVENT_QOS, RELIABLE_QOS
 
-LOG_TAIL_CHARS = 3000
 
-
-class DemoError(RuntimeError):
-    """A node that did not start or an episode that did not finish; the message says which."""
-
-
-class DemoClient:
+class DemoClient(ParentNode):
     def __init__(self, domain_id: int, contract_path: Path, policy_status: str, logs: dict[str, Path]) -> None:
+        super().__init__("mvp_demo", domain_id, logs)
         self.contract = load_contract(contract_path)
         self.policy_status = policy_status
-        self.logs = logs
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("mvp_demo", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
         self.results: list[dict[str, Any]] = []
         self.policy_values: dict[str, str] = {}
         self.node.create_subscription(DiagnosticStatus, "/mvp_sim/episode_result", self._on_result, EVENT_QOS)
@@ -55,19 +41,6 @@ class DemoClient:
             if status.name == self.policy_status:
                 self.policy_values = values_of(status)
 
-    def spin_until(self, condition: Callable[[], Any], timeout_s: float, what: str, nodes: dict[str, subprocess.Popen]) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            result = condition()
-            if result:
-                return result
-            for name, process in nodes.items():
-                if process.poll() is not None:
-                    raise DemoError(f"the {name} node exited (status {process.returncode}) while the demo waited for"
-                                    f" {what}; its log ends:\n{self._log_tail(name)}")
-            self.executor.spin_once(timeout_sec=0.05)
-        raise DemoError(f"timed out after {timeout_s:.0f} s waiting for {what}; node logs: {self.logs}")
-
     def wait_until_ready(self, nodes: dict[str, subprocess.Popen], timeout_s: float) -> None:
         """The policy node active, the simulation's reset service up, and every topic of the loop
         with a publisher and a subscriber (so the first observations of an episode are not lost)."""
@@ -81,9 +54,7 @@ class DemoClient:
                 break
             self.pause(0.2, nodes)
         self.spin_until(self.reset_client.service_is_ready, deadline - time.monotonic(), "the simulation's reset service", nodes)
-        topics = [*self.contract.topics(), "/clock"]
-        self.spin_until(lambda: all(self.node.count_publishers(t) and self.node.count_subscribers(t) for t in topics),
-                        deadline - time.monotonic(), f"publishers and subscribers on {topics}", nodes)
+        self.wait_for_endpoints([*self.contract.topics(), "/clock"], deadline - time.monotonic(), nodes)
         self.pause(0.5, nodes)  # discovery reached this node; give the nodes' endpoints a moment to match each other
 
     def pause(self, seconds: float, nodes: dict[str, subprocess.Popen]) -> None:
@@ -103,10 +74,3 @@ class DemoClient:
         return self.spin_until(
             lambda: self.policy_values if int(self.policy_values.get("ticks", -1)) >= min_ticks else None,
             10.0, f"policy diagnostics with {min_ticks} ticks", nodes)
-
-    def _log_tail(self, name: str) -> str:
-        return self.logs[name].read_text()[-LOG_TAIL_CHARS:]
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        self.context.try_shutdown()

@@ -21,18 +21,14 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -44,6 +40,7 @@ from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservat
 from mvp_ros.resources import package_file
 from mvp_ros.ros.diagnostics import values_of
 from mvp_ros.ros.node_process import isolated_ros_environment, start_node_process, stop_node_process
+from mvp_ros.ros.parent_node import ParentNode
 from mvp_ros.ros.qos import RELIABLE_QOS
 
 POLICY_STATUS = "mvp_policy: control"
@@ -53,10 +50,6 @@ IMAGE_SIZE = 84
 STARTUP_TIMEOUT_S = 180.0
 WARMUP_S = 2.0
 NODE_COUNTERS = ("ticks", "commands", "holds", "stale_ticks", "missed_ticks", "overruns")
-
-
-class TickBenchError(RuntimeError):
-    """The policy node did not start or stopped; the message carries its log."""
 
 
 @dataclass(frozen=True)
@@ -110,16 +103,12 @@ def synthetic_messages(contract: Contract) -> dict[str, Any]:
     return messages
 
 
-class TickDriver:
+class TickDriver(ParentNode):
     """Publishes /clock and the observations in lockstep; receives commands and the node's diagnostics."""
 
-    def __init__(self, contract: Contract, domain_id: int) -> None:
+    def __init__(self, contract: Contract, domain_id: int, log: Path) -> None:
+        super().__init__("mvp_tick_bench", domain_id, {"policy": log})
         self.contract = contract
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("mvp_tick_bench", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
         self.messages = synthetic_messages(contract)
         self.clock_publisher = self.node.create_publisher(ClockMsg, "/clock", RELIABLE_QOS)
         self.publishers = {topic: self.node.create_publisher(type(msg), topic, RELIABLE_QOS)
@@ -142,30 +131,16 @@ class TickDriver:
                 self.node_values = values_of(status)
                 self.diagnostics_received += 1
 
-    def fresh_diagnostics(self, process: subprocess.Popen, log: Path) -> dict[str, str]:
+    def fresh_diagnostics(self, process: subprocess.Popen) -> dict[str, str]:
         """The node's next diagnostics message (1 Hz): between drives its counters stand still."""
         seen = self.diagnostics_received
-        self.spin_until(lambda: self.diagnostics_received > seen, 5.0, "the node's diagnostics", process, log)
+        self.spin_until(lambda: self.diagnostics_received > seen, 5.0, "the node's diagnostics", {"policy": process})
         return dict(self.node_values)
 
-    def spin_until(self, condition: Callable[[], Any], timeout_s: float, what: str, process: subprocess.Popen,
-                   log: Path) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if result := condition():
-                return result
-            if process.poll() is not None:
-                raise TickBenchError(f"the policy node exited (status {process.returncode}) while waiting for {what};"
-                                     f" its log ends:\n{log.read_text()[-3000:]}")
-            self.executor.spin_once(timeout_sec=0.05)
-        raise TickBenchError(f"timed out after {timeout_s:.0f} s waiting for {what}; the node's log: {log}")
-
-    def wait_until_ready(self, process: subprocess.Popen, log: Path) -> None:
+    def wait_until_ready(self, process: subprocess.Popen) -> None:
         self.spin_until(lambda: self.node_values.get("state") == "active", STARTUP_TIMEOUT_S,
-                        "the policy node to be active", process, log)
-        topics = [*self.contract.topics(), "/clock"]
-        self.spin_until(lambda: all(self.node.count_publishers(t) and self.node.count_subscribers(t) for t in topics),
-                        30.0, f"publishers and subscribers on {topics}", process, log)
+                        "the policy node to be active", {"policy": process})
+        self.wait_for_endpoints([*self.contract.topics(), "/clock"], 30.0, {"policy": process})
 
     def drive(self, rate_hz: float, duration_s: float, first_tick_ns: int) -> tuple[list[int], dict[int, int]]:
         """Publish one tick per period for `duration_s`; returns the tick stamps and their publication
@@ -195,10 +170,6 @@ class TickDriver:
             self.executor.spin_once(timeout_sec=0.05)
         return stamps, published
 
-    def close(self) -> None:
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
 
 def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: str, threads: int, device: str,
             work_dir: Path) -> dict[str, Any]:
@@ -211,13 +182,13 @@ def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: 
                  "-p", "temporal_ensemble:=true", "-p", f"execution:={execution}", "-p", f"torch_threads:={threads}",
                  "-p", "warmup_iterations:=50"]
     process = start_node_process(arguments, env, log)
-    driver = TickDriver(contract, int(env["ROS_DOMAIN_ID"]))
+    driver = TickDriver(contract, int(env["ROS_DOMAIN_ID"]), log)
     try:
-        driver.wait_until_ready(process, log)
+        driver.wait_until_ready(process)
         driver.drive(setup.rate_hz, WARMUP_S, first_tick_ns=1_000_000_000)
-        before = driver.fresh_diagnostics(process, log)
+        before = driver.fresh_diagnostics(process)
         stamps, published = driver.drive(setup.rate_hz, setup.duration_s, driver.next_tick_ns)
-        after = driver.fresh_diagnostics(process, log)
+        after = driver.fresh_diagnostics(process)
     finally:
         driver.close()
         exit_code = stop_node_process(process)
