@@ -18,8 +18,7 @@ import json
 from pathlib import Path
 
 from mvp_ros.policy.bench import INFERENCE_CASES
-
-MODES = ("eager", "compile", "cuda_graph")
+from mvp_ros.policy.execution import MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
