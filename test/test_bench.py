@@ -74,15 +74,16 @@ def test_bench_refuses_bad_settings(arguments, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_wakeup_benchmark_times_both_workloads_paced_and_back_to_back(tmp_path):
+def test_wakeup_benchmark_times_every_workload_back_to_back_sleeping_and_busy_waiting(tmp_path):
     script = Path(__file__).parents[1] / "benchmarks" / "bench_wakeup.py"
     result_path = tmp_path / "wakeup.json"
     subprocess.run([sys.executable, str(script), "--period-ms", "2", "--blocks", "2", "--block", "5",
                     "--json", str(result_path)], check=True, capture_output=True, timeout=300)
     result = json.loads(result_path.read_text())
     assert result["period_ms"] == 2 and result["machine"]["device_name"] == "cpu"
-    for work in ("python", "policy"):
+    for work in ("python", "torch_op", "policy"):
         row = result[work]
         assert 0 < row["back_to_back_p50_ms"] <= row["back_to_back_p99_ms"]
-        assert 0 < row["paced_p50_ms"] <= row["paced_p99_ms"]
-        assert row["paced_over_back_to_back_p50"] == round(row["paced_p50_ms"] / row["back_to_back_p50_ms"], 2)
+        for pacing in ("paced", "busy_wait"):
+            assert 0 < row[f"{pacing}_p50_ms"] <= row[f"{pacing}_p99_ms"]
+            assert row[f"{pacing}_over_back_to_back_p50"] == round(row[f"{pacing}_p50_ms"] / row["back_to_back_p50_ms"], 2)
