@@ -2,7 +2,8 @@
 
 Three parts, each optional:
   inference  every head's sampling call at batch 1, low-dim and two 84x84 cameras, per execution
-             mode (eager, torch.compile, CUDA graph on a GPU), p50/p99 and the ratio to MVP 1-step
+             mode (eager, torch.compile, AOTInductor on a CPU, CUDA graph on a GPU), p50/p99 and the
+             ratio to MVP 1-step
              (mvp_ros/policy/bench.py)
   ros_tick   the policy node in its own process at 100 Hz (low-dim) and 30 Hz (two cameras), driven
              over DDS by a synthetic observation publisher; observation -> command latency and
@@ -27,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                         help="where inference, training and the policy node run (default cpu)")
     parser.add_argument("--modes", default="auto",
-                        help="comma-separated execution modes of the inference part: eager, compile, cuda_graph "
-                             "(default auto: eager and compile, and cuda_graph on a GPU)")
+                        help="comma-separated execution modes of the inference part: eager, compile, aot, cuda_graph "
+                             "(default auto: eager and compile, then aot on a CPU or cuda_graph on a GPU)")
     parser.add_argument("--heads", default=",".join(INFERENCE_CASES),
                         help=f"comma-separated inference cases (default all: {','.join(INFERENCE_CASES)})")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per low-dim inference case (0: skip)")
@@ -83,13 +84,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _modes(text: str, device) -> list[str]:
     if text == "auto":
-        return ["eager", "compile", *(["cuda_graph"] if device.type == "cuda" else [])]
+        return ["eager", "compile", "cuda_graph" if device.type == "cuda" else "aot"]
     modes = [mode.strip() for mode in text.split(",") if mode.strip()]
     if not modes or any(mode not in MODES for mode in modes):
         raise ValueError(f"--modes takes auto or a comma-separated list of {', '.join(MODES)}; got {text!r}")
-    if "cuda_graph" in modes and device.type != "cuda":
-        raise ValueError(f"--modes cuda_graph needs --device cuda (the bench runs on {device})")
+    for mode in modes:
+        _check_device("--modes", mode, device)
     return modes
+
+
+def _check_device(flag: str, mode: str, device) -> None:
+    if mode == "cuda_graph" and device.type != "cuda":
+        raise ValueError(f"{flag} cuda_graph needs --device cuda (the bench runs on {device})")
+    if mode == "aot" and device.type != "cpu":
+        raise ValueError(f"{flag} aot compiles for a CPU (the bench runs on {device}); use cuda_graph")
 
 
 def _tick_setups(args: argparse.Namespace, device) -> list:
@@ -107,8 +115,7 @@ def _tick_setups(args: argparse.Namespace, device) -> list:
     if setups:
         if args.ros_execution != "auto" and args.ros_execution not in MODES:
             raise ValueError(f"--ros-execution takes auto or one of {', '.join(MODES)}; got {args.ros_execution!r}")
-        if args.ros_execution == "cuda_graph" and device.type != "cuda":
-            raise ValueError(f"--ros-execution cuda_graph needs --device cuda (the bench runs on {device})")
+        _check_device("--ros-execution", args.ros_execution, device)
         if args.ros_threads < 1:
             raise ValueError(f"--ros-threads must be >= 1, got {args.ros_threads}")
     return setups

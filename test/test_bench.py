@@ -49,14 +49,14 @@ def test_bench_writes_every_part_side_by_side(tmp_path):
     assert plot_path.stat().st_size > 1000
 
 
-def test_bench_compiles_the_sampling_call(tmp_path):
+def test_bench_compiles_the_sampling_call_just_in_time_and_ahead_of_time(tmp_path):
     result_path = tmp_path / "bench.json"
-    assert main(["bench", *TINY, "--heads", "mvp,flow", "--modes", "eager,compile", "--repeats", "3",
+    assert main(["bench", *TINY, "--heads", "mvp,flow", "--modes", "eager,compile,aot", "--repeats", "3",
                  "--image-repeats", "0", "--train-repeats", "0", "--ros-duration", "0", "--ros-image-duration", "0",
                  "--json", str(result_path)]) == 0
     result = json.loads(result_path.read_text())
     assert {(row["head"], row["mode"]) for row in result["inference"]} == {
-        (head, mode) for head in ("mvp", "flow") for mode in ("eager", "compile")}
+        (head, mode) for head in ("mvp", "flow") for mode in ("eager", "compile", "aot")}
     assert result["ros_tick"] is None and result["training"] == []
 
 
@@ -64,7 +64,7 @@ def test_bench_compiles_the_sampling_call(tmp_path):
     (["--modes", "cuda_graph"], "--modes cuda_graph needs --device cuda"),
     (["--modes", "jit"], "--modes takes auto or a comma-separated list"),
     (["--heads", "flow"], "--heads must include mvp"),
-    (["--ros-execution", "jit"], "--ros-execution takes auto or one of eager, compile, cuda_graph"),
+    (["--ros-execution", "jit"], "--ros-execution takes auto or one of eager, compile, aot, cuda_graph"),
     (["--ros-execution", "cuda_graph"], "--ros-execution cuda_graph needs --device cuda"),
     (["--ros-duration", "0.001"], "the lowdim ROS tick needs a rate > 0 and at least one tick"),
     (["--ros-image-rate", "0"], "the image ROS tick needs a rate > 0"),

@@ -1,4 +1,5 @@
-"""Execution modes of the sampling call: compiled and CUDA-graph samplers give the eager chunks."""
+"""Execution modes of the sampling call: compiled (just in time or ahead of time) and CUDA-graph samplers
+give the eager chunks."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,13 +12,33 @@ from mvp_ros.policy.execution import make_sampler, resolve_mode
 from test_policy_api import image_observation
 
 
-def test_compiled_policy_acts_like_the_eager_one():
-    """torch.compile (inductor, a C++ build on the CPU) of the whole fixed-shape call, images included."""
-    model, _ = make_model("mvp", WITH_IMAGE)
-    eager, compiled = Policy(model, device="cpu", execution="eager"), Policy(model, device="cpu", execution="compile")
+def unsaturated(head: str, **overrides):
+    """A small untrained model whose last layer is scaled down, so most actions stay inside the limits
+    and the chunks show the observations (a saturated chunk would match whatever the sampler did)."""
+    model, _ = make_model(head, WITH_IMAGE, **overrides)
+    with torch.no_grad():
+        model.backbone.net[-1].weight.mul_(0.1)
+        model.backbone.net[-1].bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize("mode, head, overrides", [
+    ("compile", "mvp", {}),
+    ("aot", "mvp", {}),
+    ("aot", "flow", {}),
+    ("aot", "diffusion", {"diffusion_sampler": "ddim"}),
+], ids=["compile-mvp", "aot-mvp", "aot-flow", "aot-ddim"])
+def test_compiled_policy_acts_like_the_eager_one(mode, head, overrides):
+    """torch.compile or AOTInductor (a C++ build on the CPU) of the whole fixed-shape call, images included,
+    fed new observations through the policy's input tensors every call."""
+    model = unsaturated(head, **overrides)
+    eager, compiled = Policy(model, device="cpu", execution="eager"), Policy(model, device="cpu", execution=mode)
+    assert compiled.execution == mode
+    chunks = []
     for seed in range(3):
-        np.testing.assert_allclose(compiled.act(image_observation(seed)), eager.act(image_observation(seed)),
-                                   rtol=1e-4, atol=1e-4)
+        chunks.append(compiled.act(image_observation(seed)))
+        np.testing.assert_allclose(chunks[-1], eager.act(image_observation(seed)), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(chunks[0], chunks[1]) and not np.allclose(chunks[1], chunks[2])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; none here")
@@ -41,10 +62,13 @@ def test_auto_mode_runs_eagerly_on_a_cpu_and_bad_modes_are_refused():
     assert Policy(model, device="cpu").execution == "eager"
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
         resolve_mode("cuda_graph", model.config, torch.device("cpu"))
-    with pytest.raises(ValueError, match="'jit' is not one of auto, eager, compile, cuda_graph"):
+    with pytest.raises(ValueError, match="'jit' is not one of auto, eager, compile, aot, cuda_graph"):
         Policy(model, device="cpu", execution="jit")
+    with pytest.raises(ValueError, match="aot compiles for a CPU; the policy runs on cuda"):
+        resolve_mode("aot", model.config, torch.device("cuda"))
     ddpm, _ = make_model("diffusion", WITH_IMAGE, diffusion_sampler="ddpm")
-    with pytest.raises(ValueError, match="cannot capture DDPM"):
-        resolve_mode("cuda_graph", ddpm.config, torch.device("cuda"))
+    for mode in ("cuda_graph", "aot"):
+        with pytest.raises(ValueError, match=f"{mode} cannot capture DDPM"):
+            resolve_mode(mode, ddpm.config, torch.device("cuda" if mode == "cuda_graph" else "cpu"))
     assert resolve_mode("auto", ddpm.config, torch.device("cuda")) == "eager"
     assert resolve_mode("auto", model.config, torch.device("cuda")) == "cuda_graph"

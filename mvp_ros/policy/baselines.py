@@ -57,14 +57,17 @@ def diffusion_loss(net: Backbone, cond: torch.Tensor, actions: torch.Tensor, alp
     return loss, {"loss": loss.item()}
 
 
-def diffusion_sample(net: Backbone, cond: torch.Tensor, noise: torch.Tensor, alpha_bars: torch.Tensor, sampler: str,
-                     ddim_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DDPM ancestral sampling over all K steps, or deterministic DDIM (eta = 0) over `ddim_steps`."""
-    total = alpha_bars.shape[0]
+def diffusion_steps(total: int, sampler: str, ddim_steps: int) -> list[int]:
+    """The steps k a sampler visits, from K - 1 down to 0: all of them (DDPM) or `ddim_steps` evenly spaced."""
     if sampler == "ddpm":
-        steps = list(range(total - 1, -1, -1))
-    else:
-        steps = torch.linspace(total - 1, 0, ddim_steps).round().long().tolist()
+        return list(range(total - 1, -1, -1))
+    return torch.linspace(total - 1, 0, ddim_steps).round().long().tolist()
+
+
+def diffusion_sample(net: Backbone, cond: torch.Tensor, noise: torch.Tensor, alpha_bars: torch.Tensor, sampler: str,
+                     steps: list[int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """DDPM ancestral sampling or deterministic DDIM (eta = 0) over `steps` (`diffusion_steps`)."""
+    total = alpha_bars.shape[0]
     x = noise
     ones = torch.ones(noise.shape[0], device=noise.device)
     for index, k in enumerate(steps):

@@ -2,9 +2,10 @@
 every head on the same backbone.
 
 Inference runs each head's fixed-shape sampling call the way a deployed policy runs it
-(execution.py): eagerly, compiled with torch.compile, and on a GPU replayed as a CUDA graph. Every
-case is timed interleaved with the others in one run (a block of calls of case A, of case B, ...,
-then again), so a noisy machine slows them alike and the ratios to MVP 1-step stay meaningful.
+(execution.py): eagerly, compiled with torch.compile, compiled ahead of time by AOTInductor on a
+CPU, and on a GPU replayed as a CUDA graph. Every case is timed interleaved with the others in one
+run (a block of calls of case A, of case B, ..., then again), so a noisy machine slows them alike
+and the ratios to MVP 1-step stay meaningful.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def inference_cases(kind: str, modes: list[str], heads: list[str], device: torch
         head, steps, overrides, candidates = INFERENCE_CASES[name]
         model = use_inference_layout(build(head, kind, overrides, device, width, depth))
         for mode in modes:
-            if mode == "cuda_graph" and not graph_capturable(model.config):
+            if mode in ("cuda_graph", "aot") and not graph_capturable(model.config):
                 continue
             with torch.inference_mode():
                 sampler = make_sampler(model, inputs, candidates, mode, generator)

@@ -1,28 +1,35 @@
-"""How a policy's fixed-shape sampling call runs: eagerly, through torch.compile, or replayed as a CUDA graph.
+"""How a policy's fixed-shape sampling call runs: eagerly, compiled, or replayed as a CUDA graph.
 
 A deployed policy samples the same shapes every tick: one observation, one (or N) chunks. Its
 inputs live in tensors allocated once and refilled in place, so the whole call can be compiled
-(`compile`) or, on a GPU, recorded once and replayed with a single launch (`cuda_graph`). Every
-mode returns the same chunks for the same noise.
+just in time (`compile`: torch.compile, which still runs Python guards and wrappers every call),
+ahead of time into a shared library that is called without Python in between (`aot`:
+torch.export + AOTInductor, on a CPU), or, on a GPU, recorded once and replayed with a single
+launch (`cuda_graph`). Every mode returns the same chunks for the same noise.
 
     sampler = make_sampler(model, inputs, num_candidates=1, mode="cuda_graph")
     chunks = sampler(noise)   # (1, 1, horizon, action_dim); a cuda_graph sampler reuses its output buffer
 """
 from __future__ import annotations
 
+import tempfile
+import warnings
+from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 from .config import PolicyConfig
 from .model import ChunkPolicyModel
 
-MODES = ("eager", "compile", "cuda_graph")
+MODES = ("eager", "compile", "aot", "cuda_graph")
 Sampler = Callable[[torch.Tensor], torch.Tensor]
 
 
 def graph_capturable(config: PolicyConfig) -> bool:
-    """DDPM draws fresh noise at every step from its generator, so only its first noise is an input."""
+    """DDPM draws fresh noise at every step from its generator, so only its first noise is an input:
+    neither a CUDA graph nor an exported program can hold that generator."""
     return not (config.head == "diffusion" and config.diffusion_sampler == "ddpm")
 
 
@@ -34,8 +41,11 @@ def resolve_mode(mode: str, config: PolicyConfig, device: torch.device) -> str:
         raise ValueError(f"execution mode {mode!r} is not one of auto, {', '.join(MODES)}")
     if mode == "cuda_graph" and device.type != "cuda":
         raise ValueError(f"execution mode cuda_graph needs a CUDA device; the policy runs on {device}")
-    if mode == "cuda_graph" and not graph_capturable(config):
-        raise ValueError("execution mode cuda_graph cannot capture DDPM sampling (it draws noise at every step); "
+    if mode == "aot" and device.type != "cpu":
+        raise ValueError(f"execution mode aot compiles for a CPU; the policy runs on {device}, where cuda_graph "
+                         "replays the call with one launch")
+    if mode in ("cuda_graph", "aot") and not graph_capturable(config):
+        raise ValueError(f"execution mode {mode} cannot capture DDPM sampling (it draws noise at every step); "
                          "use eager or compile")
     return mode
 
@@ -60,6 +70,8 @@ def make_sampler(model: ChunkPolicyModel, inputs: dict[str, torch.Tensor], num_c
         on_cpu = next(iter(inputs.values())).device.type == "cpu"
         compiled = torch.compile(model.sample_with_noise, dynamic=False, options={"cpp_wrapper": on_cpu})
         return lambda noise: compiled(inputs, noise, num_candidates, generator)
+    if mode == "aot":
+        return AheadOfTimeSampler(model, inputs, num_candidates)
     if mode == "cuda_graph":
         return CudaGraphSampler(model, inputs, num_candidates)
     raise ValueError(f"execution mode {mode!r} is not one of {', '.join(MODES)}")
@@ -91,3 +103,44 @@ class CudaGraphSampler:
         self.noise.copy_(noise)
         self.graph.replay()
         return self.output
+
+
+class _SamplingCall(nn.Module):
+    """`sample_with_noise` with the observations as positional tensors, the form torch.export takes."""
+
+    def __init__(self, model: ChunkPolicyModel, keys: list[str], num_candidates: int):
+        super().__init__()
+        self.model, self.keys, self.num_candidates = model, keys, num_candidates
+
+    def forward(self, noise: torch.Tensor, *observations: torch.Tensor) -> torch.Tensor:
+        return self.model.sample_with_noise(dict(zip(self.keys, observations)), noise, self.num_candidates)
+
+
+class AheadOfTimeSampler:
+    """The sampling call exported once (torch.export) and compiled by AOTInductor into a shared library
+    built here, from the weights in memory; each call passes the same input tensors to it.
+
+    At batch 1 most of a call's time is overhead around small kernels: torch.compile still runs
+    Python guards and wrappers every call, this runs none. The library is never read from a checkpoint
+    (a checkpoint stays weights and JSON); it lives in a temporary directory for this object's lifetime.
+    """
+
+    def __init__(self, model: ChunkPolicyModel, inputs: dict[str, torch.Tensor], num_candidates: int):
+        batch = next(iter(inputs.values())).shape[0]
+        self.observations = tuple(inputs.values())
+        noise = torch.zeros(batch * num_candidates, model.config.chunk_dim)
+        self._directory = tempfile.TemporaryDirectory(prefix="mvp_aot_")
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+                program = torch.export.export(_SamplingCall(model, list(inputs), num_candidates).eval(),
+                                              (noise, *self.observations))
+                package = torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(Path(self._directory.name) / "sampler.pt2"))
+                self._compiled = torch._inductor.aoti_load_package(package)
+        except Exception as error:
+            raise RuntimeError(f"execution mode aot could not compile the sampling call (AOTInductor needs a C++ "
+                               f"compiler; eager needs none): {type(error).__name__}: {error}") from error
+
+    def __call__(self, noise: torch.Tensor) -> torch.Tensor:
+        return self._compiled(noise, *self.observations)

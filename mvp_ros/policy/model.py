@@ -27,6 +27,9 @@ class ChunkPolicyModel(nn.Module):
         if config.head == "diffusion":
             self.register_buffer("alpha_bars", baselines.cosine_alpha_bars(config.diffusion_train_steps),
                                  persistent=False)
+            # a fixed list, so that tracing the sampler (torch.export, execution.py) sees constants
+            self.diffusion_steps = baselines.diffusion_steps(config.diffusion_train_steps, config.diffusion_sampler,
+                                                             config.ddim_steps)
 
     def loss(self, obs: dict[str, torch.Tensor], actions: torch.Tensor,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -52,7 +55,7 @@ class ChunkPolicyModel(nn.Module):
             sample = baselines.flow_sample(net, cond, noise, config.flow_steps)
         elif config.head == "diffusion":
             sample = baselines.diffusion_sample(net, cond, noise, self.alpha_bars, config.diffusion_sampler,
-                                                config.ddim_steps, generator)
+                                                self.diffusion_steps, generator)
         else:
             sample = baselines.regression_sample(net, cond, noise)
         return sample.clamp(-1.0, 1.0)

@@ -7,7 +7,8 @@
 `act` takes one frame per key (low-dim (D,) float, images (H, W, C) uint8) and keeps the frame
 stack itself, in input tensors allocated once and refilled in place; after `reset` the first frame
 is repeated, as in training. `execution` picks how the sampling call runs (execution.py): `auto`
-replays a captured CUDA graph on a GPU and runs eagerly on a CPU.
+replays a captured CUDA graph on a GPU and runs eagerly on a CPU; `aot` is the fastest on a CPU
+but compiles for seconds first.
 """
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "temporal_ensemble": (False, "average the overlapping predictions of successive chunks (ACT)"),
     "ensemble_decay": (0.01, "temporal ensembling: weight exp(-decay * i), oldest prediction i = 0"),
     "max_observation_age_s": (0.0, "cap on every key's age limit in seconds; 0: the contract's limits only"),
-    "execution": ("auto", "how inference runs: auto (a captured CUDA graph on a GPU, eager on a CPU), eager, compile (torch.compile at configure: seconds to minutes), cuda_graph"),
+    "execution": ("auto", "how inference runs: auto (a captured CUDA graph on a GPU, eager on a CPU), eager, compile (torch.compile at configure: seconds to minutes), aot (AOTInductor at configure, a CPU only: the least time per call), cuda_graph"),
     "torch_threads": (1, "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small network on a busy CPU"),
     "warmup_iterations": (10, "inference calls at configure, so the first real tick is not slow"),
     "inference_timeout_s": (0.0, "watchdog: a tick slower than this publishes the safe action; 0: one control period"),
