@@ -338,7 +338,8 @@ def test_shutdown_publishes_the_safe_action(peer, stream, node) -> None:
 
 @pytest.mark.slow
 def test_a_policy_producing_nan_never_reaches_the_command_topic(tmp_path, env, peer) -> None:
-    """Output as trajectory_msgs/JointTrajectory with a constant safe action."""
+    """Output as trajectory_msgs/JointTrajectory with a constant safe action; the policy compiled ahead of
+    time (execution aot), so the check covers the compiled library's output too."""
     checkpoint = write_tiny_checkpoint(tmp_path / "nan", OBS_SHAPES, poison=True)
     contract = CONTRACT | {"action": CONTRACT["action"] | {
         "type": "trajectory_msgs/msg/JointTrajectory", "topic": "/arm/joint_trajectory",
@@ -348,7 +349,8 @@ def test_a_policy_producing_nan_never_reaches_the_command_topic(tmp_path, env, p
     stream = ObservationStream(peer)
     stream.running.set()
     process = NodeProcess(["policy-node", "--checkpoint", str(checkpoint), "--contract", str(contract_path),
-                           "--ros-args", "-p", "device:=cpu", "-p", "warmup_iterations:=1"], env, tmp_path / "log")
+                           "--ros-args", "-p", "device:=cpu", "-p", "warmup_iterations:=1", "-p", "execution:=aot"],
+                          env, tmp_path / "log")
     try:
         trajectories = peer.wait_for_messages("/arm/joint_trajectory", 10, timeout_s=60)
         values = peer.fresh_diagnostics(STATUS)
@@ -361,6 +363,7 @@ def test_a_policy_producing_nan_never_reaches_the_command_topic(tmp_path, env, p
         assert msg.points[0].time_from_start.nanosec == 50_000_000
     assert int(values["non_finite_chunks"]) >= 10 and values["commands"] == values["holds"]
     assert "holding: the policy produced NaN or inf" in process.output()
+    assert ", cpu, aot) with" in process.output()  # the configure line names the execution mode
 
 
 def configure_error(tmp_path: Path, capsys, checkpoint: Path, contract: dict, *extra: str) -> str:

@@ -105,6 +105,12 @@ def inference_cases(kind: str, modes: list[str], heads: list[str], device: torch
     cases = []
     generator = torch.Generator(device=device).manual_seed(0)
     inputs = random_obs(kind, 1, device)
+    if "compile" in modes:
+        # Each case compiles `sample_with_noise` for another model, one more cache entry of that one
+        # function: past torch.compile's limit (8) it would run the rest eagerly, so raise the limit,
+        # and fail rather than time an eager call as a compiled one.
+        torch._dynamo.config.recompile_limit += len(heads)
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
     for name in heads:
         head, steps, overrides, candidates = INFERENCE_CASES[name]
         model = use_inference_layout(build(head, kind, overrides, device, width, depth))
