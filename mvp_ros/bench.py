@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from mvp_ros.policy.bench import INFERENCE_CASES
-from mvp_ros.policy.execution import MODES
+from mvp_ros.policy.execution import DEVICE_OF_MODE, MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,10 +94,9 @@ def _modes(text: str, device) -> list[str]:
 
 
 def _check_device(flag: str, mode: str, device) -> None:
-    if mode == "cuda_graph" and device.type != "cuda":
-        raise ValueError(f"{flag} cuda_graph needs --device cuda (the bench runs on {device})")
-    if mode == "aot" and device.type != "cpu":
-        raise ValueError(f"{flag} aot compiles for a CPU (the bench runs on {device}); use cuda_graph")
+    needed = DEVICE_OF_MODE.get(mode, device.type)
+    if needed != device.type:
+        raise ValueError(f"{flag} {mode} needs --device {needed} (the bench runs on {device})")
 
 
 def _tick_setups(args: argparse.Namespace, device) -> list:

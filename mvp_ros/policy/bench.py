@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import PolicyConfig
-from .execution import graph_capturable, make_sampler, use_inference_layout
+from .execution import CAPTURING_MODES, graph_capturable, make_sampler, use_inference_layout
 from .model import ChunkPolicyModel
 from .normalizer import Normalization
 
@@ -115,7 +115,7 @@ def inference_cases(kind: str, modes: list[str], heads: list[str], device: torch
         head, steps, overrides, candidates = INFERENCE_CASES[name]
         model = use_inference_layout(build(head, kind, overrides, device, width, depth))
         for mode in modes:
-            if mode in ("cuda_graph", "aot") and not graph_capturable(model.config):
+            if mode in CAPTURING_MODES and not graph_capturable(model.config):
                 continue
             with torch.inference_mode():
                 sampler = make_sampler(model, inputs, candidates, mode, generator)

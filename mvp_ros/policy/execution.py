@@ -24,6 +24,8 @@ from .config import PolicyConfig
 from .model import ChunkPolicyModel
 
 MODES = ("eager", "compile", "aot", "cuda_graph")
+DEVICE_OF_MODE = {"aot": "cpu", "cuda_graph": "cuda"}  # the modes that run on one kind of device only
+CAPTURING_MODES = ("aot", "cuda_graph")  # the whole call captured with fixed inputs: no generator inside
 Sampler = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -39,12 +41,12 @@ def resolve_mode(mode: str, config: PolicyConfig, device: torch.device) -> str:
         return "cuda_graph" if device.type == "cuda" and graph_capturable(config) else "eager"
     if mode not in MODES:
         raise ValueError(f"execution mode {mode!r} is not one of auto, {', '.join(MODES)}")
-    if mode == "cuda_graph" and device.type != "cuda":
-        raise ValueError(f"execution mode cuda_graph needs a CUDA device; the policy runs on {device}")
-    if mode == "aot" and device.type != "cpu":
+    if DEVICE_OF_MODE.get(mode, device.type) != device.type:
+        if mode == "cuda_graph":
+            raise ValueError(f"execution mode cuda_graph needs a CUDA device; the policy runs on {device}")
         raise ValueError(f"execution mode aot compiles for a CPU; the policy runs on {device}, where cuda_graph "
                          "replays the call with one launch")
-    if mode in ("cuda_graph", "aot") and not graph_capturable(config):
+    if mode in CAPTURING_MODES and not graph_capturable(config):
         raise ValueError(f"execution mode {mode} cannot capture DDPM sampling (it draws noise at every step); "
                          "use eager or compile")
     return mode
