@@ -50,7 +50,10 @@ def test_bench_writes_every_part_side_by_side(tmp_path):
 
 
 def test_bench_compiles_the_sampling_call_just_in_time_and_ahead_of_time(tmp_path):
+    import torch
+
     result_path = tmp_path / "bench.json"
+    limits = (torch._dynamo.config.recompile_limit, torch._dynamo.config.fail_on_recompile_limit_hit)
     assert main(["bench", *TINY, "--heads", "mvp,flow", "--modes", "eager,compile,aot", "--repeats", "3",
                  "--image-repeats", "0", "--train-repeats", "0", "--ros-duration", "0", "--ros-image-duration", "0",
                  "--json", str(result_path)]) == 0
@@ -58,6 +61,8 @@ def test_bench_compiles_the_sampling_call_just_in_time_and_ahead_of_time(tmp_pat
     assert {(row["head"], row["mode"]) for row in result["inference"]} == {
         (head, mode) for head in ("mvp", "flow") for mode in ("eager", "compile", "aot")}
     assert result["ros_tick"] is None and result["training"] == []
+    # torch.compile's limits are raised only while the bench's compiled cases run
+    assert (torch._dynamo.config.recompile_limit, torch._dynamo.config.fail_on_recompile_limit_hit) == limits
 
 
 @pytest.mark.parametrize("arguments, message", [

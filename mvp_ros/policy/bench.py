@@ -105,12 +105,6 @@ def inference_cases(kind: str, modes: list[str], heads: list[str], device: torch
     cases = []
     generator = torch.Generator(device=device).manual_seed(0)
     inputs = random_obs(kind, 1, device)
-    if "compile" in modes:
-        # Each case compiles `sample_with_noise` for another model, one more cache entry of that one
-        # function: past torch.compile's limit (8) it would run the rest eagerly, so raise the limit,
-        # and fail rather than time an eager call as a compiled one.
-        torch._dynamo.config.recompile_limit += len(heads)
-        torch._dynamo.config.fail_on_recompile_limit_hit = True
     for name in heads:
         head, steps, overrides, candidates = INFERENCE_CASES[name]
         model = use_inference_layout(build(head, kind, overrides, device, width, depth))
@@ -172,8 +166,13 @@ def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repe
     for kind, count in (("lowdim", repeats), ("image", image_repeats)):
         if count <= 0:
             continue
-        cases = inference_cases(kind, modes, heads, device, width, depth)
-        samples = interleave(cases, count, warmup=max(3, count // 10), device=device)
+        # Each compiled case compiles `sample_with_noise` for another model, one more cache entry of that
+        # one function: past torch.compile's limit (8) it would run the rest eagerly, so raise the limit
+        # while these cases are built and timed, and fail rather than time an eager call as a compiled one.
+        with torch._dynamo.config.patch(recompile_limit=torch._dynamo.config.recompile_limit + len(heads),
+                                        fail_on_recompile_limit_hit=True):
+            cases = inference_cases(kind, modes, heads, device, width, depth)
+            samples = interleave(cases, count, warmup=max(3, count // 10), device=device)
         for case in cases:
             values = samples[case.name]
             reference = samples.get(f"mvp/{kind}/{case.mode}")
