@@ -10,6 +10,8 @@ paced by busy-waiting until then (the core never idles, only the work stops):
   python    a pure-Python loop (no torch, tiny data)
   torch_op  one small torch operation (an add of 64 floats): how much the first operation of a
             tick pays
+  weights   a 512-vector through four 512x512 matrices (`torch.mm`): the backbone's 4 MB of weights
+            with nothing else, how much a tick pays to bring them back from memory
   policy    `Policy.act` of the bench's MVP (4x512 MLP, chunk 5, low-dim, one torch thread)
 If busy-waiting is as slow as sleeping, idle states are not the cause: the state the work left in
 the caches was lost while it waited, and only a machine with the core to itself avoids that.
@@ -87,7 +89,16 @@ def main() -> None:
     obs = {key: np.zeros(shape) for key, shape in policy.config.obs_shapes.items()}
     results = {"period_ms": args.period_ms, "machine": machine(torch.device("cpu"))}
     small = torch.zeros(64)
-    workloads = {"python": python_work, "torch_op": lambda: torch.add(small, 1.0), "policy": lambda: policy.act(obs)}
+    vector, matrices = torch.randn(1, 512), torch.randn(4, 512, 512)
+
+    def weights_work() -> torch.Tensor:
+        hidden = vector
+        for matrix in matrices:
+            hidden = torch.mm(hidden, matrix)
+        return hidden
+
+    workloads = {"python": python_work, "torch_op": lambda: torch.add(small, 1.0), "weights": weights_work,
+                 "policy": lambda: policy.act(obs)}
     for name, work in workloads.items():
         for _ in range(50):
             work()

@@ -86,7 +86,7 @@ def test_wakeup_benchmark_times_every_workload_back_to_back_sleeping_and_busy_wa
                     "--json", str(result_path)], check=True, capture_output=True, timeout=300)
     result = json.loads(result_path.read_text())
     assert result["period_ms"] == 2 and result["machine"]["device_name"] == "cpu"
-    for work in ("python", "torch_op", "policy"):
+    for work in ("python", "torch_op", "weights", "policy"):
         row = result[work]
         assert 0 < row["back_to_back_p50_ms"] <= row["back_to_back_p99_ms"]
         for pacing in ("paced", "busy_wait"):
