@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ros-image-rate", type=float, default=30.0, help="two-camera control rate (Hz)")
     parser.add_argument("--ros-execution", default="auto", help="the policy node's execution parameter (default auto)")
     parser.add_argument("--ros-threads", type=int, default=1, help="the policy node's torch_threads parameter (default 1)")
+    parser.add_argument("--ros-priority", type=int, default=0,
+                        help="the policy node's thread_priority parameter: SCHED_FIFO 1-99 while ticking (default 0: normal)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument("--width", type=int, default=512, help="backbone width (default 512)")
     parser.add_argument("--depth", type=int, default=4, help="backbone depth (default 4)")
@@ -67,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
                        args.width, args.depth, modes, heads)
     result["ros_tick"] = result["ros_tick_image"] = None
     if setups:
-        from mvp_ros.ros.tick_bench import ros_tick  # rclpy only for this part
+        from mvp_ros.ros.tick_bench import NodeSettings, ros_tick  # rclpy only for this part
 
-        for row in ros_tick(setups, args.width, args.depth, args.ros_execution, args.ros_threads, device.type):
+        node = NodeSettings(args.ros_execution, args.ros_threads, args.ros_priority, device.type)
+        for row in ros_tick(setups, args.width, args.depth, node):
             result["ros_tick" if row["obs"] == "lowdim" else "ros_tick_image"] = row
     _print(result)
     if args.json:
@@ -101,6 +104,7 @@ def _check_device(flag: str, mode: str, device) -> None:
 
 def _tick_setups(args: argparse.Namespace, device) -> list:
     """The ROS tick runs asked for, checked before minutes of inference timing are spent."""
+    from mvp_ros.ros.realtime import check_priority
     from mvp_ros.ros.tick_bench import TickSetup
 
     setups = []
@@ -117,6 +121,10 @@ def _tick_setups(args: argparse.Namespace, device) -> list:
         _check_device("--ros-execution", args.ros_execution, device)
         if args.ros_threads < 1:
             raise ValueError(f"--ros-threads must be >= 1, got {args.ros_threads}")
+        try:
+            check_priority(args.ros_priority)
+        except ValueError as error:
+            raise ValueError(f"--ros-priority: {error}") from None
     return setups
 
 
@@ -134,7 +142,7 @@ def _print(result: dict) -> None:
                   f" {row['command_published_p50_ms']:.3f} / {row['command_published_p99_ms']:.3f}, -> this process's"
                   f" callback {row['callback_p50_ms']:.3f} / {row['callback_p99_ms']:.3f}); {row['missed_ticks']} of"
                   f" {row['ticks']} ticks missed; in the node (observation ready -> command published) p50"
-                  f" {row['node_tick_p50_ms']:.3f} ms, p99 {row['node_tick_p99_ms']:.3f} ms")
+                  f" {row['node_tick_p50_ms']:.3f} ms, p99 {row['node_tick_p99_ms']:.3f} ms ({row['node_scheduling']})")
     for row in result["training"]:
         print(f"train {row['head']:>10}: {row['step_ms_p50']:8.2f} ms/step, {row['steps_per_s']:7.2f} steps/s, "
               f"{row['ratio_to_flow']:.2f}x flow")

@@ -43,6 +43,7 @@ def test_bench_writes_every_part_side_by_side(tmp_path):
         assert 0 < tick["command_published_p50_ms"] <= tick["p50_ms"] <= tick["callback_p50_ms"]
         assert tick["command_published_p99_ms"] <= tick["p99_ms"] <= tick["callback_p99_ms"]
         assert 0 <= tick["missed_ticks"] <= ticks and tick["node_exit_code"] == 0
+        assert tick["thread_priority"] == 0 and tick["node_scheduling"] == "SCHED_OTHER"
 
     assert [row["head"] for row in result["training"]] == list(TRAINING_HEADS)
     assert all(row["steps_per_s"] > 0 for row in result["training"])
@@ -73,6 +74,7 @@ def test_bench_compiles_the_sampling_call_just_in_time_and_ahead_of_time(tmp_pat
     (["--ros-execution", "cuda_graph"], "--ros-execution cuda_graph needs --device cuda"),
     (["--ros-duration", "0.001"], "the lowdim ROS tick needs a rate > 0 and at least one tick"),
     (["--ros-image-rate", "0"], "the image ROS tick needs a rate > 0"),
+    (["--ros-priority", "120"], "--ros-priority: thread_priority must be 0 (the normal scheduler) or a SCHED_FIFO priority"),
 ])
 def test_bench_refuses_bad_settings(arguments, message, capsys):
     assert main(["bench", *arguments]) == 2

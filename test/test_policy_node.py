@@ -5,7 +5,11 @@ diagnostics, and calls the node's services. The policies are small untrained che
 """
 from __future__ import annotations
 
+import os
+import resource
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -35,6 +39,7 @@ OBS_SHAPES = {"robot0_gripper_qpos": (2,), "robot0_eef_pos": (3,), "object": (10
               "agentview_image": (IMAGE_SIZE, IMAGE_SIZE, 3)}
 LIMIT, MAX_DELTA = 0.3, 0.1
 MOTION = slice(0, 6)
+PRIORITY = 20  # the fixture node's thread_priority
 
 CONTRACT = {
     "contract_version": 1,
@@ -144,7 +149,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     contract = write_yaml(directory / "contract.yaml", CONTRACT)
     params = write_yaml(directory / "params.yaml", {"mvp_policy": {"ros__parameters": {
         "checkpoint": str(checkpoint), "contract": str(contract), "device": "cpu", "warmup_iterations": 3,
-        "inference_timeout_s": 1.0}}})
+        "inference_timeout_s": 1.0, "thread_priority": PRIORITY}}})
     return {"directory": directory, "checkpoint": checkpoint, "contract": contract, "params": params}
 
 
@@ -176,6 +181,34 @@ def node(env, files, peer, stream):
     process.stop()
 
 
+def fifo_allowed() -> bool:
+    """Whether this machine lets a process of this user run a thread under SCHED_FIFO."""
+    allowed = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            allowed.append(True)
+        except PermissionError:
+            allowed.append(False)
+
+    thread = threading.Thread(target=probe)  # a thread of its own, which ends with the probe
+    thread.start()
+    thread.join()
+    return allowed[0]
+
+
+def expected_scheduling(active: bool) -> str:
+    if not active:
+        return "SCHED_OTHER"
+    return f"SCHED_FIFO {PRIORITY}" if fifo_allowed() else f"SCHED_OTHER (thread_priority {PRIORITY} refused)"
+
+
+def node_thread_scheduling(node: NodeProcess) -> tuple[int, int]:
+    """(policy, priority) of the node's main thread, the executor's, which runs the ticks."""
+    return os.sched_getscheduler(node.popen.pid), os.sched_getparam(node.popen.pid).sched_priority
+
+
 def commands_since(peer: Peer, since: float) -> list[np.ndarray]:
     return [np.array(msg.data) for msg in peer.messages("/policy/command", since)]
 
@@ -200,6 +233,11 @@ def test_commands_flow_within_limits_and_diagnostics_report_timing(peer, stream,
     for key in OBS_SHAPES:
         assert 0 <= float(values[f"age_ms.{key}"]) < 250, key
     assert "spinning with rclpy's EventsExecutor" in node.output()  # this rclpy (Kilted) has one
+    assert values["scheduling"] == expected_scheduling(active=True)
+    if fifo_allowed():
+        assert node_thread_scheduling(node) == (os.SCHED_FIFO, PRIORITY)
+    else:
+        assert "ticking under the normal scheduler: SCHED_FIFO priority 20 was refused" in node.output()
 
 
 @pytest.mark.slow
@@ -315,7 +353,9 @@ def test_stop_publishes_the_safe_action_and_start_resumes(peer, stream, node) ->
     last, before_last = commands[-1], commands[-2]
     assert is_safe_hold(last, before_last), (before_last, last)
     assert commands_since(peer, stopped + 0.2) == []  # no ticks while inactive
-    assert peer.fresh_diagnostics(STATUS)["state"] == "inactive"
+    values = peer.fresh_diagnostics(STATUS)
+    assert values["state"] == "inactive" and values["scheduling"] == expected_scheduling(active=False)
+    assert node_thread_scheduling(node) == (os.SCHED_OTHER, 0)  # real-time only while ticking
 
     assert peer.call(Trigger, "/mvp_policy/reset").success
     response = peer.call(Trigger, "/mvp_policy/start")
@@ -323,6 +363,7 @@ def test_stop_publishes_the_safe_action_and_start_resumes(peer, stream, node) ->
     resumed = time.monotonic()
     peer.wait_for_messages("/policy/command", 10, timeout_s=5, since=resumed)
     check_commands(commands_since(peer, resumed))
+    assert peer.fresh_diagnostics(STATUS)["scheduling"] == expected_scheduling(active=True)
 
 
 @pytest.mark.slow
@@ -366,6 +407,38 @@ def test_a_policy_producing_nan_never_reaches_the_command_topic(tmp_path, env, p
     assert ", cpu, aot) with" in process.output()  # the configure line names the execution mode
 
 
+def without_cap_sys_nice() -> list[str]:
+    """A command prefix that drops CAP_SYS_NICE, which root has (an ordinary user has none to drop)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root, and setpriv (util-linux), which drops CAP_SYS_NICE, is not installed")
+    return ["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice", "--"]
+
+
+@pytest.mark.slow
+def test_a_refused_thread_priority_warns_and_ticks_under_the_normal_scheduler(tmp_path, env, files) -> None:
+    """As an ordinary user without an rtprio limit: the node says what to allow and runs on."""
+    contract = write_yaml(tmp_path / "contract.yaml", CONTRACT | {"action": CONTRACT["action"] | {"topic": "/refused/command"}})
+    log = tmp_path / "log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*without_cap_sys_nice(), sys.executable, "-m", "mvp_ros.cli",
+             "policy-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(contract), "--ros-args",
+             "-r", "__node:=mvp_policy_refused", "-p", "device:=cpu", "-p", "warmup_iterations:=1", "-p", "thread_priority:=20"],
+            env=env | {"PYTHONUNBUFFERED": "1"}, stdout=output, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0)))
+    deadline = time.monotonic() + 60
+    while "active: ticking" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0, log.read_text()
+    output = log.read_text()
+    assert "ticking under the normal scheduler: SCHED_FIFO priority 20 was refused (Operation not permitted): " \
+           "the process needs CAP_SYS_NICE, or an rtprio limit" in output
+    assert "active: ticking at 20 Hz on the ROS_TIME clock (SCHED_OTHER (thread_priority 20 refused))" in output
+
+
 def configure_error(tmp_path: Path, capsys, checkpoint: Path, contract: dict, *extra: str) -> str:
     contract_path = write_yaml(tmp_path / "contract.yaml", contract)
     status = mvp_main(["policy-node", "--checkpoint", str(checkpoint), "--contract", str(contract_path),
@@ -405,6 +478,11 @@ def test_configure_checks_the_contract_stored_in_the_checkpoint(tmp_path, capsys
     checkpoint = write_tiny_checkpoint(tmp_path / "trained_with_contract", OBS_SHAPES, contract=stored)
     error = configure_error(tmp_path, capsys, checkpoint, CONTRACT)
     assert "mvp policy-node: error: " + message.format(ckpt=checkpoint) in error
+
+
+def test_configure_refuses_a_thread_priority_out_of_range(tmp_path, files, capsys) -> None:
+    error = configure_error(tmp_path, capsys, files["checkpoint"], CONTRACT, "-p", "thread_priority:=120")
+    assert "parameter thread_priority must be 0 (the normal scheduler) or a SCHED_FIFO priority 1-99, got 120" in error
 
 
 def test_configure_names_a_missing_checkpoint(tmp_path, capsys) -> None:

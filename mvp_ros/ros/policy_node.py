@@ -9,8 +9,9 @@ the `~/start`, `~/stop`, `~/reset` std_srvs/Trigger services drive it):
   configure   load the checkpoint, check it against the contract (keys, shapes, action size),
               warm the model up (compiling it or capturing its CUDA graph, as `execution` says),
               subscribe to the observation topics
-  activate    start the control timer (on sim time with use_sim_time)
-  deactivate  stop the timer and publish the contract's safe action
+  activate    start the control timer (on sim time with use_sim_time); with `thread_priority`, run
+              the executor's thread (the ticks) under SCHED_FIFO
+  deactivate  stop the timer, publish the contract's safe action, return to the normal scheduler
   shutdown    (SIGINT/SIGTERM) publish the safe action, then exit
 
 A control tick starts when the timer fires. If every observation key then has a sample younger
@@ -61,6 +62,7 @@ from mvp_ros.ros.node_main import add_ros_args_argument, console_main, overrides
 from mvp_ros.ros.observations import ObservationBuffer
 from mvp_ros.ros.policy_checks import ConfigurationError, check_policy_against_contract, import_tf2_ros
 from mvp_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
+from mvp_ros.ros.realtime import check_priority, raise_thread_priority, restore_scheduling, scheduling
 from mvp_ros.ros.recorder_node import import_message_class
 
 NODE_NAME = "mvp_policy"
@@ -78,6 +80,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_observation_age_s": (0.0, "cap on every key's age limit in seconds; 0: the contract's limits only"),
     "execution": ("auto", "how inference runs: auto (a captured CUDA graph on a GPU, eager on a CPU), eager, compile (torch.compile at configure: seconds to minutes), aot (AOTInductor at configure, a CPU only: the least time per call), cuda_graph"),
     "torch_threads": (1, "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small network on a busy CPU"),
+    "thread_priority": (0, "SCHED_FIFO real-time priority (1-99) of the thread that runs the ticks while active, as ros2_control's thread_priority; 0: the normal scheduler. Needs CAP_SYS_NICE or an rtprio limit; if refused, the node warns and ticks under the normal scheduler"),
     "warmup_iterations": (10, "inference calls at configure, so the first real tick is not slow"),
     "inference_timeout_s": (0.0, "watchdog: a tick slower than this publishes the safe action; 0: one control period"),
     "max_delta": (Parameter.Type.DOUBLE_ARRAY, "largest change of each action dim per tick; unset: the contract's max_delta"),
@@ -94,6 +97,8 @@ class PolicyNode(LifecycleNode):
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
         self.state_label = "unconfigured"
         self.configure_error = ""
+        self.scheduling = scheduling()  # of the executor's thread, which runs the ticks
+        self._scheduling_before = None  # how that thread was scheduled before activate raised its priority
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=self._steady)
@@ -131,9 +136,11 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._begin_episode(self.get_parameter("seed").value)
         self._last_fire_ns = None
+        self._raise_thread_priority(self.get_parameter("thread_priority").value)
         self._timer = self.create_timer(self.period_ns / 1e9, self._on_timer)
         self.state_label = "active"
-        self.get_logger().info(f"active: ticking at {1e9 / self.period_ns:g} Hz on the {self.get_clock().clock_type.name} clock")
+        self.get_logger().info(f"active: ticking at {1e9 / self.period_ns:g} Hz on the {self.get_clock().clock_type.name} clock"
+                               f" ({self.scheduling})")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -165,6 +172,10 @@ class PolicyNode(LifecycleNode):
         if not contract_path:
             raise ConfigurationError("parameter 'contract' is empty: give the observation contract YAML")
         self.contract = load_contract(contract_path)
+        try:
+            check_priority(self.get_parameter("thread_priority").value)
+        except ValueError as error:
+            raise ConfigurationError(f"parameter {error}") from None
         torch.set_num_threads(self.get_parameter("torch_threads").value)
         started = time.perf_counter()
         self.policy = Policy.load(checkpoint, device=self.get_parameter("device").value,
@@ -265,6 +276,21 @@ class PolicyNode(LifecycleNode):
         self._pending = None
         self._publish_safe_action("deactivated")
         self.command_publisher.wait_for_all_acked(Duration(seconds=1))  # delivered before anything else happens
+        if self._scheduling_before is not None:  # idle work (a reconfigure's compile, say) must not run real-time
+            restore_scheduling(self._scheduling_before)
+            self._scheduling_before = None
+            self.scheduling = scheduling()
+
+    def _raise_thread_priority(self, priority: int) -> None:
+        """This thread (the executor's, which runs the ticks) under SCHED_FIFO while active."""
+        if priority:
+            try:
+                self._scheduling_before = raise_thread_priority(priority)
+            except PermissionError as error:
+                self.scheduling = f"{scheduling()} (thread_priority {priority} refused)"
+                self.get_logger().warning(f"ticking under the normal scheduler: {error}")
+                return
+        self.scheduling = scheduling()
 
     # ---- services and episode boundaries --------------------------------------------------------
 
@@ -431,6 +457,7 @@ class PolicyNode(LifecycleNode):
             "inference_ms_p50": self.inference_ms.percentile(50),
             "inference_ms_p99": self.inference_ms.percentile(99),
             "stale_keys": ",".join(self.stale_keys),
+            "scheduling": self.scheduling,
         }
         if self.configure_error:
             values["configure_error"] = self.configure_error

@@ -67,6 +67,15 @@ class TickSetup:
     duration_s: float
 
 
+@dataclass(frozen=True)
+class NodeSettings:
+    """The policy node's parameters that the benchmark varies."""
+    execution: str = "auto"
+    torch_threads: int = 1
+    thread_priority: int = 0
+    device: str = "cpu"
+
+
 def bench_contract(images: bool) -> dict:
     """The simulated Panda's contract (JointState, PoseStamped, Float64MultiArray topics) at 100 Hz,
     commanding a JointTrajectory, with two 84x84 rgb8 cameras when `images`."""
@@ -171,15 +180,15 @@ class TickDriver(ParentNode):
         return stamps, published
 
 
-def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: str, threads: int, device: str,
-            work_dir: Path) -> dict[str, Any]:
+def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, node: NodeSettings, work_dir: Path) -> dict[str, Any]:
     """One run of the policy node at `setup.rate_hz`: end-to-end latency, missed ticks and the node's figures."""
     contract = load_contract(contract_path)
     env = isolated_ros_environment()
     log = work_dir / f"policy_node_{setup.obs}.log"
-    arguments = ["policy-node", "--checkpoint", str(checkpoint), "--contract", str(contract_path), "--device", device,
+    arguments = ["policy-node", "--checkpoint", str(checkpoint), "--contract", str(contract_path), "--device", node.device,
                  "--ros-args", "-p", "use_sim_time:=true", "-p", f"control_rate_hz:={setup.rate_hz}",
-                 "-p", "temporal_ensemble:=true", "-p", f"execution:={execution}", "-p", f"torch_threads:={threads}",
+                 "-p", "temporal_ensemble:=true", "-p", f"execution:={node.execution}",
+                 "-p", f"torch_threads:={node.torch_threads}", "-p", f"thread_priority:={node.thread_priority}",
                  "-p", "warmup_iterations:=50"]
     process = start_node_process(arguments, env, log)
     driver = TickDriver(contract, int(env["ROS_DOMAIN_ID"]), log)
@@ -199,15 +208,15 @@ def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, execution: 
 
     latencies_ms = milliseconds_after_publication("received_ns")
     missed = len(stamps) - sum(1 for latency in latencies_ms if latency <= 1e3 / setup.rate_hz)
-    node = {f"node_{key}": int(after[key]) - int(before[key]) for key in NODE_COUNTERS}
+    counters = {f"node_{key}": int(after[key]) - int(before[key]) for key in NODE_COUNTERS}
     return {
-        "obs": setup.obs, "rate_hz": setup.rate_hz, "duration_s": setup.duration_s, "execution": execution,
-        "torch_threads": threads,
+        "obs": setup.obs, "rate_hz": setup.rate_hz, "duration_s": setup.duration_s, "execution": node.execution,
+        "torch_threads": node.torch_threads, "thread_priority": node.thread_priority, "node_scheduling": after["scheduling"],
         **percentiles("", latencies_ms), "max_ms": round(max(latencies_ms), 4) if latencies_ms else None,
         "missed_ticks": missed, "ticks": len(stamps), "commands_received": len(latencies_ms),
         **percentiles("command_published_", milliseconds_after_publication("published_ns")),
         **percentiles("callback_", milliseconds_after_publication("callback_ns")),
-        **node,
+        **counters,
         "node_tick_p50_ms": float(after["tick_latency_ms_p50"]), "node_tick_p99_ms": float(after["tick_latency_ms_p99"]),
         "node_inference_p50_ms": float(after["inference_ms_p50"]),
         "node_exit_code": exit_code, "node_log": str(log),
@@ -245,12 +254,12 @@ def write_bench_policy(directory: Path, images: bool, width: int, depth: int) ->
     return checkpoint, contract_path
 
 
-def ros_tick(setups: list[TickSetup], width: int, depth: int, execution: str, threads: int, device: str,
+def ros_tick(setups: list[TickSetup], width: int, depth: int, node: NodeSettings,
              work_dir: Path | None = None) -> list[dict[str, Any]]:
     """Run the policy node once per setup (low-dim at 100 Hz, two cameras at 30 Hz, ...)."""
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mvp_tick_bench_"))
     results = []
     for setup in setups:
         checkpoint, contract = write_bench_policy(work_dir, setup.obs == "image", width, depth)
-        results.append(measure(setup, checkpoint, contract, execution, threads, device, work_dir))
+        results.append(measure(setup, checkpoint, contract, node, work_dir))
     return results
