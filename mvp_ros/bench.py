@@ -103,29 +103,29 @@ def _check_device(flag: str, mode: str, device) -> None:
 
 
 def _tick_setups(args: argparse.Namespace, device) -> list:
-    """The ROS tick runs asked for, checked before minutes of inference timing are spent."""
+    """The ROS tick runs asked for, checked before minutes of inference timing are spent. rclpy is
+    imported only when there are some: the other parts run on machines without ROS."""
+    runs = [(obs, rate, duration) for obs, duration, rate in (("lowdim", args.ros_duration, args.ros_rate),
+                                                               ("image", args.ros_image_duration, args.ros_image_rate))
+            if duration > 0]
+    if not runs:
+        return []
     from mvp_ros.ros.realtime import check_priority
     from mvp_ros.ros.tick_bench import TickSetup
 
-    setups = []
-    for obs, duration, rate in (("lowdim", args.ros_duration, args.ros_rate),
-                                ("image", args.ros_image_duration, args.ros_image_rate)):
-        if duration <= 0:
-            continue
+    for obs, rate, duration in runs:
         if rate <= 0 or duration * rate < 1:
             raise ValueError(f"the {obs} ROS tick needs a rate > 0 and at least one tick; got {rate:g} Hz for {duration:g} s")
-        setups.append(TickSetup(obs, rate, duration))
-    if setups:
-        if args.ros_execution != "auto" and args.ros_execution not in MODES:
-            raise ValueError(f"--ros-execution takes auto or one of {', '.join(MODES)}; got {args.ros_execution!r}")
-        _check_device("--ros-execution", args.ros_execution, device)
-        if args.ros_threads < 1:
-            raise ValueError(f"--ros-threads must be >= 1, got {args.ros_threads}")
-        try:
-            check_priority(args.ros_priority)
-        except ValueError as error:
-            raise ValueError(f"--ros-priority: {error}") from None
-    return setups
+    if args.ros_execution != "auto" and args.ros_execution not in MODES:
+        raise ValueError(f"--ros-execution takes auto or one of {', '.join(MODES)}; got {args.ros_execution!r}")
+    _check_device("--ros-execution", args.ros_execution, device)
+    if args.ros_threads < 1:
+        raise ValueError(f"--ros-threads must be >= 1, got {args.ros_threads}")
+    try:
+        check_priority(args.ros_priority)
+    except ValueError as error:
+        raise ValueError(f"--ros-priority: {error}") from None
+    return [TickSetup(*run) for run in runs]
 
 
 def _print(result: dict) -> None:

@@ -66,6 +66,21 @@ def test_bench_compiles_the_sampling_call_just_in_time_and_ahead_of_time(tmp_pat
     assert (torch._dynamo.config.recompile_limit, torch._dynamo.config.fail_on_recompile_limit_hit) == limits
 
 
+def test_bench_without_ros_runs_inference_and_training(tmp_path):
+    """The parts that need no ROS run where rclpy and the message packages are missing (a GPU machine, say)."""
+    result_path = tmp_path / "bench.json"
+    ros = ["rclpy", "builtin_interfaces", "diagnostic_msgs", "geometry_msgs", "rosgraph_msgs", "sensor_msgs",
+           "std_msgs", "trajectory_msgs"]
+    code = (f"import sys; sys.modules.update(dict.fromkeys({ros!r})); from mvp_ros.cli import main; "
+            f"sys.exit(main(sys.argv[1:]))")  # a None entry makes its import fail
+    subprocess.run([sys.executable, "-c", code, "bench", *TINY, "--heads", "mvp", "--modes", "eager", "--repeats", "3",
+                    "--image-repeats", "0", "--ros-duration", "0", "--ros-image-duration", "0", "--json", str(result_path)],
+                   check=True, capture_output=True, timeout=300)
+    result = json.loads(result_path.read_text())
+    assert [row["head"] for row in result["inference"]] == ["mvp"] and len(result["training"]) == len(TRAINING_HEADS)
+    assert result["ros_tick"] is None
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--modes", "cuda_graph"], "--modes cuda_graph needs --device cuda"),
     (["--modes", "jit"], "--modes takes auto or a comma-separated list"),
