@@ -6,10 +6,8 @@ diagnostics, and calls the node's services. The policies are small untrained che
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -407,33 +405,28 @@ def test_a_policy_producing_nan_never_reaches_the_command_topic(tmp_path, env, p
     assert ", cpu, aot) with" in process.output()  # the configure line names the execution mode
 
 
-def without_cap_sys_nice() -> list[str]:
-    """A command prefix that drops CAP_SYS_NICE, which root has (an ordinary user has none to drop)."""
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root, and setpriv (util-linux), which drops CAP_SYS_NICE, is not installed")
-    return ["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice", "--"]
+def without_realtime_rights() -> list[str]:
+    """A command prefix that sets the rtprio limit to 0 and, for root, drops CAP_SYS_NICE: as an
+    ordinary user with no real-time rights runs."""
+    if shutil.which("prlimit") is None or (os.geteuid() == 0 and shutil.which("setpriv") is None):
+        pytest.skip("prlimit and setpriv (util-linux), which take real-time rights away, are not installed")
+    drop_capability = ["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice", "--"] if os.geteuid() == 0 else []
+    return ["prlimit", "--rtprio=0", "--", *drop_capability]
 
 
 @pytest.mark.slow
-def test_a_refused_thread_priority_warns_and_ticks_under_the_normal_scheduler(tmp_path, env, files) -> None:
+def test_a_refused_thread_priority_warns_and_ticks_under_the_normal_scheduler(tmp_path, env, files, peer) -> None:
     """As an ordinary user without an rtprio limit: the node says what to allow and runs on."""
     contract = write_yaml(tmp_path / "contract.yaml", CONTRACT | {"action": CONTRACT["action"] | {"topic": "/refused/command"}})
-    log = tmp_path / "log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [*without_cap_sys_nice(), sys.executable, "-m", "mvp_ros.cli",
-             "policy-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(contract), "--ros-args",
-             "-r", "__node:=mvp_policy_refused", "-p", "device:=cpu", "-p", "warmup_iterations:=1", "-p", "thread_priority:=20"],
-            env=env | {"PYTHONUNBUFFERED": "1"}, stdout=output, stderr=subprocess.STDOUT,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0)))
-    deadline = time.monotonic() + 60
-    while "active: ticking" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 0, log.read_text()
-    output = log.read_text()
+    process = NodeProcess(["policy-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(contract),
+                           "--ros-args", "-r", "__node:=mvp_policy_refused", "-p", "device:=cpu",
+                           "-p", "warmup_iterations:=1", "-p", "thread_priority:=20"],
+                          env, tmp_path / "log", prefix=without_realtime_rights())
+    try:
+        peer.wait_for(lambda: "active: ticking" in process.output() or not process.alive(), 60, "the node to activate")
+    finally:
+        assert process.stop() == 0, process.output()
+    output = process.output()
     assert "ticking under the normal scheduler: SCHED_FIFO priority 20 was refused (Operation not permitted): " \
            "the process needs CAP_SYS_NICE, or an rtprio limit" in output
     assert "active: ticking at 20 Hz on the ROS_TIME clock (SCHED_OTHER (thread_priority 20 refused))" in output

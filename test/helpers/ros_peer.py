@@ -36,12 +36,14 @@ def domain_environment() -> dict[str, str]:
 
 
 class NodeProcess:
-    """`mvp <command> ...` as a child process; its output goes to a file (no pipe to fill up)."""
+    """`mvp <command> ...` as a child process, run through `prefix` (a command such as setpriv) if
+    given; its output goes to a file (no pipe to fill up)."""
 
-    def __init__(self, arguments: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, arguments: list[str], env: dict[str, str], log: Path, prefix: list[str] | None = None) -> None:
         self.log = log
         self._log_file = log.open("w")
-        self.popen = subprocess.Popen([*MVP, *arguments], env=env, cwd=REPO, stdout=self._log_file, stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen([*(prefix or []), *MVP, *arguments], env=env, cwd=REPO, stdout=self._log_file,
+                                      stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log.read_text()
