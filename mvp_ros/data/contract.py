@@ -297,6 +297,7 @@ class ActionSpec(StreamSpec):
     safe_rule: str = "hold"
     safe_value: np.ndarray | None = None  # rule constant: the action to send
     safe_zero: tuple[str, ...] = ()  # rule hold: dims set to zero (e.g. delta motion)
+    safe_initial: tuple[tuple[str, float], ...] = ()  # rule hold: (name, value) held before any command was sent
     key: ClassVar[str] = "action"
 
     def __eq__(self, other: object) -> bool:
@@ -335,15 +336,33 @@ class ActionSpec(StreamSpec):
             action = np.clip(action, previous - self.max_delta, previous + self.max_delta)
         return np.clip(action, self.lower, self.upper)
 
-    def safe_action(self, previous: np.ndarray | None) -> np.ndarray | None:
-        """What to send when observations are stale. None: send nothing (hold with no command yet)."""
+    def safe_action(self, previous: np.ndarray | None, measured: dict[str, float] | None = None) -> np.ndarray | None:
+        """What to send instead of the policy's action.
+
+        `constant`: the contract's value. `hold`: the dims in `zero` are 0; every other dim keeps
+        `previous` (the last command sent), or, with no previous command, the robot's `measured`
+        position of the joint of that name, else the contract's `initial` value. None when a dim has
+        none of these (there is no safe command to send).
+        """
         if self.safe_rule == "constant":
             return self.safe_value.copy()
-        if previous is None:
-            return None
-        held = np.array(previous, dtype=np.float64)
+        if previous is not None:
+            held = np.array(previous, dtype=np.float64)
+        else:
+            known = dict(self.safe_initial) | (measured or {})
+            if any(name not in known for name in self.names if name not in self.safe_zero):
+                return None
+            held = np.array([known.get(name, 0.0) for name in self.names], dtype=np.float64)
         held[[self.names.index(name) for name in self.safe_zero]] = 0.0
         return held
+
+    def unsafe_dims_without_command(self, measurable: tuple[str, ...] = ()) -> list[str]:
+        """Names that `hold` cannot fill before a first command: not zeroed, not in `initial`, and not
+        among the `measurable` joint names."""
+        if self.safe_rule == "constant":
+            return []
+        known = {name for name, _ in self.safe_initial} | set(self.safe_zero) | set(measurable)
+        return [name for name in self.names if name not in known]
 
     def to_dict(self) -> dict:
         fields = self._common_dict() | {
@@ -355,8 +374,11 @@ class ActionSpec(StreamSpec):
         safe: dict[str, Any] = {"rule": self.safe_rule}
         if self.safe_rule == "constant":
             safe["value"] = self.safe_value.tolist()
-        elif self.safe_zero:
-            safe["zero"] = list(self.safe_zero)
+        else:
+            if self.safe_zero:
+                safe["zero"] = list(self.safe_zero)
+            if self.safe_initial:
+                safe["initial"] = dict(self.safe_initial)
         return fields | {"safe_action": safe}
 
 
@@ -600,7 +622,7 @@ def _parse_action(section: _Section, period_s: float) -> ActionSpec:
         raise section.error("entries must be > 0", "max_delta")
     safe = section.section("safe_action", {"rule": "hold"})
     rule = safe.text("rule", choices=("hold", "constant"))
-    value, zero = None, ()
+    value, zero, initial = None, (), ()
     if rule == "constant":
         value = safe.floats("value", len(names))
         if ((value < lower) | (value > upper)).any():
@@ -610,10 +632,29 @@ def _parse_action(section: _Section, period_s: float) -> ActionSpec:
         unknown = [name for name in zero if name not in names]
         if unknown:
             raise safe.error(f"names {unknown}, which are not action names {list(names)}", "zero")
+        initial = _initial_values(safe, names, lower, upper)
     safe.finish()
     section.finish()
     return ActionSpec(names=names, lower=lower, upper=upper, max_delta=max_delta, safe_rule=rule,
-                      safe_value=value, safe_zero=zero, **common)
+                      safe_value=value, safe_zero=zero, safe_initial=initial, **common)
+
+
+def _initial_values(safe: _Section, names: tuple[str, ...], lower: np.ndarray, upper: np.ndarray
+                    ) -> tuple[tuple[str, float], ...]:
+    """safe_action.initial: {name: value}, each an action name with a finite value inside its limits."""
+    initial = safe.take("initial", {})
+    if not isinstance(initial, dict):
+        raise safe.error(f"must map action names to values, got {initial!r}", "initial")
+    pairs = []
+    for name, number in initial.items():
+        if name not in names:
+            raise safe.error(f"{name!r} is not an action name {list(names)}", "initial")
+        index = names.index(name)
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not lower[index] <= number <= upper[index]:
+            raise safe.error(f"{name}: must be a number within [{lower[index]:g}, {upper[index]:g}], got {number!r}",
+                             "initial")
+        pairs.append((name, float(number)))
+    return tuple(pairs)
 
 
 def _parse_contract(data: Any, source: str) -> Contract:

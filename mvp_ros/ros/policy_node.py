@@ -1,33 +1,23 @@
 """`mvp policy-node`: the lifecycle node that runs a policy every control tick.
 
-A thin adapter with no learning logic: contract topics -> the latest sample of each observation
-key -> `Policy.act` (one network evaluation per chunk for MVP) -> the chunk executor of
-`mvp eval` -> a safe, limited command on the contract's action topic.
+A thin adapter: subscriptions, the control timer, the command publisher, lifecycle, services and
+diagnostics around the ROS-free tick core (mvp_ros/tick/core.py), which holds every rule about what
+is published when: waiting for fresh samples, holds, limits, the watchdog.
 
 Lifecycle (no `ros2 lifecycle` CLI is needed: `autostart` configures and activates at start, and
 the `~/start`, `~/stop`, `~/reset` std_srvs/Trigger services drive it):
-  configure   load the checkpoint, check it against the contract (keys, shapes, action size),
-              warm the model up (compiling it or capturing its CUDA graph, as `execution` says),
-              subscribe to the observation topics
-  activate    start the control timer (on sim time with use_sim_time); with `thread_priority`, run
-              the executor's thread (the ticks) under SCHED_FIFO
-  deactivate  stop the timer, publish the contract's safe action, return to the normal scheduler
+  configure   load the checkpoint, check it and the data contract it stores against the node's
+              contract, warm the model up (compiling it or capturing its CUDA graph, as `execution`
+              says; outputs must be finite), subscribe to the observation topics
+  activate    start the control timer (on sim time with use_sim_time) and the watchdog thread; with
+              `thread_priority`, run the executor's thread (the ticks) under SCHED_FIFO
+  deactivate  stop the timer and the watchdog, publish the safe action, return to the normal scheduler
   shutdown    (SIGINT/SIGTERM) publish the safe action, then exit
 
-A control tick starts when the timer fires. If every observation key then has a sample younger
-than its age limit (the contract's `max_age_s`/tolerance, optionally capped), the tick runs at once;
-otherwise it waits for the missing samples, up to half a control period, and runs as soon as they
-arrive. A tick that waited longer is stale: the node publishes the safe action (the contract's `hold`
-zeroes the motion dims and keeps the rest; `constant` sends a fixed action) and reports the stale
-keys. Waiting for the samples of the tick's own time is what makes the loop with the simulation
-bridge exact on sim time: the bridge publishes /clock first, then the observations stamped with
-it, then waits for the command (lockstep).
-
-Every command is clipped to the contract's limits and to the last command +- max_delta; a chunk
-with NaN/inf, or a tick slower than `inference_timeout_s`, publishes the safe action instead.
 Diagnostics (/diagnostics, 1 Hz on the steady clock): tick latency p50/p99 (observation ready ->
-command published), inference time, observation ages, stale ticks, missed ticks, overruns and
-rejected messages by topic and reason.
+command published), inference time, observation ages, counts of ticks, holds, stale ticks, missed
+ticks, overruns, watchdog firings and rejected messages by topic and reason. A period in which
+anything held is WARN; one in which the watchdog fired or a command was withheld is ERROR.
 
     mvp policy-node --checkpoint models/lift_lowdim --ros-args --params-file config/policy_node.yaml
 """
@@ -38,7 +28,9 @@ import array
 import dataclasses
 import functools
 import io
+import math
 import sys
+import threading
 import time
 from typing import Any
 
@@ -56,17 +48,20 @@ from std_msgs.msg import Float64MultiArray, Int64
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from mvp_ros.data.contract import Contract, TransformObservation, load_contract
-from mvp_ros.ros.diagnostics import RollingTimes, Throttle, diagnostic_array, status
+from mvp_ros.data.contract import ActionSpec, Contract, TransformObservation, load_contract
+from mvp_ros.ros.diagnostics import diagnostic_array, status
 from mvp_ros.ros.node_main import add_ros_args_argument, console_main, overrides, ros_context
-from mvp_ros.ros.observations import ObservationBuffer
 from mvp_ros.ros.policy_checks import ConfigurationError, check_policy_against_contract, import_tf2_ros
 from mvp_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
 from mvp_ros.ros.realtime import check_priority, raise_thread_priority, restore_scheduling, scheduling
 from mvp_ros.ros.recorder_node import import_message_class
+from mvp_ros.tick.core import TickCore, build_tick_core
 
 NODE_NAME = "mvp_policy"
 DIAGNOSTICS_PERIOD_S = 1.0
+WATCHDOG_PERIODS = 5  # the watchdog's default deadline, in control periods
+COUNTED = ("ticks", "commands", "holds", "stale_ticks", "missed_ticks", "overruns", "non_finite_chunks", "withheld",
+           "watchdog", "episodes")
 TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -75,14 +70,16 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "device": ("auto", "torch device for inference: auto (cuda when available), cpu or cuda"),
     "control_rate_hz": (0.0, "control ticks per second on the node's clock; 0: the contract's rate"),
     "execute_steps": (0, "actions executed from each chunk before re-planning; 0: the whole chunk (1 with temporal_ensemble)"),
-    "temporal_ensemble": (False, "average the overlapping predictions of successive chunks (ACT)"),
+    "temporal_ensemble": (True, "average the overlapping predictions of successive chunks (ACT)"),
     "ensemble_decay": (0.01, "temporal ensembling: weight exp(-decay * i), oldest prediction i = 0"),
     "max_observation_age_s": (0.0, "cap on every key's age limit in seconds; 0: the contract's limits only"),
     "execution": ("auto", "how inference runs: auto (a captured CUDA graph on a GPU, eager on a CPU), eager, compile (torch.compile at configure: seconds to minutes), aot (AOTInductor at configure, a CPU only: the least time per call), cuda_graph"),
     "torch_threads": (1, "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small network on a busy CPU"),
     "thread_priority": (0, "SCHED_FIFO real-time priority (1-99) of the thread that runs the ticks while active, as ros2_control's thread_priority; 0: the normal scheduler. Needs CAP_SYS_NICE or an rtprio limit; if refused, the node warns and ticks under the normal scheduler"),
     "warmup_iterations": (10, "inference calls at configure, so the first real tick is not slow"),
-    "inference_timeout_s": (0.0, "watchdog: a tick slower than this publishes the safe action; 0: one control period"),
+    "inference_timeout_s": (0.0, "a tick slower than this (observation ready -> command) publishes the safe action instead; 0: one control period"),
+    "watchdog_timeout_s": (0.0, "while active, publish the safe action whenever no command went out for this long on the steady clock (a starved executor, a dead simulation clock); 0: five control periods"),
+    "allow_checkpoint_without_contract": (False, "run a checkpoint that stores no data contract (older checkpoints), which cannot be checked against the node's contract; warns at every configure"),
     "max_delta": (Parameter.Type.DOUBLE_ARRAY, "largest change of each action dim per tick; unset: the contract's max_delta"),
     "autostart": (True, "configure and activate at start (no lifecycle manager needed)"),
     "seed": (0, "seed of the policy's sampling noise, used at activation and by ~/reset"),
@@ -100,6 +97,9 @@ class PolicyNode(LifecycleNode):
         self.scheduling = scheduling()  # of the executor's thread, which runs the ticks
         self._scheduling_before = None  # how that thread was scheduled before activate raised its priority
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._lock = threading.Lock()  # the core is driven by the executor's thread and the watchdog's
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_stop = threading.Event()
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=self._steady)
         self.create_service(Trigger, "~/start", self._on_start)
@@ -109,14 +109,10 @@ class PolicyNode(LifecycleNode):
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),
             post_callback=self._on_clock_jumped_back,
         )
-        self._reset_counters()
         self._runtime_entities: list[Any] = []
         self._timer = None
-        self._pending: tuple[int, float] | None = None  # (clock ns, perf_counter s) of the waiting tick
-        self._last_fire_ns: int | None = None
-        self._last_command: np.ndarray | None = None
         self.contract: Contract | None = None
-        self.buffer: ObservationBuffer | None = None
+        self.core: TickCore | None = None
         self.command_publisher = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -128,19 +124,21 @@ class PolicyNode(LifecycleNode):
             self.configure_error = str(error)
             self.get_logger().error(f"configure failed: {error}")
             self._destroy_runtime()
+            self.core = None
             return TransitionCallbackReturn.FAILURE
         self.configure_error = ""
         self.state_label = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._begin_episode(self.get_parameter("seed").value)
-        self._last_fire_ns = None
+        with self._lock:
+            self.core.activate(self.get_parameter("seed").value, self._now_ns())
         self._raise_thread_priority(self.get_parameter("thread_priority").value)
         self._timer = self.create_timer(self.period_ns / 1e9, self._on_timer)
+        self._start_watchdog()
         self.state_label = "active"
         self.get_logger().info(f"active: ticking at {1e9 / self.period_ns:g} Hz on the {self.get_clock().clock_type.name} clock"
-                               f" ({self.scheduling})")
+                               f" ({self.scheduling}); watchdog after {self.core.watchdog_s * 1e3:.0f} ms without a command")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -150,6 +148,7 @@ class PolicyNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_runtime()
+        self.core = None
         self.state_label = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
@@ -164,7 +163,6 @@ class PolicyNode(LifecycleNode):
         import torch  # imported only by a node that runs a policy
 
         from mvp_ros.policy import Policy
-        from mvp_ros.sim.rollout import ChunkExecutor
 
         checkpoint, contract_path = self.get_parameter("checkpoint").value, self.get_parameter("contract").value
         if not checkpoint:
@@ -178,66 +176,76 @@ class PolicyNode(LifecycleNode):
             raise ConfigurationError(f"parameter {error}") from None
         torch.set_num_threads(self.get_parameter("torch_threads").value)
         started = time.perf_counter()
+        rate_hz = self.get_parameter("control_rate_hz").value or self.contract.control_rate_hz
+        self.period_ns = round(1e9 / rate_hz)
         self.policy = Policy.load(checkpoint, device=self.get_parameter("device").value,
                                   execution=self.get_parameter("execution").value)
-        check_policy_against_contract(self.policy, self.contract, contract_path)
-        specs = {key: self.contract.observations[key] for key in self.policy.obs_keys}
-        tf_keys = [key for key, spec in specs.items() if isinstance(spec, TransformObservation)]
+        for note in check_policy_against_contract(
+                self.policy, self.contract, contract_path, control_rate_hz=rate_hz,
+                allow_without_contract=self.get_parameter("allow_checkpoint_without_contract").value):
+            self.get_logger().warning(note)
         self.action_spec = self._action_spec()
-        rate_hz = self.get_parameter("control_rate_hz").value or self.contract.control_rate_hz
-        if rate_hz <= 0:
-            raise ConfigurationError(f"parameter 'control_rate_hz' must be > 0 (or 0 for the contract's), got {rate_hz}")
-        self.period_ns = round(1e9 / rate_hz)
         timeout_s = self.get_parameter("inference_timeout_s").value
-        self.tick_timeout_s = timeout_s if timeout_s > 0 else self.period_ns / 1e9
-        execute = self.get_parameter("execute_steps").value
-        self.chunks = ChunkExecutor(
-            self.policy.horizon,
-            execute=execute or None,
+        watchdog_s = self.get_parameter("watchdog_timeout_s").value
+        self.core = build_tick_core(
+            self.policy, self.policy.horizon, self.contract, self.action_spec, period_ns=self.period_ns,
+            execute=self.get_parameter("execute_steps").value or None,
             temporal_ensemble=self.get_parameter("temporal_ensemble").value,
             ensemble_decay=self.get_parameter("ensemble_decay").value,
+            max_age_s=self.get_parameter("max_observation_age_s").value,
+            tick_timeout_s=timeout_s if timeout_s > 0 else self.period_ns / 1e9,
+            watchdog_s=watchdog_s if watchdog_s > 0 else WATCHDOG_PERIODS * self.period_ns / 1e9,
+            publish=self._publish, steady=time.perf_counter, log=self._log,
         )
-        self.buffer = ObservationBuffer(specs, self.period_ns, self.get_parameter("max_observation_age_s").value)
+        specs = self.core.buffer.specs
+        tf_keys = [key for key, spec in specs.items() if isinstance(spec, TransformObservation)]
         self._tf_lookup = self._tf_source(tf_keys) if tf_keys else None
         self._warm_up()
         self._create_runtime_entities()
         self.get_logger().info(
             f"configured: {checkpoint} ({self.policy.config.head}, horizon {self.policy.horizon},"
             f" {self.policy.device}, {self.policy.execution}) with {contract_path}; loaded and warmed up in {time.perf_counter() - started:.2f} s;"
-            f" executing {self.chunks.execute} of {self.policy.horizon} actions per chunk"
+            f" executing {self.core.chunks.execute} of {self.policy.horizon} actions per chunk"
+            f"{' with temporal ensembling' if self.core.chunks.temporal_ensemble else ''}; position targets limited"
+            f" from the measured joints: {[joint.name for joint in self.core.guard.measured] or 'none'}"
         )
 
-    def _action_spec(self):
+    def _action_spec(self) -> ActionSpec:
         max_delta = self.get_parameter_or("max_delta", Parameter("max_delta", value=None)).value
         if max_delta is None:
             return self.contract.action
         names = self.contract.action.names
-        if len(max_delta) != len(names) or min(max_delta) <= 0:
-            raise ConfigurationError(f"parameter 'max_delta' needs {len(names)} values > 0 (one per {list(names)}), got {list(max_delta)}")
+        if len(max_delta) != len(names) or not all(0 < value < math.inf for value in max_delta):
+            raise ConfigurationError(f"parameter 'max_delta' needs {len(names)} finite values > 0 (one per {list(names)}),"
+                                     f" got {list(max_delta)}")
         return dataclasses.replace(self.contract.action, max_delta=np.asarray(max_delta, dtype=np.float64))
 
     def _tf_source(self, keys: list[str]):
         tf2_ros = import_tf2_ros(keys)
         tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(tf_buffer, self)
-        specs = [self.buffer.specs[key] for key in keys]
+        buffer = self.core.buffer
+        specs = [buffer.specs[key] for key in keys]
 
         def lookup() -> None:
             for spec in specs:
                 try:
                     transform = tf_buffer.lookup_transform(spec.parent_frame, spec.child_frame, Time())
-                    self.buffer.store({spec.key: (spec.extract(transform), spec.stamp(transform, 0))})
+                    buffer.store({spec.key: (spec.extract(transform), spec.stamp(transform, 0))}, time.perf_counter())
                 except Exception as error:  # noqa: BLE001 - tf2 raises several types; the key stays stale
-                    if self._reject_log.ready(("/tf", spec.key)):
-                        self.get_logger().warning(f"no transform for {spec.key}: {error}")
+                    self.core.log_throttled("warn", ("/tf", spec.key), f"no transform for {spec.key}: {error}")
 
         return lookup
 
     def _warm_up(self) -> None:
+        """Run the policy on zero observations; a checkpoint whose outputs are not finite is refused."""
         shapes = self.policy.config.obs_shapes
         zeros = {key: np.zeros(shape, dtype=np.uint8 if len(shape) == 3 else np.float64) for key, shape in shapes.items()}
-        for _ in range(self.get_parameter("warmup_iterations").value):
-            self.policy.act(zeros)
+        for _ in range(max(1, self.get_parameter("warmup_iterations").value)):
+            chunk = self.policy.act(zeros)
+            if not np.isfinite(chunk).all():
+                raise ConfigurationError(f"{self.policy.info.directory if self.policy.info else 'the checkpoint'} produces"
+                                         " NaN or inf actions at warm-up: its weights or normalization are broken")
         self.policy.reset()
 
     def _create_runtime_entities(self) -> None:
@@ -256,7 +264,7 @@ class PolicyNode(LifecycleNode):
             # Created before the observation subscriptions: within one executor round the episode
             # start is handled before the first observations of the episode.
             self._runtime_entities.append(self.create_subscription(Int64, reset_topic, self._on_episode_start, RELIABLE_QOS))
-        for topic, specs in self.buffer.topics.items():
+        for topic, specs in self.core.buffer.topics.items():
             message_class = import_message_class(specs[0].msgtype)
             callback = functools.partial(self._on_observation, topic)
             self._runtime_entities.append(self.create_subscription(message_class, topic, callback, SENSOR_QOS))
@@ -273,8 +281,9 @@ class PolicyNode(LifecycleNode):
     def _stop_ticking(self) -> None:
         self.destroy_timer(self._timer)
         self._timer = None
-        self._pending = None
-        self._publish_safe_action("deactivated")
+        self._stop_watchdog()
+        with self._lock:
+            self.core.deactivate("deactivated", self._now_ns())
         self.command_publisher.wait_for_all_acked(Duration(seconds=1))  # delivered before anything else happens
         if self._scheduling_before is not None:  # idle work (a reconfigure's compile, say) must not run real-time
             restore_scheduling(self._scheduling_before)
@@ -291,6 +300,24 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warning(f"ticking under the normal scheduler: {error}")
                 return
         self.scheduling = scheduling()
+
+    # ---- the watchdog: its own thread, so a flooded or stalled executor cannot silence the node --
+
+    def _start_watchdog(self) -> None:
+        self._watchdog_stop.clear()
+        self._watchdog = threading.Thread(target=self._watch, name="mvp_policy_watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _stop_watchdog(self) -> None:
+        self._watchdog_stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join()
+            self._watchdog = None
+
+    def _watch(self) -> None:
+        while not self._watchdog_stop.wait(self.core.watchdog_s / 4):
+            with self._lock:
+                self.core.watchdog(self._now_ns())
 
     # ---- services and episode boundaries --------------------------------------------------------
 
@@ -315,111 +342,37 @@ class PolicyNode(LifecycleNode):
             response.success, response.message = False, f"cannot reset while {self.state_label}"
             return response
         seed = self.get_parameter("seed").value
-        self._begin_episode(seed)
+        with self._lock:
+            self.core.begin_episode(seed, self._now_ns())
         response.success, response.message = True, f"new episode, seed {seed}"
         return response
 
     def _on_episode_start(self, msg: Int64) -> None:
-        self._begin_episode(int(msg.data))
+        with self._lock:
+            self.core.begin_episode(int(msg.data), self._now_ns())
 
     def _on_clock_jumped_back(self, jump: Any) -> None:
-        # The clock's source restarted (a simulation restart, a bag looping): samples stamped on the
-        # old timeline mean nothing now, and a new episode begins.
-        if self.state_label in ("inactive", "active"):
+        if self.core is not None:
             self.get_logger().warning(f"clock jumped back by {-jump.delta.nanoseconds / 1e9:.3f} s: starting a new episode")
-            self._begin_episode(self.get_parameter("seed").value)
-            self._last_fire_ns = None
-
-    def _begin_episode(self, seed: int) -> None:
-        """Forget the last episode: its samples, its plan, its pending tick, its last command."""
-        self.policy.reset(seed)
-        self.chunks.reset()
-        self.buffer.clear()
-        self._last_command = None
-        self._pending = None
-        self.episodes += 1
+            with self._lock:
+                self.core.clock_jumped_back(self.get_parameter("seed").value, self._now_ns())
 
     # ---- control ticks --------------------------------------------------------------------------
 
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
     def _on_observation(self, topic: str, msg: Any) -> None:
-        now_ns = self.get_clock().now().nanoseconds
-        reason = self.buffer.accept(topic, msg, now_ns, now_ns)
-        if reason is not None:
-            if self._reject_log.ready((topic, reason)):
-                self.get_logger().warning(f"rejected a message on {topic} ({reason}): {self.buffer.last_reject[topic]}")
-            return
-        self._try_tick()
+        with self._lock:
+            self.core.observe(topic, msg, self._now_ns())
 
     def _on_timer(self) -> None:
-        now_ns = self.get_clock().now().nanoseconds
-        if self._last_fire_ns is not None:
-            self.missed_ticks += max(0, round((now_ns - self._last_fire_ns) / self.period_ns) - 1)
-        self._last_fire_ns = now_ns
-        if self._pending is not None:
-            self._give_up_waiting(now_ns)
-        self._pending = (now_ns, time.perf_counter())
-        if self._tf_lookup is not None:
-            self._tf_lookup()
-        self._try_tick()
-
-    def _give_up_waiting(self, now_ns: int) -> None:
-        """The waiting tick is stale: hold."""
-        self._pending = None
-        self.stale_ticks += 1
-        self.stale_keys = self.buffer.stale_keys(now_ns)
-        self._hold(f"observations stale or missing: {self.stale_keys}")
-
-    def _try_tick(self) -> None:
-        if self._pending is None:
-            return
-        now_ns = self.get_clock().now().nanoseconds
-        if now_ns - self._pending[0] > self.period_ns // 2:
-            self._give_up_waiting(now_ns)  # samples this late belong to the next tick
-            return
-        if self.buffer.stale_keys(now_ns):
-            return
-        ready_s = max(self._pending[1], self.buffer.latest_arrival_s())
-        self._pending = None
-        self.stale_keys = []
-        self._tick(ready_s)
-
-    def _tick(self, ready_s: float) -> None:
-        self.ticks += 1
-        if self.chunks.needs_chunk:
-            started = time.perf_counter()
-            chunk = self.policy.act(self.buffer.observation())
-            self.inference_ms.add((time.perf_counter() - started) * 1e3)
-            if not np.isfinite(chunk).all():
-                self.non_finite_chunks += 1
-                self.chunks.reset()
-                self._hold("the policy produced NaN or inf")
-                return
-            self.chunks.add_chunk(chunk)
-        action = self.chunks.next_action()
-        if time.perf_counter() - ready_s > self.tick_timeout_s:
-            self.overruns += 1
-            self.chunks.reset()  # the plan was made for an observation that is now too old
-            self._hold(f"tick took longer than {self.tick_timeout_s * 1e3:.1f} ms")
-            return
-        self._publish(self.action_spec.limit(action, self._last_command))
-        self.tick_latency_ms.add((time.perf_counter() - ready_s) * 1e3)
-
-    def _hold(self, why: str) -> None:
-        self.holds += 1
-        self.get_logger().warning(f"holding: {why}", throttle_duration_sec=1.0)
-        self._publish_safe_action(why)
-
-    def _publish_safe_action(self, why: str) -> None:
-        safe = self.action_spec.safe_action(self._last_command)
-        if safe is None:
-            self.get_logger().info(f"no safe action to publish ({why}): no command was sent yet, so there is nothing to hold")
-            return
-        self._publish(np.clip(safe, self.action_spec.lower, self.action_spec.upper))
+        with self._lock:
+            if self._tf_lookup is not None:
+                self._tf_lookup()
+            self.core.timer(self._now_ns())
 
     def _publish(self, command: np.ndarray) -> None:
-        if not np.isfinite(command).all():  # chunks are checked before use: a last line of defence
-            self.get_logger().error(f"refusing to publish a non-finite command {command.tolist()}")
-            return
         msg = self._command_msg
         values = array.array("d", command.astype(np.float64).tobytes())  # taken as is, no per-element checks
         if self.action_spec.msgtype == TRAJECTORY:
@@ -428,57 +381,50 @@ class PolicyNode(LifecycleNode):
         else:
             msg.data = values
         self.command_publisher.publish(msg)
-        self._last_command = command
-        self.commands += 1
+
+    def _log(self, level: str, text: str) -> None:
+        {"info": self.get_logger().info, "warn": self.get_logger().warning, "error": self.get_logger().error}[level](text)
 
     # ---- diagnostics ----------------------------------------------------------------------------
 
-    def _reset_counters(self) -> None:
-        self.ticks = self.commands = self.holds = self.stale_ticks = self.missed_ticks = 0
-        self.overruns = self.non_finite_chunks = self.episodes = 0
-        self.stale_keys: list[str] = []
-        self.tick_latency_ms = RollingTimes()
-        self.inference_ms = RollingTimes()
-        self._reject_log = Throttle()
-
     def diagnostics_values(self) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "state": self.state_label,
-            "ticks": self.ticks,
-            "commands": self.commands,
-            "holds": self.holds,
-            "stale_ticks": self.stale_ticks,
-            "missed_ticks": self.missed_ticks,
-            "overruns": self.overruns,
-            "non_finite_chunks": self.non_finite_chunks,
-            "episodes": self.episodes,
-            "tick_latency_ms_p50": self.tick_latency_ms.percentile(50),
-            "tick_latency_ms_p99": self.tick_latency_ms.percentile(99),
-            "inference_ms_p50": self.inference_ms.percentile(50),
-            "inference_ms_p99": self.inference_ms.percentile(99),
-            "stale_keys": ",".join(self.stale_keys),
-            "scheduling": self.scheduling,
-        }
+        values: dict[str, Any] = {"state": self.state_label, "scheduling": self.scheduling}
         if self.configure_error:
             values["configure_error"] = self.configure_error
-        buffer = self.buffer
-        if buffer is not None:
-            now_ns = self.get_clock().now().nanoseconds
-            for key, age in buffer.ages_s(now_ns).items():
-                values[f"age_ms.{key}"] = "none" if age is None else age * 1e3
-            values["rejected"] = sum(buffer.rejects.values())
-            for (topic, reason), count in sorted(buffer.rejects.items()):
-                values[f"rejected.{topic}.{reason}"] = count
-            for topic, what in sorted(buffer.last_reject.items()):
-                values[f"last_reject.{topic}"] = what
+        core = self.core
+        if core is None:
+            return values
+        values.update({name: core.totals[name] for name in COUNTED})
+        values.update({
+            "tick_latency_ms_p50": core.tick_latency_ms.percentile(50),
+            "tick_latency_ms_p99": core.tick_latency_ms.percentile(99),
+            "inference_ms_p50": core.inference_ms.percentile(50),
+            "inference_ms_p99": core.inference_ms.percentile(99),
+            "last_command_age_s": time.perf_counter() - core.last_publish_s,
+            "holding": core.hold_reason or "",
+            "stale_keys": ",".join(core.stale_keys),
+        })
+        buffer = core.buffer
+        for key, age in buffer.ages_s(self._now_ns()).items():
+            values[f"age_ms.{key}"] = "none" if age is None else age * 1e3
+        values["rejected"] = sum(buffer.rejects.values())
+        for (topic, reason), count in sorted(buffer.rejects.items()):
+            values[f"rejected.{topic}.{reason}"] = count
+        for topic, what in sorted(buffer.last_reject.items()):
+            values[f"last_reject.{topic}"] = what
         return values
 
     def _publish_diagnostics(self) -> None:
-        values = self.diagnostics_values()
-        if self.state_label != "active":
+        """One status per period: WARN or ERROR if anything happened during it, not only at its end."""
+        with self._lock:
+            values = self.diagnostics_values()
+            period = self.core.take_period() if self.core is not None else None
+        if period is not None and period.level == "error":
+            level, message = DiagnosticStatus.ERROR, f"{self.state_label}: {period.message()}"
+        elif self.state_label != "active":
             level, message = DiagnosticStatus.WARN, f"not ticking ({self.state_label})"
-        elif self.stale_keys:
-            level, message = DiagnosticStatus.WARN, f"holding: stale {self.stale_keys}"
+        elif period.level == "warn":
+            level, message = DiagnosticStatus.WARN, period.message()
         else:
             level, message = DiagnosticStatus.OK, "ticking"
         robot = self.contract.robot if self.contract else ""

@@ -19,6 +19,7 @@ The executor knows nothing of environments, ROS or torch, so a ROS node calls it
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -52,8 +53,8 @@ class ChunkExecutor:
             execute = 1 if temporal_ensemble else horizon
         if not 1 <= execute <= horizon:
             raise ValueError(f"execute must be between 1 and the chunk horizon {horizon}, got {execute}")
-        if ensemble_decay < 0:
-            raise ValueError(f"ensemble_decay must be >= 0, got {ensemble_decay}")
+        if not 0 <= ensemble_decay < math.inf:
+            raise ValueError(f"ensemble_decay must be a finite number >= 0, got {ensemble_decay}")
         self.horizon = horizon
         self.execute = execute
         self.temporal_ensemble = temporal_ensemble

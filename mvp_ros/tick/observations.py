@@ -14,7 +14,6 @@ Reasons for a reject:
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from mvp_ros.data.contract import MessageError, NonFiniteError, ObservationSpec
 class Sample:
     value: np.ndarray
     stamp_ns: int
-    arrived_s: float  # time.perf_counter() when it was accepted
+    arrived_s: float  # the steady clock's time (s) when it was accepted
 
 
 class ObservationBuffer:
@@ -45,7 +44,7 @@ class ObservationBuffer:
         self.rejects: Counter[tuple[str, str]] = Counter()  # (topic, reason) -> messages
         self.last_reject: dict[str, str] = {}  # topic -> what was wrong with its latest rejected message
 
-    def accept(self, topic: str, msg: Any, receive_ns: int, now_ns: int) -> str | None:
+    def accept(self, topic: str, msg: Any, receive_ns: int, now_ns: int, arrived_s: float) -> str | None:
         """Store the samples of one message; the reason it was rejected, or None."""
         try:
             values = {spec.key: (spec.extract(msg), spec.stamp(msg, receive_ns)) for spec in self.topics[topic]}
@@ -59,11 +58,10 @@ class ObservationBuffer:
                 return self._reject(topic, "out_of_order", f"{key}: stamp {stamp_ns} ns is before the held sample's {held.stamp_ns} ns")
             if stamp_ns > now_ns + self.period_ns:
                 return self._reject(topic, "future_stamp", f"{key}: stamp {stamp_ns} ns is ahead of the clock ({now_ns} ns)")
-        self.store(values)
+        self.store(values, arrived_s)
         return None
 
-    def store(self, values: dict[str, tuple[np.ndarray, int]]) -> None:
-        arrived_s = time.perf_counter()
+    def store(self, values: dict[str, tuple[np.ndarray, int]], arrived_s: float) -> None:
         for key, (value, stamp_ns) in values.items():
             self.samples[key] = Sample(value, stamp_ns, arrived_s)
 
@@ -74,15 +72,19 @@ class ObservationBuffer:
             for key in self.specs
         }
 
-    def stale_keys(self, now_ns: int) -> list[str]:
-        """Keys with no sample, or one older than their age limit."""
+    def stale_keys(self, now_ns: int, taken_since_ns: int | None = None) -> list[str]:
+        """Keys with no sample, or one older than their age limit; with `taken_since_ns`, also the
+        keys with an age limit whose sample was taken before that time."""
+        fence = -math.inf if taken_since_ns is None else taken_since_ns
         return [
             key for key in self.specs
-            if (sample := self.samples.get(key)) is None or now_ns - sample.stamp_ns > self.age_limits_ns[key]
+            if (sample := self.samples.get(key)) is None
+            or now_ns - sample.stamp_ns > self.age_limits_ns[key]
+            or (sample.stamp_ns < fence and self.age_limits_ns[key] != math.inf)
         ]
 
-    def observation(self) -> dict[str, np.ndarray]:
-        return {key: self.samples[key].value for key in self.specs}
+    def observation(self, keys: list[str]) -> dict[str, np.ndarray]:
+        return {key: self.samples[key].value for key in keys}
 
     def latest_arrival_s(self) -> float:
         return max((sample.arrived_s for sample in self.samples.values()), default=0.0)

@@ -1,0 +1,102 @@
+"""What the node may send: every command limited, and a safe action that always exists.
+
+Position targets are the action names that are also joints of a JointState `position`
+observation in the contract: the robot measures them. For those dims a command is first clipped to
+the last command +- max_delta, then to the measured position +- max_delta, so a command never
+lands more than max_delta from where the robot measurably is, whatever the policy asks. Other dims
+(deltas, a gripper command) are clipped to the last command +- max_delta; with no command sent
+since activate, reset or a hold, they are clipped around the safe action instead. Everything is
+clipped to the contract's limits last.
+
+The safe action (contract `safe_action`) never waits for a first command: `hold` keeps the last
+command, or, with none since activate or reset, the measured position of position targets, zero for
+the `zero` dims and the contract's `initial` values for the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mvp_ros.data.contract import ActionSpec, Contract, JointStateObservation
+
+
+@dataclass(frozen=True)
+class MeasuredJoint:
+    """An action dim that the robot measures: observation `key`, element `index` of its array."""
+
+    dim: int
+    name: str
+    key: str
+    index: int
+
+
+def measured_joints(contract: Contract, action: ActionSpec) -> list[MeasuredJoint]:
+    """The action names that a JointState position observation of the contract measures."""
+    found: dict[str, MeasuredJoint] = {}
+    for key, spec in contract.observations.items():
+        if isinstance(spec, JointStateObservation) and spec.field == "position":
+            for index, joint in enumerate(spec.joints):
+                if joint in action.names and joint not in found:
+                    found[joint] = MeasuredJoint(action.names.index(joint), joint, key, index)
+    return sorted(found.values(), key=lambda joint: joint.dim)
+
+
+class CommandGuard:
+    def __init__(self, action: ActionSpec, measured: list[MeasuredJoint]) -> None:
+        self.action = action
+        self.measured = measured
+        self.dims = np.array([joint.dim for joint in measured], dtype=np.intp)
+        self.last_command: np.ndarray | None = None  # since activate, reset or the last hold's end
+        self._positions: dict[str, float] = {}  # latest measured position of each measured joint
+
+    def check(self) -> None:
+        """ValueError if this action cannot be kept safe: position targets without max_delta, or a
+        dim that `hold` has no value for before a first command."""
+        measured = [joint.name for joint in self.measured]
+        if measured and self.action.max_delta is None:
+            raise ValueError(
+                f"action dims {measured} are position targets of measured joints, and no max_delta limits how far a"
+                " command may be from where they are: give action.max_delta in the contract or the parameter 'max_delta'")
+        undefined = self.action.unsafe_dims_without_command(tuple(measured))
+        if undefined:
+            raise ValueError(
+                f"the safe action (rule hold) has no value for {undefined} before a first command: list them under"
+                " action.safe_action.zero (motion that stops at 0) or give their values in action.safe_action.initial")
+
+    @property
+    def keys(self) -> set[str]:
+        """The observation keys that measure action dims."""
+        return {joint.key for joint in self.measured}
+
+    def reset(self) -> None:
+        """A new episode or activation: no command has been sent."""
+        self.last_command = None
+
+    def measure(self, samples: dict[str, np.ndarray]) -> None:
+        """New samples of observation keys (any keys; those that measure action dims are kept)."""
+        for joint in self.measured:
+            if joint.key in samples:
+                self._positions[joint.name] = float(samples[joint.key][joint.index])
+
+    def safe_action(self) -> np.ndarray | None:
+        """The safe action now, inside the limits; None if a dim has no safe value (nothing measured yet)."""
+        safe = self.action.safe_action(self.last_command, self._positions)
+        return None if safe is None else np.clip(safe, self.action.lower, self.action.upper)
+
+    def limit(self, action: np.ndarray, fresh: dict[str, np.ndarray]) -> np.ndarray:
+        """The policy's action limited as the module docstring says; `fresh` holds the samples of
+        this tick (the measured keys must be among them)."""
+        command = np.asarray(action, dtype=np.float64)
+        max_delta = self.action.max_delta
+        if max_delta is not None:
+            reference = self.last_command if self.last_command is not None else self.action.safe_action(None, self._positions)
+            if reference is not None:
+                command = np.clip(command, reference - max_delta, reference + max_delta)
+            if len(self.dims):
+                measured = np.array([fresh[joint.key][joint.index] for joint in self.measured])
+                command[self.dims] = np.clip(command[self.dims], measured - max_delta[self.dims], measured + max_delta[self.dims])
+        return np.clip(command, self.action.lower, self.action.upper)
+
+    def sent(self, command: np.ndarray) -> None:
+        self.last_command = command
