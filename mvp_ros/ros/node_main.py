@@ -1,4 +1,4 @@
-"""What the node commands (`mvp policy-node`, `mvp sim-node`) share: `--ros-args` and signals."""
+"""What the node commands (`mvp policy-node`, `mvp sim-node`, `mvp record`) share: `--ros-args` and signals."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,8 @@ from contextlib import contextmanager
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
+
+from mvp_ros.ros.parameters import check_params_files
 
 
 def add_ros_args_argument(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +30,10 @@ def overrides(given: dict[str, object]) -> list[Parameter]:
 
 
 @contextmanager
-def ros_context(program: str, ros_args: list[str]) -> Iterator[threading.Event]:
-    """rclpy initialised with the `--ros-args` part; the event is set by SIGINT or SIGTERM."""
+def ros_context(program: str, ros_args: list[str], node_name: str) -> Iterator[threading.Event]:
+    """rclpy initialised with the `--ros-args` part, once its parameters files are known to have a
+    section for the node `node_name`; the event is set by SIGINT or SIGTERM."""
+    check_params_files(ros_args, node_name)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(args=[program, "--ros-args", *ros_args], signal_handler_options=SignalHandlerOptions.NO)

@@ -16,19 +16,14 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
-import signal
 import sys
-import threading
 from pathlib import Path
 
-import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.topic_endpoint_info import TopicEndpointInfo
 from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness
@@ -38,11 +33,23 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from mvp_ros.data.contract import ContractError, load_contract
+from mvp_ros.ros.node_main import overrides, ros_context
+from mvp_ros.ros.parameters import ParameterSpec, declare_parameters
 
+NODE_NAME = "mvp_recorder"
 STORAGE_PLUGINS = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 # Messages DDS keeps per topic while the executor is busy; a burst beyond it loses the oldest.
 SUBSCRIPTION_DEPTH = 100
 DISCOVERY_PERIOD_S = 0.1
+
+
+PARAMETERS: dict[str, ParameterSpec] = {
+    "contract": ParameterSpec("", "observation contract YAML; every topic it reads or writes is recorded"),
+    "out": ParameterSpec("", "rosbag2 bag directory to create (must not exist)"),
+    "storage": ParameterSpec("mcap", "rosbag2 storage plugin", choices=tuple(STORAGE_PLUGINS)),
+    "duration": ParameterSpec(0.0, "stop after this many seconds on the node's clock; 0 records until SIGINT/SIGTERM", minimum=0.0),
+    "extra_topics": ParameterSpec(Parameter.Type.STRING_ARRAY, "more topics to record, each 'TOPIC:TYPE' (e.g. '/odom:nav_msgs/msg/Odometry')"),
+}
 
 
 class RecorderError(ValueError):
@@ -108,8 +115,8 @@ class RecorderNode(Node):
     """Subscribes raw to the contract's topics as their publishers appear and writes them to a bag."""
 
     def __init__(self, parameter_overrides: list[Parameter] | None = None) -> None:
-        super().__init__("mvp_recorder", parameter_overrides=parameter_overrides or [])
-        self._declare_parameters()
+        super().__init__(NODE_NAME, parameter_overrides=parameter_overrides or [])
+        declare_parameters(self, PARAMETERS)
         contract_path = self.get_parameter("contract").value
         extra_topics = self.get_parameter_or("extra_topics", Parameter("extra_topics", value=[])).value
         storage = self.get_parameter("storage").value
@@ -117,7 +124,7 @@ class RecorderNode(Node):
         duration_s = self.get_parameter("duration").value
 
         topics = topics_to_record(contract_path, extra_topics)
-        check_output_settings(out, storage, duration_s)
+        check_output(out)
         self._typestore = get_typestore(Stores.ROS2_KILTED)
         unknown = sorted({t for t in topics.values() if t not in self._typestore.fielddefs})
         if unknown:
@@ -144,20 +151,6 @@ class RecorderNode(Node):
         self._discovery_timer = self.create_timer(DISCOVERY_PERIOD_S, self._subscribe_to_discovered_topics)
         if duration_s > 0:
             self._stop_timer = self.create_timer(duration_s, self._finish)
-
-    def _declare_parameters(self) -> None:
-        def declare(name: str, default, description: str) -> None:
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-
-        declare("contract", "", "observation contract YAML; every topic it reads or writes is recorded")
-        declare("out", "", "rosbag2 bag directory to create (must not exist)")
-        declare("storage", "mcap", "rosbag2 storage plugin: mcap or sqlite3")
-        declare("duration", 0.0, "stop after this many seconds on the node's clock; 0 records until SIGINT/SIGTERM")
-        declare(
-            "extra_topics",
-            Parameter.Type.STRING_ARRAY,
-            "more topics to record, each 'TOPIC:TYPE' (e.g. '/odom:nav_msgs/msg/Odometry')",
-        )
 
     def _subscribe_to_discovered_topics(self) -> None:
         for topic, type_name in list(self._waiting.items()):
@@ -231,15 +224,11 @@ class RecorderNode(Node):
         return {c.topic: self._writer.counts[c.id] for c in self._writer.connections}
 
 
-def check_output_settings(out: str, storage: str, duration_s: float) -> None:
-    if storage not in STORAGE_PLUGINS:
-        raise RecorderError(f"storage must be one of {sorted(STORAGE_PLUGINS)}, got {storage!r}")
+def check_output(out: str) -> None:
     if not out:
         raise RecorderError("no output bag given: set --out (parameter 'out')")
     if Path(out).exists():
         raise RecorderError(f"output bag {out} already exists; rosbag2 bags are never overwritten")
-    if duration_s < 0:
-        raise RecorderError(f"duration must be >= 0 seconds (0 records until stopped), got {duration_s}")
 
 
 def topics_to_record(contract_path: str, extra_topics: list[str]) -> dict[str, str]:
@@ -286,26 +275,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parameter_overrides(args: argparse.Namespace) -> list[Parameter]:
-    """The command-line options that were given, as node parameters (they win over --ros-args)."""
-    given = {
-        "contract": args.contract,
-        "out": args.out,
-        "duration": args.duration,
-        "storage": args.storage,
-        "extra_topics": args.extra_topic,
-    }
-    return [Parameter(name, value=value) for name, value in given.items() if value is not None]
-
-
 def run(args: argparse.Namespace) -> int:
     """Record until SIGINT, SIGTERM or the duration. 0: done; 1: some topic's message package is
     missing (the others were recorded); RecorderError reaches the user through mvp_ros.cli."""
-    stop = threading.Event()
-    previous_handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    rclpy.init(args=["mvp record", "--ros-args", *args.ros_args], signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = RecorderNode(parameter_overrides(args))
+    with ros_context("mvp record", args.ros_args, NODE_NAME) as stop:
+        given = {"contract": args.contract, "out": args.out, "duration": args.duration, "storage": args.storage,
+                 "extra_topics": args.extra_topic}
+        node = RecorderNode(overrides(given))
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
@@ -314,12 +290,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             counts = node.close()
             node.destroy_node()
-        print_summary(node, counts)
-        return 1 if node.not_recorded else 0
-    finally:
-        rclpy.try_shutdown()
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
+    print_summary(node, counts)
+    return 1 if node.not_recorded else 0
 
 
 def main() -> int:

@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -53,6 +52,7 @@ from std_srvs.srv import Trigger
 from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservation, MessageError, load_contract
 from mvp_ros.ros.diagnostics import RollingTimes, Throttle, diagnostic_array, status
 from mvp_ros.ros.node_main import add_ros_args_argument, console_main, overrides, ros_context
+from mvp_ros.ros.parameters import ParameterSpec, declare_parameters
 from mvp_ros.ros.qos import EVENT_QOS, RELIABLE_QOS
 from mvp_ros.ros.sim_messages import BridgeError, ContractMessages, JointGroup
 
@@ -60,23 +60,24 @@ NODE_NAME = "mvp_sim"
 DIAGNOSTICS_PERIOD_S = 1.0
 IMAGE_SUFFIX = "_image"
 
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "checkpoint": ("", "policy checkpoint whose env_args build the environment"),
-    "dataset": ("", "Robomimic HDF5 whose env_args build the environment (when no checkpoint is given)"),
-    "contract": ("", "observation contract: the topics to publish and the command topic to apply"),
-    "lockstep": (True, "wait for the command of each step before stepping; false: step at the control rate in wall time"),
-    "lockstep_timeout_s": (2.0, "lockstep: wall seconds to wait for a command before holding and stepping anyway"),
-    "seed": (0, "seed of the next episode ~/reset starts (then incremented); at start-up also the environment's construction seed, as in mvp eval"),
-    "max_steps": (0, "steps per episode; 0: the env_args horizon"),
-    "autostart": (False, "start an episode at start-up instead of waiting for ~/reset"),
+PARAMETERS: dict[str, ParameterSpec] = {
+    "checkpoint": ParameterSpec("", "policy checkpoint whose env_args build the environment"),
+    "dataset": ParameterSpec("", "Robomimic HDF5 whose env_args build the environment (when no checkpoint is given)"),
+    "contract": ParameterSpec("", "observation contract: the topics to publish and the command topic to apply"),
+    "lockstep": ParameterSpec(True, "wait for the command of each step before stepping; false: step at the control rate in wall time"),
+    "lockstep_timeout_s": ParameterSpec(2.0, "lockstep: wall seconds to wait for a command before holding and stepping anyway",
+                                        minimum=0.001, maximum=3600.0),
+    "seed": ParameterSpec(0, "seed of the next episode ~/reset starts (then incremented); at start-up also the environment's construction seed, as in mvp eval",
+                          minimum=0, maximum=2**32 - 1),
+    "max_steps": ParameterSpec(0, "steps per episode; 0: the env_args horizon", minimum=0, maximum=10_000_000),
+    "autostart": ParameterSpec(False, "start an episode at start-up instead of waiting for ~/reset"),
 }
 
 
 class SimNode(Node):
     def __init__(self, parameter_overrides: list[Parameter] | None = None) -> None:
         super().__init__(NODE_NAME, parameter_overrides=parameter_overrides or [])
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        declare_parameters(self, PARAMETERS)
         self.contract = load_contract(_required(self, "contract"))
         self.env = bridge_env(self._env_args(), self.contract, self.get_parameter("seed").value)
         if self.contract.action.msgtype != "std_msgs/msg/Float64MultiArray" or len(self.contract.action.names) != self.env.action_dim:
@@ -314,7 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     given = {"checkpoint": args.checkpoint, "dataset": args.dataset, "contract": args.contract, "seed": args.seed}
-    with ros_context("mvp sim-node", args.ros_args) as stop:
+    with ros_context("mvp sim-node", args.ros_args, NODE_NAME) as stop:
         node = SimNode(overrides(given))
         executor = SingleThreadedExecutor()
         executor.add_node(node)
