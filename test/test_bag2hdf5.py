@@ -2,11 +2,14 @@
 holding what robots produce: joint names in a different order per message, extra joints, dropped,
 late, duplicated and NaN messages, out-of-order stamps, compressed and padded images, a tf chain of
 static and dynamic transforms. Converted values are checked exactly against a plain-loop reference
-of the documented sampling rules."""
+of the documented sampling rules. Messages the live node would reject (missing joint, corrupt or
+wrong-size image, NaN, undecodable bytes) are dropped and counted by reason; bad bags stop the run
+before anything is written, or are skipped with --skip-bad-bags."""
 from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlu
 from rosbags.typesys import Stores, get_typestore
 
 from mvp_ros.cli import main
-from mvp_ros.data.contract import Contract
+from mvp_ros.data.contract import Contract, stamp_ns
 from mvp_ros.data.robomimic import RobomimicDataset
 from mvp_ros.data.rosbag_reader import decode_joint_states
 
@@ -124,7 +127,7 @@ class Stream:
 
     samples: list[tuple[int, np.ndarray, int]] = field(default_factory=list)
     read: int = 0
-    invalid: int = 0
+    non_finite: int = 0
 
 
 @dataclass
@@ -147,7 +150,7 @@ def awkward_scenario(seed: int = 0) -> Scenario:
         if np.isfinite(np.asarray(value, dtype=float)).all():
             stream.samples.append((stamp, np.asarray(value), len(messages)))
         else:
-            stream.invalid += 1
+            stream.non_finite += 1
 
     # joint states at 100 Hz: shuffled names, sometimes an extra joint, 3 dropped before the stale tick,
     # every 7th arriving 37 ms late, one NaN at tick 10, one duplicate stamp at tick 30 (the later wins).
@@ -209,12 +212,15 @@ def awkward_scenario(seed: int = 0) -> Scenario:
 
 
 def write_bag(path: Path, messages: list[tuple[str, str, int, object]], storage: str = "mcap",
-              compression: CompressionMode = CompressionMode.NONE, raw: dict[int, bytes] | None = None) -> Path:
-    """Write messages (serialized with the typestore unless `raw` gives bytes by message index)."""
+              compression: CompressionMode = CompressionMode.NONE, raw: dict[int, bytes] | None = None,
+              silent_topics: dict[str, str] | None = None) -> Path:
+    """Write messages (serialized with the typestore unless `raw` gives bytes by message index).
+    `silent_topics` (topic -> type) get a connection and no message, as a recorder leaves them."""
     writer = Writer(path, version=9, storage_plugin={"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage])
     writer.set_compression(compression, CompressionFormat.ZSTD)
     with writer:
-        connections = {}
+        connections = {topic: writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+                       for topic, msgtype in (silent_topics or {}).items()}
         for index, (topic, msgtype, receive, message) in enumerate(messages):
             if topic not in connections:
                 connections[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE)
@@ -327,11 +333,11 @@ def test_awkward_bag_converts_exactly(tmp_path: Path, capsys, storage: str, comp
     joints = scenario.streams["joint_pos"]
     for key, stream in scenario.streams.items():
         topic = CONTRACT["action"]["topic"] if key == "action" else CONTRACT["observations"][key]["topic"]
-        skipped = stream.read - len(used[key]) - stream.invalid
+        skipped = stream.read - len(used[key]) - stream.non_finite
         stale = 1 if key == "joint_pos" else 0
-        expected_row = f"{key} {topic} {stream.read} {len(used[key])} {skipped} {stream.invalid} {stale}"
+        expected_row = f"{key} {topic} {stream.read} {len(used[key])} {skipped} {stream.non_finite} 0 {stale}"
         assert expected_row in " ".join(printed.split()), printed
-    assert joints.invalid == 1
+    assert joints.non_finite == 1
     assert f"{TICKS} ticks at 20 Hz, kept {TICKS - 1} in 2 episode(s); 1 dropped (joint_pos stale at 1)" in printed
 
 
@@ -387,6 +393,7 @@ def test_several_bags_become_several_episodes(tmp_path: Path) -> None:
 
 
 def test_batched_joint_state_decoding_matches_the_typestore() -> None:
+    """Little-endian messages are decoded in batches; big-endian ones are left to the one-by-one path."""
     rng = np.random.default_rng(1)
     messages, raws = [], []
     for i in range(400):
@@ -399,13 +406,13 @@ def test_batched_joint_state_decoding_matches_the_typestore() -> None:
         messages.append(message)
         raws.append(bytes(TYPESTORE.serialize_cdr(message, message.__msgtype__, little_endian=i % 10 != 0)))
     decoded = {}
-    for batch in decode_joint_states(raws, TYPESTORE, lambda row, what: AssertionError(row, what)):
+    for batch in decode_joint_states(raws, TYPESTORE):
         for position, row in enumerate(batch.rows):
             decoded[int(row)] = (batch.names, batch.header_stamps[position],
                                  {name: values[position] for name, values in batch.fields.items()})
-    assert sorted(decoded) == list(range(len(raws)))
-    for row, message in enumerate(messages):
-        names, stamp, fields = decoded[row]
+    assert sorted(decoded) == [row for row in range(len(raws)) if row % 10 != 0]
+    for row, (names, stamp, fields) in decoded.items():
+        message = messages[row]
         assert names == tuple(message.name)
         assert stamp == message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
         for name in ("position", "velocity", "effort"):
@@ -416,8 +423,10 @@ def test_batched_joint_state_decoding_matches_the_typestore() -> None:
 
 
 def small_bag(tmp_path: Path, storage: str = "mcap", names: list[str] = JOINTS, raw: dict[int, bytes] | None = None,
-              cmd_type: str = "std_msgs/msg/Float64MultiArray", action_offset: int = MS) -> Path:
-    messages = []
+              cmd_type: str = "std_msgs/msg/Float64MultiArray", action_offset: int = MS, name: str | None = None,
+              extra: list[tuple[str, str, int, object]] = (), silent_topics: dict[str, str] | None = None) -> Path:
+    """30 ticks of joint states (all 1.0) and commands, plus `extra` messages."""
+    messages = list(extra)
     for k in range(30):
         stamp = T0 + k * PERIOD
         messages.append(("/joint_states", "sensor_msgs/msg/JointState", stamp, joint_state(stamp, names, [1.0] * len(names))))
@@ -425,7 +434,19 @@ def small_bag(tmp_path: Path, storage: str = "mcap", names: list[str] = JOINTS, 
             layout=TYPES["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.zeros(3, np.float32))
         messages.append(("/cmd", cmd_type, stamp + action_offset, command))
     messages.sort(key=lambda item: item[2])
-    return write_bag(tmp_path / f"bag_{storage}", messages, storage, raw=raw)
+    return write_bag(tmp_path / (name or f"bag_{storage}"), messages, storage, raw=raw, silent_topics=silent_topics)
+
+
+def empty_bag(path: Path) -> Path:
+    """The small contract's topics without a message, as recorded when nothing was published."""
+    return write_bag(path, [], silent_topics={"/joint_states": "sensor_msgs/msg/JointState",
+                                              "/cmd": "std_msgs/msg/Float64MultiArray"})
+
+
+def truncate_mcap(bag: Path) -> Path:
+    (mcap,) = bag.glob("*.mcap")
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    return bag
 
 
 SMALL_CONTRACT = {**CONTRACT, "observations": {"joint_pos": CONTRACT["observations"]["joint_pos"]}}
@@ -451,24 +472,38 @@ def test_missing_topic_and_wrong_type(tmp_path: Path, capsys) -> None:
     assert f"{wrong}: topic /cmd is std_msgs/msg/Float32MultiArray in the bag, the contract reads std_msgs/msg/Float64MultiArray" in error
 
 
-def test_unknown_joint_names(tmp_path: Path, capsys) -> None:
+def test_empty_bag_and_topic_without_messages(tmp_path: Path, capsys) -> None:
+    empty = empty_bag(tmp_path / "empty")
+    error = convert_error(tmp_path, capsys, empty)
+    assert f"{empty}: empty bag: no messages on any topic (the contract reads ['/cmd', '/joint_states'])" in error
+
+    bag = small_bag(tmp_path, silent_topics={"/eef_pose": "geometry_msgs/msg/PoseStamped"})
+    contract = {**CONTRACT, "observations": {**SMALL_CONTRACT["observations"],
+                                             "eef_pos": CONTRACT["observations"]["eef_pos"]}}
+    error = convert_error(tmp_path, capsys, bag, contract)
+    assert f"{bag}: /eef_pose: no messages in the bag (the contract reads ['eef_pos'] from it)" in error
+
+
+def test_topic_whose_messages_all_lack_a_joint(tmp_path: Path, capsys) -> None:
     bag = small_bag(tmp_path, names=["j1", "j2", "elbow"])
     error = convert_error(tmp_path, capsys, bag)
-    assert f"{bag}: /joint_states: message 0 (receive time {T0} ns) does not fit the contract" in error
-    assert "joint_pos: /joint_states JointState lacks joints ['j3'] (message has ['j1', 'j2', 'elbow'])" in error
+    assert (f"{bag}: /joint_states: no usable message for ['joint_pos']: all 30 dropped, 30 malformed (first: "
+            f"message 0 (receive time {T0} ns) does not fit the contract: joint_pos: /joint_states JointState lacks "
+            "joints ['j3'] (message has ['j1', 'j2', 'elbow']))") in error
 
 
-def test_corrupted_message_bytes(tmp_path: Path, capsys) -> None:
+def test_undecodable_message_bytes_are_dropped_as_malformed(tmp_path: Path, capsys) -> None:
     good = TYPESTORE.serialize_cdr(joint_state(T0, JOINTS, [1.0, 2.0, 3.0]), "sensor_msgs/msg/JointState")
     bag = small_bag(tmp_path, raw={4: bytes(good[:30])})  # message 4 is the third /joint_states message
-    error = convert_error(tmp_path, capsys, bag)
-    assert f"{bag}: /joint_states: message 2 (receive time {T0 + 2 * PERIOD} ns) cannot be decoded as sensor_msgs/msg/JointState" in error
+    assert convert(tmp_path, bag, contract=SMALL_CONTRACT) == 0
+    printed = capsys.readouterr().out
+    assert (f"/joint_states: dropped 1 message(s): 1 malformed (first: message 2 (receive time {T0 + 2 * PERIOD} ns) "
+            "cannot be decoded as sensor_msgs/msg/JointState") in printed
+    assert "30 ticks at 20 Hz, kept 29 in 2 episode(s); 1 dropped (joint_pos stale at 1)" in printed
 
 
 def test_truncated_mcap_and_corrupted_sqlite(tmp_path: Path, capsys) -> None:
-    bag = small_bag(tmp_path, "mcap")
-    (mcap,) = bag.glob("*.mcap")
-    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    bag = truncate_mcap(small_bag(tmp_path, "mcap"))
     error = convert_error(tmp_path, capsys, bag)
     assert f"mvp bag2hdf5: error: {bag}: " in error and "corrupted or truncated" in error
 
@@ -505,3 +540,155 @@ def test_tf_without_a_chain(tmp_path: Path, capsys) -> None:
     contract = {**CONTRACT, "observations": {"tool_pose": CONTRACT["observations"]["tool_pose"]}}
     error = convert_error(tmp_path, capsys, bag, contract)
     assert f"{bag}: /tf, /tf_static: no chain of transforms from 'base' to 'tool' for tool_pose (frames in the bag: ['base', 'link1'])" in error
+
+
+# ---- messages the live node rejects are dropped, counted by reason ---------------------------------------
+
+
+def table_rows(printed: str) -> dict[str, list[str]]:
+    """Each key's row of the first summary table: topic, read, used, skipped, non_finite, malformed, stale ticks."""
+    rows: dict[str, list[str]] = {}
+    for line in printed.splitlines():
+        key, *columns = line.split() or [""]
+        if len(columns) == 7 and columns[1].isdigit():
+            rows.setdefault(key, columns)
+    return rows
+
+
+def datasets(path: Path) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as file:
+        file.visititems(lambda name, item: found.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+def test_messages_the_node_rejects_are_dropped_and_counted_by_reason(tmp_path: Path, capsys) -> None:
+    scenario = awkward_scenario()
+    assert convert(tmp_path, write_bag(tmp_path / "clean", scenario.messages)) == 0
+    clean_rows = table_rows(capsys.readouterr().out)
+    clean = datasets(tmp_path / "out.hdf5")
+
+    def tick(k: int) -> int:
+        return T0 + k * PERIOD
+
+    image = TYPES["sensor_msgs/msg/Image"]
+    wrong_size = image(header=header(T0 + 70 * MS), height=3, width=4, encoding="rgb8", is_bigendian=0, step=12,
+                       data=np.zeros(36, np.uint8))
+    wrong_encoding = image(header=header(T0 + 170 * MS), height=6, width=8, encoding="yuv422", is_bigendian=0, step=16,
+                           data=np.zeros(96, np.uint8))
+    corrupt_jpeg = TYPES["sensor_msgs/msg/CompressedImage"](
+        header=header(tick(15)), format="jpeg", data=np.frombuffer(b"\xff\xd8\xff\xe0" + bytes(range(64)), np.uint8))
+    # Each is received after the good message of the same stamp, which it would replace if it were used.
+    bad = [
+        ("/joint_states", "sensor_msgs/msg/JointState", tick(12) + 2 * MS,
+         joint_state(tick(12), ["j1", "j2"], [0.0, 0.0])),
+        ("/wrist/compressed", "sensor_msgs/msg/CompressedImage", tick(15) + 6 * MS, corrupt_jpeg),
+        ("/side/image_raw", "sensor_msgs/msg/Image", T0 + 75 * MS, wrong_size),
+        ("/side/image_raw", "sensor_msgs/msg/Image", T0 + 175 * MS, wrong_encoding),
+        ("/eef_pose", "geometry_msgs/msg/PoseStamped", tick(24) + 5 * MS, pose_stamped(tick(24), [np.nan, 0.0, 0.0])),
+        ("/tf", "tf2_msgs/msg/TFMessage", tick(30) + 7 * MS, tf_message([])),
+    ]
+    messages = scenario.messages + bad
+    raw = {len(messages) - 1: b"\x00\x01\x00\x00\xff\xff\xff\x7f"}  # the /tf message claims 2**31 - 1 transforms
+    # A good joint state in big-endian CDR goes the one-by-one way too, and is used.
+    big_endian = next(index for index, (topic, _, _, message) in enumerate(messages)
+                      if topic == "/joint_states" and stamp_ns(message.header.stamp) == tick(8))
+    raw[big_endian] = bytes(TYPESTORE.serialize_cdr(messages[big_endian][3], "sensor_msgs/msg/JointState",
+                                                    little_endian=False))
+    assert convert(tmp_path, write_bag(tmp_path / "noisy", messages, raw=raw)) == 0
+    printed = capsys.readouterr().out
+
+    noisy = datasets(tmp_path / "out.hdf5")
+    assert noisy.keys() == clean.keys()
+    for name, values in clean.items():
+        np.testing.assert_array_equal(noisy[name], values, err_msg=name)
+    added = {"joint_pos": Counter(malformed=1), "wrist_image": Counter(malformed=1), "side_image": Counter(malformed=2),
+             "eef_pos": Counter(non_finite=1)}
+    rows = table_rows(printed)
+    for key, (topic, read, used, skipped, non_finite, malformed, stale) in clean_rows.items():
+        more = added.get(key, Counter())
+        expected = [topic, int(read) + more.total(), used, skipped, int(non_finite) + more["non_finite"],
+                    int(malformed) + more["malformed"], stale]
+        assert rows[key] == list(map(str, expected)), key
+    for line in [
+        f"/joint_states: dropped 2 message(s): 1 non_finite (first: message 54 (receive time {tick(10) + MS} ns) does "
+        "not fit the contract: joint_pos: /joint_states message has NaN or inf in [501.0, nan, 503.0]), 1 malformed "
+        f"(first: message 66 (receive time {tick(12) + 2 * MS} ns) does not fit the contract: joint_pos: /joint_states "
+        "JointState lacks joints ['j3'] (message has ['j1', 'j2']))",
+        f"/wrist/compressed: dropped 1 message(s): 1 malformed (first: message 16 (receive time {tick(15) + 6 * MS} ns) "
+        "does not fit the contract: wrist_image: /wrist/compressed CompressedImage with format 'jpeg' could not be "
+        "decoded (corrupt data))",
+        f"/side/image_raw: dropped 2 message(s): 2 malformed (first: message 2 (receive time {T0 + 75 * MS} ns) does not "
+        "fit the contract: side_image: /side/image_raw Image is 4x3, the contract says 8x6 (resize upstream))",
+        f"/eef_pose: dropped 1 message(s): 1 non_finite (first: message 63 (receive time {tick(24) + 5 * MS} ns) does not "
+        "fit the contract: eef_pos: /eef_pose message has NaN or inf in [nan, 0.0, 0.0])",
+        f"/tf: dropped 1 message(s): 1 malformed (first: message 77 (receive time {tick(30) + 7 * MS} ns) cannot be "
+        "decoded as tf2_msgs/msg/TFMessage",
+        "total: 1 bag(s) converted, 0 skipped; kept 39 of 40 ticks in 2 episode(s)",
+        "/joint_states: dropped 2 message(s): 1 non_finite, 1 malformed\n",
+        "/side/image_raw: dropped 2 message(s): 2 malformed\n",
+    ]:
+        assert line in printed, line
+
+
+def test_a_message_bad_for_one_key_is_dropped_for_every_key_of_its_topic(tmp_path: Path, capsys) -> None:
+    finger = {"topic": "/joint_states", "type": "sensor_msgs/msg/JointState", "joints": ["finger"],
+              "align": {"rule": "asof", "tolerance_s": 0.02}}
+    contract = {**SMALL_CONTRACT, "observations": {**SMALL_CONTRACT["observations"], "finger": finger}}
+    # Received after the good message of the same stamp, which they would replace for joint_pos if they were used.
+    later = [
+        ("/joint_states", "sensor_msgs/msg/JointState", T0 + 10 * PERIOD + 2 * MS,
+         joint_state(T0 + 10 * PERIOD, [*JOINTS, "finger"], [9.0, 9.0, 9.0, np.nan])),
+        ("/joint_states", "sensor_msgs/msg/JointState", T0 + 12 * PERIOD + 2 * MS,
+         joint_state(T0 + 12 * PERIOD, JOINTS, [9.0, 9.0, 9.0])),
+    ]
+    bag = small_bag(tmp_path, names=[*JOINTS, "finger"], extra=later)
+    assert convert(tmp_path, bag, contract=contract) == 0
+    with h5py.File(tmp_path / "out.hdf5", "r") as file:
+        np.testing.assert_array_equal(file["data/demo_0/obs/joint_pos"][:], np.ones((30, 3)))
+        np.testing.assert_array_equal(file["data/demo_0/obs/finger"][:], np.ones((30, 1)))
+    printed = " ".join(capsys.readouterr().out.split())
+    for key in ("joint_pos", "finger"):
+        assert f"{key} /joint_states 32 30 0 1 1 0" in printed
+
+
+# ---- bad bags: stop before writing, or --skip-bad-bags ----------------------------------------------------
+
+
+def test_a_bad_bag_stops_the_run_before_anything_is_written(tmp_path: Path, capsys) -> None:
+    good = [small_bag(tmp_path, name=f"good_{index}") for index in range(2)]
+    corrupt = truncate_mcap(small_bag(tmp_path, name="corrupt"))
+    assert convert(tmp_path, *good, corrupt, contract=SMALL_CONTRACT) != 0
+    captured = capsys.readouterr()
+    assert f"mvp bag2hdf5: error: {corrupt}: cannot open bag, corrupted or truncated?" in captured.err
+    assert "(--skip-bad-bags converts the other 2 bag(s))" in captured.err
+    assert str(good[0]) not in captured.out  # every bag is checked before the first is converted
+    assert not list(tmp_path.glob("*out.hdf5*"))
+
+
+def test_skip_bad_bags_converts_the_rest_and_lists_the_skipped(tmp_path: Path, capsys) -> None:
+    good = [small_bag(tmp_path, name=f"good_{index}") for index in range(2)]
+    corrupt = truncate_mcap(small_bag(tmp_path, name="corrupt"))
+    empty = empty_bag(tmp_path / "empty")
+    unusable = small_bag(tmp_path, name="unusable", names=["j1", "j2", "elbow"])  # found out while reading it
+    reasons = {corrupt: "cannot open bag, corrupted or truncated?", empty: "empty bag: no messages on any topic",
+               unusable: "/joint_states: no usable message for ['joint_pos']: all 30 dropped, 30 malformed"}
+    bags = [good[0], corrupt, empty, unusable, good[1]]
+    assert convert(tmp_path, *bags, extra=("--skip-bad-bags",), contract=SMALL_CONTRACT) == 0
+    printed = capsys.readouterr().out
+
+    with h5py.File(tmp_path / "out.hdf5", "r") as file:
+        skipped = json.loads(file.attrs["skipped_bags"])
+        assert [Path(entry["bag"]) for entry in skipped] == list(reasons)
+        assert all(entry["reason"].startswith(reasons[Path(entry["bag"])]) for entry in skipped), skipped
+        assert json.loads(file.attrs["source_bags"]) == [str(bag) for bag in good]
+        assert [file[f"data/demo_{index}"].attrs["source_bag"] for index in range(2)] == [str(bag) for bag in good]
+    assert "total: 2 bag(s) converted, 3 skipped; kept 60 of 60 ticks in 2 episode(s)" in printed
+    for bag, reason in reasons.items():
+        assert f"  skipped {bag}: {reason}" in printed
+    assert f"wrote {tmp_path / 'out.hdf5'}: 2 episode(s) from 2 bag(s), 3 skipped" in printed
+
+    (tmp_path / "out.hdf5").unlink()
+    assert convert(tmp_path, empty, unusable, extra=("--skip-bad-bags",), contract=SMALL_CONTRACT) != 0
+    assert "all 2 bag(s) were skipped, there is nothing to write" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*out.hdf5*"))

@@ -11,16 +11,30 @@ Every stream of the contract is resampled on one grid per bag at the contract's 
   each message's receive time go to a new episode) or on pauses of the action stream
   (`--split-gap`: a tick goes to the episode of the command it takes).
 
+Messages are dropped as the live policy node drops them, by the same contract code
+(mvp_ros.data.rosbag_reader): a message that does not fit the contract is dropped whole, for every
+key of its topic, and counted by the node's reason: `non_finite` (NaN/inf) or `malformed` (missing
+joint, corrupt or wrong-size image, wrong encoding, undecodable bytes, ...). One bad message never
+stops a bag.
+
 Per bag it prints, for each key: messages read, used, skipped (not the sample at any kept tick:
-higher rate than the control rate, outside the episode, or at a dropped tick), invalid (NaN/inf,
-dropped) and stale ticks (ticks where the key had no sample within tolerance). Nothing is
-dropped silently.
+higher rate than the control rate, outside the episode, or at a dropped tick), dropped by reason,
+and stale ticks (ticks where the key had no sample within tolerance); then, per topic, the first
+dropped message of each reason. At the end it prints the same counts summed over all bags.
+Nothing is dropped silently.
+
+Every bag is opened and checked (readable, not empty, messages on every contract topic) before
+anything is written. A bad bag stops the run with its name and the reason, and no output file is
+left; so does one found bad while it is read (every message of a topic dropped, streams that never
+overlap). With --skip-bad-bags such bags are skipped instead and listed, with the reason, in the
+summary and in the file attribute `skipped_bags`; `source_bags` lists the converted ones.
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -35,7 +49,17 @@ from mvp_ros.data.contract import (
     load_contract,
 )
 from mvp_ros.data.robomimic import Episode, write_robomimic
-from mvp_ros.data.rosbag_reader import BagContents, BagError, Samples, Transforms, default_typestore, read_bag
+from mvp_ros.data.rosbag_reader import (
+    DROP_REASONS,
+    BagContents,
+    BagError,
+    Dropped,
+    Transforms,
+    check_bag,
+    default_typestore,
+    describe_drops,
+    read_bag,
+)
 
 NO_TICKS = np.zeros(0, dtype=np.int64)
 
@@ -83,10 +107,10 @@ class Series:
 class Stream:
     """A contract key resampled from one bag: a topic's samples, or a chain of transforms."""
 
-    def __init__(self, key: str, topic: str, spec: StreamSpec, parts: list[Series], read: int, invalid: int,
-                 first_invalid: str = "", compose: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> None:
+    def __init__(self, key: str, topic: str, spec: StreamSpec, parts: list[Series], read: int, dropped: Counter[str],
+                 compose: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> None:
         self.key, self.topic, self.spec, self.parts = key, topic, spec, parts
-        self.read, self.invalid, self.first_invalid = read, invalid, first_invalid
+        self.read, self.dropped = read, dropped  # messages, and those dropped by reason
         self.compose = compose or (lambda values: values[0])
         self.dynamic = [part for part in parts if not part.static]
         self.first_stamp = max((part.stamps[0] for part in self.dynamic), default=-np.inf)
@@ -110,12 +134,11 @@ class Stream:
         return int(sum(part.used.sum() for part in self.parts))
 
 
-def _topic_stream(key: str, spec: StreamSpec, samples: Samples, bag: Path) -> Stream:
-    if len(samples.stamps) == 0:
-        raise BagError(f"{bag}: {spec.topic}: no usable messages for {key} "
-                       f"({samples.read} read, {samples.invalid} with NaN/inf)")
+def _topic_stream(key: str, spec: StreamSpec, contents: BagContents) -> Stream:
+    samples = contents.samples[key]
     series = Series(samples.stamps, samples.values, spec.align.rule, spec.age_limit_s() * 1e9)
-    return Stream(key, spec.topic, spec, [series], samples.read, samples.invalid, samples.first_invalid)
+    return Stream(key, spec.topic, spec, [series], contents.message_counts[spec.topic],
+                  contents.dropped[spec.topic].counts)
 
 
 # ---- transforms -----------------------------------------------------------------------------------
@@ -210,7 +233,7 @@ def _transform_stream(key: str, spec: TransformObservation, transforms: Transfor
         pose = _compose(_invert(chain(values[split:])), chain(values[:split]))
         return _pose_field(pose, spec.field)
 
-    return Stream(key, "/tf+/tf_static", spec, parts, read, invalid, compose=compose)
+    return Stream(key, "/tf+/tf_static", spec, parts, read, Counter(non_finite=invalid), compose=compose)
 
 
 def _pose_field(pose: np.ndarray, field: str) -> np.ndarray:
@@ -221,30 +244,98 @@ def _pose_field(pose: np.ndarray, field: str) -> np.ndarray:
 
 
 @dataclass
+class KeyCounts:
+    """One key's row in the conversion summary."""
+
+    key: str
+    topic: str
+    read: int  # messages (for a tf key: transforms on its chain of frames)
+    used: int  # samples taken at kept ticks
+    dropped: Counter[str]  # reason -> messages dropped
+    stale: int  # ticks without a sample within the key's limit
+
+    @property
+    def skipped(self) -> int:
+        return self.read - self.used - sum(self.dropped.values())
+
+    def __add__(self, other: KeyCounts) -> KeyCounts:
+        return KeyCounts(self.key, self.topic, self.read + other.read, self.used + other.used,
+                         self.dropped + other.dropped, self.stale + other.stale)
+
+
+def _table(rows: list[KeyCounts]) -> list[str]:
+    width = max(len(row.key) for row in rows)
+    topic_width = max(len(row.topic) for row in rows)
+    reasons = " ".join(f"{reason:>10}" for reason in DROP_REASONS)
+    lines = [f"  {'key':<{width}}  {'topic':<{topic_width}}  {'read':>8} {'used':>8} {'skipped':>8} {reasons} "
+             f"{'stale ticks':>11}"]
+    for row in rows:
+        dropped = " ".join(f"{row.dropped[reason]:>10}" for reason in DROP_REASONS)
+        lines.append(f"  {row.key:<{width}}  {row.topic:<{topic_width}}  {row.read:>8} {row.used:>8} "
+                     f"{row.skipped:>8} {dropped} {row.stale:>11}")
+    return lines
+
+
+def _dropped_line(topic: str, counts: Counter[str], first: dict[str, str] | None = None) -> str:
+    return f"  {topic}: dropped {sum(counts.values())} message(s): {describe_drops(counts, first)}"
+
+
+@dataclass
 class BagReport:
     path: Path
     rate_hz: float
     ticks: int
     kept: int
     episodes: int
-    streams: list[Stream]
-    stale: dict[str, int]  # key -> ticks without a sample within its limit
+    keys: list[KeyCounts]
+    dropped: dict[str, Dropped]  # topic -> messages dropped whole
 
     def lines(self) -> list[str]:
-        stale = self.stale
-        dropped = ", ".join(f"{key} stale at {count}" for key, count in stale.items() if count)
+        stale = ", ".join(f"{row.key} stale at {row.stale}" for row in self.keys if row.stale)
         lines = [f"{self.path}: {self.ticks} ticks at {self.rate_hz:g} Hz, kept {self.kept} in {self.episodes} "
-                 f"episode(s); {self.ticks - self.kept} dropped{' (' + dropped + ')' if dropped else ''}"]
-        width = max(len(stream.key) for stream in self.streams)
-        topic_width = max(len(stream.topic) for stream in self.streams)
-        lines.append(f"  {'key':<{width}}  {'topic':<{topic_width}}  {'read':>8} {'used':>8} {'skipped':>8} "
-                     f"{'invalid':>8} {'stale ticks':>11}")
-        for stream in self.streams:
-            skipped = stream.read - stream.used - stream.invalid
-            lines.append(f"  {stream.key:<{width}}  {stream.topic:<{topic_width}}  {stream.read:>8} {stream.used:>8} "
-                         f"{skipped:>8} {stream.invalid:>8} {stale.get(stream.key, 0):>11}")
-        lines += [f"  {stream.key}: dropped {stream.invalid} message(s) with NaN/inf, first at {stream.first_invalid}"
-                  for stream in self.streams if stream.invalid]
+                 f"episode(s); {self.ticks - self.kept} dropped{' (' + stale + ')' if stale else ''}"]
+        lines += _table(self.keys)
+        lines += [_dropped_line(topic, dropped.counts, dropped.first)
+                  for topic, dropped in self.dropped.items() if dropped.counts]
+        return lines
+
+
+@dataclass
+class ConversionSummary:
+    """A report per converted bag, and the bags skipped (--skip-bad-bags) with the reason."""
+
+    reports: list[BagReport] = field(default_factory=list)
+    source_bags: list[str] = field(default_factory=list)
+    skipped_bags: list[dict[str, str]] = field(default_factory=list)  # {"bag": ..., "reason": ...}
+
+    @property
+    def episodes(self) -> int:
+        return sum(report.episodes for report in self.reports)
+
+    def add(self, report: BagReport) -> None:
+        self.reports.append(report)
+        self.source_bags.append(str(report.path))
+
+    def skip(self, bag: Path, error: BagError) -> str:
+        """Record a skipped bag; the line to log."""
+        reason = str(error).removeprefix(f"{bag}: ")
+        self.skipped_bags.append({"bag": str(bag), "reason": reason})
+        return f"skipped {bag}: {reason}"
+
+    def lines(self) -> list[str]:
+        ticks, kept = sum(report.ticks for report in self.reports), sum(report.kept for report in self.reports)
+        lines = [f"total: {len(self.reports)} bag(s) converted, {len(self.skipped_bags)} skipped; "
+                 f"kept {kept} of {ticks} ticks in {self.episodes} episode(s)"]
+        keys: dict[str, KeyCounts] = {}
+        dropped: dict[str, Counter[str]] = {}
+        for report in self.reports:
+            for row in report.keys:
+                keys[row.key] = keys[row.key] + row if row.key in keys else row
+            for topic, of_topic in report.dropped.items():
+                dropped[topic] = dropped.get(topic, Counter()) + of_topic.counts
+        lines += _table(list(keys.values()))
+        lines += [_dropped_line(topic, counts) for topic, counts in dropped.items() if counts]
+        lines += [f"  skipped {skipped['bag']}: {skipped['reason']}" for skipped in self.skipped_bags]
         return lines
 
 
@@ -254,8 +345,8 @@ def _streams(contents: BagContents, contract: Contract) -> list[Stream]:
         if isinstance(spec, TransformObservation):
             streams.append(_transform_stream(key, spec, contents.transforms, contents.path))
         else:
-            streams.append(_topic_stream(key, spec, contents.samples[key], contents.path))
-    streams.append(_topic_stream("action", contract.action, contents.samples["action"], contents.path))
+            streams.append(_topic_stream(key, spec, contents))
+    streams.append(_topic_stream("action", contract.action, contents))
     return streams
 
 
@@ -309,7 +400,10 @@ def bag_episodes(contents: BagContents, contract: Contract, split_gap_s: float |
         attrs = {"source_bag": str(contents.path), "first_tick_ns": int(ticks[run[0]]),
                  "control_rate_hz": contract.control_rate_hz}
         episodes.append(Episode(obs=values, actions=actions, attrs=attrs))
-    report = BagReport(contents.path, contract.control_rate_hz, len(ticks), int(kept.sum()), len(episodes), streams, stale)
+    keys = [KeyCounts(stream.key, stream.topic, stream.read, stream.used, stream.dropped, stale[stream.key])
+            for stream in streams]
+    report = BagReport(contents.path, contract.control_rate_hz, len(ticks), int(kept.sum()), len(episodes), keys,
+                       contents.dropped)
     if not episodes:
         raise BagError(_empty_result_message(contents.path, streams, stale, len(ticks)))
     return episodes, report
@@ -326,32 +420,62 @@ def _empty_result_message(bag: Path, streams: list[Stream], stale: dict[str, int
 
 def convert(bags: list[Path], contract: Contract, out: Path, *, split_topic: str | None = None,
             split_gap_s: float | None = None, env_args: dict | None = None, valid_fraction: float = 0.1,
-            seed: int = 0, contract_source: str = "", log: Callable[[str], None] = print) -> int:
-    """Convert bags to one Robomimic-format HDF5 file; returns the number of episodes written."""
+            seed: int = 0, contract_source: str = "", skip_bad_bags: bool = False,
+            log: Callable[[str], None] = print) -> ConversionSummary:
+    """Convert bags to one Robomimic-format HDF5 file.
+
+    Every bag is opened and checked before anything is written. A bag that can't be converted
+    raises BagError (nothing is written), or with `skip_bad_bags` is skipped and listed.
+    """
+    bad: dict[Path, BagError] = {}
+    for bag in bags:
+        try:
+            check_bag(bag, contract, split_topic)
+        except BagError as error:
+            bad[bag] = error
+    if bad and (not skip_bad_bags or len(bad) == len(bags)):
+        others = len(bags) - len(bad)
+        hint = f"\n(--skip-bad-bags converts the other {others} bag(s))" if others and not skip_bad_bags else ""
+        raise BagError("\n".join(map(str, bad.values())) + hint)
+    summary = ConversionSummary()
+    for bag, error in bad.items():
+        log(summary.skip(bag, error))
     typestore = default_typestore()
-    written = 0
 
     def episodes() -> Iterator[Episode]:
-        nonlocal written
         for bag in bags:
-            contents = read_bag(bag, contract, typestore, split_topic)
-            episodes_of_bag, report = bag_episodes(contents, contract, split_gap_s)
+            if bag in bad:
+                continue
+            try:
+                episodes_of_bag, report = bag_episodes(read_bag(bag, contract, typestore, split_topic), contract,
+                                                       split_gap_s)
+            except BagError as error:
+                if not skip_bad_bags:
+                    raise
+                log(summary.skip(bag, error))
+                continue
             for line in report.lines():
                 log(line)
-            written += len(episodes_of_bag)
+            summary.add(report)
             yield from episodes_of_bag
+        if not summary.reports:
+            raise BagError(f"all {len(bags)} bag(s) were skipped, there is nothing to write (reasons above)")
 
     split = f"topic {split_topic}" if split_topic else f"action gap > {split_gap_s} s" if split_gap_s else "per bag"
     attrs = {
         "source": "rosbag2",
-        "source_bags": [str(bag) for bag in bags],
+        # Filled while write_robomimic consumes the episodes, before it writes the file's attributes.
+        "source_bags": summary.source_bags,
+        "skipped_bags": summary.skipped_bags,
         "contract": contract.to_dict(),
         "contract_file": contract_source,
         "episode_split": split,
         "tool": f"mvp_ros {__version__} mvp bag2hdf5",
     }
     write_robomimic(out, episodes(), env_args, valid_fraction=valid_fraction, seed=seed, attrs=attrs)
-    return written
+    for line in summary.lines():
+        log(line)
+    return summary
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -369,6 +493,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="environment description stored as data.attrs['env_args']")
     parser.add_argument("--valid-fraction", type=float, default=0.1, help="share of episodes in mask/valid")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/valid split")
+    parser.add_argument("--skip-bad-bags", action="store_true",
+                        help="convert the other bags when one can't be (unreadable, empty, a topic without usable "
+                             "messages); skipped bags are listed in the summary and the file's skipped_bags attribute")
 
 
 def _read_env_args(path: Path | None) -> dict | None:
@@ -388,8 +515,9 @@ def run(args: argparse.Namespace) -> int:
     if args.split_gap is not None and args.split_gap <= 0:
         raise ContractError(f"--split-gap must be > 0 seconds, got {args.split_gap}")
     contract = load_contract(args.contract)
-    episodes = convert(args.bags, contract, args.out, split_topic=args.split_topic, split_gap_s=args.split_gap,
-                       env_args=_read_env_args(args.env_args), valid_fraction=args.valid_fraction, seed=args.seed,
-                       contract_source=str(args.contract))
-    print(f"wrote {args.out}: {episodes} episode(s) from {len(args.bags)} bag(s)")
+    summary = convert(args.bags, contract, args.out, split_topic=args.split_topic, split_gap_s=args.split_gap,
+                      env_args=_read_env_args(args.env_args), valid_fraction=args.valid_fraction, seed=args.seed,
+                      contract_source=str(args.contract), skip_bad_bags=args.skip_bad_bags)
+    skipped = f", {len(summary.skipped_bags)} skipped" if summary.skipped_bags else ""
+    print(f"wrote {args.out}: {summary.episodes} episode(s) from {len(summary.reports)} bag(s){skipped}")
     return 0

@@ -1,13 +1,20 @@
 """Reading a rosbag2 bag (sqlite3 or MCAP, compressed or not) into per-key samples of a contract.
 
-Every message goes through the contract's extractors (mvp_ros.data.contract), except
-sensor_msgs/JointState, the high-rate topic: those are decoded in batches straight from the CDR
-bytes with numpy (`decode_joint_states`), checked against the typestore's decoding, and then go
-through the same joint-selection code. Samples keep bag order; sorting and resampling happen in
-mvp_ros.data.bag2hdf5.
+Every message goes through the contract's `extract` (mvp_ros.data.contract), the code the live
+policy node runs, except sensor_msgs/JointState, the high-rate topic: those are decoded in
+batches straight from the CDR bytes with numpy (`decode_joint_states`), checked against the
+typestore's decoding, and go through the same joint selection and NaN check; any message that
+fails there, or that the batch decoder leaves out, goes through `extract` one by one.
+
+A message that does not fit the contract is dropped whole, for every key read from its topic, and
+counted under its topic by the live node's reason: `non_finite` (NaN or inf where the contract
+reads) or `malformed` (anything else `extract` rejects, or bytes that cannot be decoded). Samples
+keep bag order; sorting and resampling happen in mvp_ros.data.bag2hdf5, so the node's
+`out_of_order` drop does not apply: a late message takes its place by stamp.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +30,14 @@ from mvp_ros.data.contract import (
     Contract,
     JointStateObservation,
     MessageError,
+    NonFiniteError,
     StreamSpec,
     TransformObservation,
     stamp_ns,
 )
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
+DROP_REASONS = ("non_finite", "malformed")  # the live policy node's names for these rejects
 _JOINT_FIELDS = ("position", "velocity", "effort")
 _BATCH_SIZE = 65536  # JointState messages decoded at once (bounds memory for long bags)
 _FOUR_BYTES = np.arange(4)
@@ -48,12 +57,24 @@ class Samples:
 
     stamps: np.ndarray  # int64 ns
     values: np.ndarray  # (n, *shape)
-    invalid: int = 0  # messages dropped for NaN/inf
-    first_invalid: str = ""
 
-    @property
-    def read(self) -> int:
-        return len(self.stamps) + self.invalid
+
+@dataclass
+class Dropped:
+    """One topic's dropped messages: how many per reason, and what was wrong with the first of each."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    first: dict[str, str] = field(default_factory=dict)
+
+    def add(self, reason: str, what: str) -> None:
+        self.counts[reason] += 1
+        self.first.setdefault(reason, what)
+
+
+def describe_drops(counts: Counter[str], first: dict[str, str] | None = None) -> str:
+    """'2 non_finite, 1 malformed', each with its first example when `first` is given."""
+    return ", ".join(f"{counts[reason]} {reason}" + (f" (first: {first[reason]})" if first else "")
+                     for reason in DROP_REASONS if counts[reason])
 
 
 @dataclass
@@ -75,10 +96,11 @@ class BagContents:
     transforms: Transforms
     markers: np.ndarray  # receive times (ns) of the split topic's messages
     message_counts: dict[str, int]  # topic -> messages read
+    dropped: dict[str, Dropped]  # topic -> messages dropped, by reason
 
 
 class _Collector:
-    """Gathers one key's stamps and values, then drops non-finite rows with a count."""
+    """Gathers one key's stamps and values."""
 
     def __init__(self, spec: StreamSpec) -> None:
         self.spec = spec
@@ -90,34 +112,29 @@ class _Collector:
         self.values.append(values)
 
     def finish(self) -> Samples:
-        stamps = np.concatenate(self.stamps) if self.stamps else np.zeros(0, dtype=np.int64)
-        values = np.concatenate(self.values) if self.values else np.zeros((0, *self.spec.shape))
-        if values.dtype.kind != "f":
-            return Samples(stamps, values)
-        finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-        if finite.all():
-            return Samples(stamps, values)
-        first = int(np.flatnonzero(~finite)[0])
-        example = f"stamp {stamps[first]} ns: {values[first].tolist()}"
-        return Samples(stamps[finite], values[finite], int((~finite).sum()), example)
+        """Called only for keys whose topic had usable messages."""
+        return Samples(np.concatenate(self.stamps), np.concatenate(self.values))
 
 
 class _Topic:
     """Receives one topic's raw messages; subclasses decode them."""
 
-    def __init__(self, bag: Path, topic: str, msgtype: str, typestore: Typestore) -> None:
-        self.bag, self.topic, self.msgtype, self.typestore = bag, topic, msgtype, typestore
+    def __init__(self, topic: str, msgtype: str, typestore: Typestore) -> None:
+        self.topic, self.msgtype, self.typestore = topic, msgtype, typestore
         self.count = 0
+        self.dropped = Dropped()
 
-    def deserialize(self, raw: bytes, receive_ns: int) -> Any:
+    def deserialize(self, raw: bytes, receive_ns: int, index: int) -> Any | None:
+        """The message, or None when its bytes cannot be decoded (dropped as malformed)."""
         try:
             return self.typestore.deserialize_cdr(raw, self.msgtype)
         except Exception as error:  # rosbags raises assorted errors on bad CDR bytes
-            raise self.error(f"cannot be decoded as {self.msgtype} ({type(error).__name__}: {error})", receive_ns)
+            what = f"cannot be decoded as {self.msgtype} ({type(error).__name__}: {error})"
+            self.drop("malformed", what, receive_ns, index)
+            return None
 
-    def error(self, what: str, receive_ns: int, index: int | None = None) -> BagError:
-        index = self.count if index is None else index
-        return BagError(f"{self.bag}: {self.topic}: message {index} (receive time {receive_ns} ns) {what}")
+    def drop(self, reason: str, what: str, receive_ns: int, index: int) -> None:
+        self.dropped.add(reason, f"message {index} (receive time {receive_ns} ns) {what}")
 
     def add(self, raw: bytes, receive_ns: int) -> None:
         raise NotImplementedError
@@ -126,22 +143,43 @@ class _Topic:
         """Called once after the last message."""
 
 
-class _MessageTopic(_Topic):
+class _ContractTopic(_Topic):
+    """A topic the contract's keys read: each message is accepted for all of them or dropped."""
+
+    def __init__(self, topic: str, msgtype: str, typestore: Typestore, collectors: list[_Collector]):
+        super().__init__(topic, msgtype, typestore)
+        self.collectors = collectors
+
+    def extract(self, raw: bytes, receive_ns: int, index: int) -> list[tuple[int, np.ndarray]] | None:
+        """Each key's (stamp, value) from one message, as the live node extracts them; None if dropped."""
+        message = self.deserialize(raw, receive_ns, index)
+        if message is None:
+            return None
+        try:
+            return [(collector.spec.stamp(message, receive_ns), collector.spec.extract(message))
+                    for collector in self.collectors]
+        except MessageError as error:
+            reason = "non_finite" if isinstance(error, NonFiniteError) else "malformed"
+            self.drop(reason, f"does not fit the contract: {error}", receive_ns, index)
+            return None
+
+    @property
+    def accepted(self) -> int:
+        return self.count - sum(self.dropped.counts.values())
+
+
+class _MessageTopic(_ContractTopic):
     """Deserializes each message with the typestore and runs every key's extractor on it."""
 
-    def __init__(self, bag: Path, topic: str, msgtype: str, typestore: Typestore, collectors: list[_Collector]):
-        super().__init__(bag, topic, msgtype, typestore)
-        self.collectors = collectors
+    def __init__(self, topic: str, msgtype: str, typestore: Typestore, collectors: list[_Collector]):
+        super().__init__(topic, msgtype, typestore, collectors)
         self.rows: list[tuple[list[int], list[np.ndarray]]] = [([], []) for _ in collectors]
 
     def add(self, raw: bytes, receive_ns: int) -> None:
-        message = self.deserialize(raw, receive_ns)
-        for collector, (stamps, values) in zip(self.collectors, self.rows):
-            try:
-                values.append(collector.spec.values(message))
-            except MessageError as error:
-                raise self.error(f"does not fit the contract: {error}", receive_ns) from error
-            stamps.append(collector.spec.stamp(message, receive_ns))
+        samples = self.extract(raw, receive_ns, self.count)
+        for (stamps, values), (stamp, value) in zip(self.rows, samples or []):
+            stamps.append(stamp)
+            values.append(value)
         self.count += 1
 
     def finish(self) -> None:
@@ -150,12 +188,11 @@ class _MessageTopic(_Topic):
                 collector.add(np.array(stamps, dtype=np.int64), np.stack(values))
 
 
-class _JointStateTopic(_Topic):
+class _JointStateTopic(_ContractTopic):
     """Buffers raw JointState messages and decodes them in batches (see decode_joint_states)."""
 
-    def __init__(self, bag: Path, topic: str, typestore: Typestore, collectors: list[_Collector]):
-        super().__init__(bag, topic, JOINT_STATE, typestore)
-        self.collectors = collectors
+    def __init__(self, topic: str, typestore: Typestore, collectors: list[_Collector]):
+        super().__init__(topic, JOINT_STATE, typestore, collectors)
         self.raws: list[bytes] = []
         self.receive: list[int] = []
 
@@ -169,35 +206,48 @@ class _JointStateTopic(_Topic):
         if not self.raws:
             return
         receive = np.array(self.receive, dtype=np.int64)
-        batches = decode_joint_states(self.raws, self.typestore, self._decode_error(receive))
+        batches = decode_joint_states(self.raws, self.typestore)
+        # Rows the batches leave out, or that fail the contract there, are decided by `extract` one by one.
+        one_by_one = np.ones(len(receive), dtype=bool)
+        for batch in batches:
+            one_by_one[batch.rows] = False
+        columns = []
         for collector in self.collectors:
             spec: JointStateObservation = collector.spec
-            stamps = np.empty(len(receive), dtype=np.int64)
-            values = np.empty((len(receive), len(spec.joints)))
+            stamps = np.zeros(len(receive), dtype=np.int64)
+            values = np.zeros((len(receive), len(spec.joints)))
             for batch in batches:
                 try:
                     values[batch.rows] = spec.select(batch.names, batch.fields[spec.field])
-                except MessageError as error:
-                    row = int(batch.rows[0])
-                    raise self.error(f"does not fit the contract: {error}", int(receive[row]), self.count + row) from error
-                by_header = spec.stamp_source == "header"
-                stamps[batch.rows] = batch.header_stamps if by_header else receive[batch.rows]
-            collector.add(stamps, values)
+                except MessageError:
+                    one_by_one[batch.rows] = True
+                stamps[batch.rows] = batch.header_stamps if spec.stamp_source == "header" else receive[batch.rows]
+            one_by_one |= ~np.isfinite(values).all(axis=1)
+            columns.append((stamps, values))
+        accepted = ~one_by_one
+        for row in np.flatnonzero(one_by_one).tolist():
+            samples = self.extract(self.raws[row], int(receive[row]), self.count + row)
+            accepted[row] = samples is not None
+            for (stamps, values), (stamp, value) in zip(columns, samples or []):
+                stamps[row], values[row] = stamp, value
+        for collector, (stamps, values) in zip(self.collectors, columns):
+            collector.add(stamps[accepted], values[accepted])
         self.count += len(self.raws)
         self.raws, self.receive = [], []
 
-    def _decode_error(self, receive: np.ndarray):
-        return lambda row, what: self.error(what, int(receive[row]), self.count + row)
-
 
 class _TransformTopic(_Topic):
-    def __init__(self, bag: Path, topic: str, typestore: Typestore, transforms: Transforms):
-        super().__init__(bag, topic, TF_TOPICS[topic], typestore)
+    def __init__(self, topic: str, typestore: Typestore, transforms: Transforms):
+        super().__init__(topic, TF_TOPICS[topic], typestore)
         self.transforms, self.static = transforms, topic == "/tf_static"
 
     def add(self, raw: bytes, receive_ns: int) -> None:
+        message = self.deserialize(raw, receive_ns, self.count)
+        self.count += 1
+        if message is None:
+            return
         out = self.transforms
-        for transform in self.deserialize(raw, receive_ns).transforms:
+        for transform in message.transforms:
             translation, rotation = transform.transform.translation, transform.transform.rotation
             out.parents.append(transform.header.frame_id.lstrip("/"))
             out.children.append(transform.child_frame_id.lstrip("/"))
@@ -205,14 +255,13 @@ class _TransformTopic(_Topic):
             out.receive_stamps.append(receive_ns)
             out.poses.append([translation.x, translation.y, translation.z, rotation.x, rotation.y, rotation.z, rotation.w])
             out.static.append(self.static)
-        self.count += 1
 
 
 class _MarkerTopic(_Topic):
     """Only the receive times of the split topic's messages matter; they are not decoded."""
 
-    def __init__(self, bag: Path, topic: str, msgtype: str, typestore: Typestore):
-        super().__init__(bag, topic, msgtype, typestore)
+    def __init__(self, topic: str, msgtype: str, typestore: Typestore):
+        super().__init__(topic, msgtype, typestore)
         self.times: list[int] = []
 
     def add(self, raw: bytes, receive_ns: int) -> None:
@@ -232,10 +281,21 @@ def open_bag(path: Path) -> Reader:
     return reader
 
 
+def check_bag(path: Path, contract: Contract, split_topic: str | None = None) -> None:
+    """BagError if the bag can't be opened, is empty, or lacks messages on a topic the conversion reads."""
+    reader = open_bag(path)
+    try:
+        _check_topics(reader, path, contract, split_topic)
+    finally:
+        reader.close()
+
+
 def _check_topics(reader: Reader, path: Path, contract: Contract, split_topic: str | None) -> dict[str, str]:
-    """The bag's topics the conversion reads -> their types; BagError for missing or mistyped ones."""
+    """The bag's topics the conversion reads -> their types; BagError for missing, mistyped or empty ones."""
     in_bag = {connection.topic: connection.msgtype for connection in reader.connections}
     wanted = contract.topics()
+    if reader.message_count == 0:
+        raise BagError(f"{path}: empty bag: no messages on any topic (the contract reads {sorted(wanted)})")
     if any(topic in TF_TOPICS for topic in wanted) and not any(topic in in_bag for topic in TF_TOPICS):
         tf_keys = [key for key, spec in contract.observations.items() if isinstance(spec, TransformObservation)]
         raise BagError(f"{path}: neither /tf nor /tf_static is in the bag (needed by {tf_keys}); it has {sorted(in_bag)}")
@@ -250,7 +310,19 @@ def _check_topics(reader: Reader, path: Path, contract: Contract, split_topic: s
         types = {c.msgtype for c in reader.connections if c.topic == topic}
         if types != {msgtype}:
             raise BagError(f"{path}: topic {topic} is {' and '.join(sorted(types))} in the bag, the contract reads {msgtype}")
+    streams = {**contract.observations, "action": contract.action}
+    for topic in wanted:
+        if topic not in TF_TOPICS and sum(c.msgcount for c in reader.connections if c.topic == topic) == 0:
+            keys = [key for key, spec in streams.items() if spec.topic == topic]
+            raise _unusable_topic(path, topic, keys, 0, Dropped())
     return needed
+
+
+def _unusable_topic(path: Path, topic: str, keys: list[str], read: int, dropped: Dropped) -> BagError:
+    if read == 0:
+        return BagError(f"{path}: {topic}: no messages in the bag (the contract reads {keys} from it)")
+    return BagError(f"{path}: {topic}: no usable message for {keys}: all {read} dropped, "
+                    f"{describe_drops(dropped.counts, dropped.first)}")
 
 
 def read_bag(path: Path, contract: Contract, typestore: Typestore, split_topic: str | None = None) -> BagContents:
@@ -266,16 +338,20 @@ def read_bag(path: Path, contract: Contract, typestore: Typestore, split_topic: 
         for topic, msgtype in topics.items():
             on_topic = [c for c in collectors.values() if c.spec.topic == topic]
             if topic == split_topic and not on_topic:
-                handlers[topic] = _MarkerTopic(path, topic, msgtype, typestore)
+                handlers[topic] = _MarkerTopic(topic, msgtype, typestore)
             elif topic in TF_TOPICS:
-                handlers[topic] = _TransformTopic(path, topic, typestore, transforms)
+                handlers[topic] = _TransformTopic(topic, typestore, transforms)
             elif msgtype == JOINT_STATE:
-                handlers[topic] = _JointStateTopic(path, topic, typestore, on_topic)
+                handlers[topic] = _JointStateTopic(topic, typestore, on_topic)
             else:
-                handlers[topic] = _MessageTopic(path, topic, msgtype, typestore, on_topic)
+                handlers[topic] = _MessageTopic(topic, msgtype, typestore, on_topic)
         _read_messages(reader, path, handlers)
     finally:
         reader.close()
+    for handler in handlers.values():
+        if isinstance(handler, _ContractTopic) and handler.accepted == 0:
+            keys = [collector.spec.key for collector in handler.collectors]
+            raise _unusable_topic(path, handler.topic, keys, handler.count, handler.dropped)
     markers = handlers.get(split_topic)
     return BagContents(
         path=path,
@@ -283,6 +359,7 @@ def read_bag(path: Path, contract: Contract, typestore: Typestore, split_topic: 
         transforms=transforms,
         markers=np.array(getattr(markers, "times", []), dtype=np.int64),
         message_counts={topic: handler.count for topic, handler in handlers.items()},
+        dropped={topic: handler.dropped for topic, handler in handlers.items()},
     )
 
 
@@ -301,8 +378,6 @@ def _read_messages(reader: Reader, path: Path, handlers: dict[str, _Topic]) -> N
             for handler in handlers.values():
                 current = handler.topic
                 handler.finish()
-        except BagError:
-            raise
         except Exception as error:  # storage errors surface mid-iteration in a truncated/corrupted bag
             raise BagError(
                 f"{path}: reading failed at topic {current}, corrupted or truncated bag? ({type(error).__name__}: {error})"
@@ -322,29 +397,25 @@ class JointStateBatch:
     fields: dict[str, np.ndarray]  # position / velocity / effort -> (n, length)
 
 
-def decode_joint_states(raws: list[bytes], typestore: Typestore, error) -> list[JointStateBatch]:
+def decode_joint_states(raws: list[bytes], typestore: Typestore) -> list[JointStateBatch]:
     """Decode many sensor_msgs/JointState CDR messages at once.
 
     A vectorized walk over the CDR layout finds each message's joint-name block and float arrays;
     messages with identical name blocks and lengths form a batch whose floats are gathered with one
     numpy index. The first message of every batch is also decoded by the typestore and the batch is
-    used only if both decodings agree bit for bit; otherwise, and for big-endian or malformed
-    messages, each message is decoded by the typestore. `error(row, what)` builds the exception
-    for an undecodable message.
+    used only if both decodings agree bit for bit. Big-endian or malformed messages, and batches
+    that disagree, are left out: the caller decodes those one by one.
     """
     walk = _CdrWalk(raws)
-    batches, fallback = [], np.flatnonzero(~walk.ok).tolist()
+    batches = []
     for rows in walk.layout_groups(raws):
         try:
             batch = walk.batch(rows)
-            trusted = _agrees(batch, typestore.deserialize_cdr(raws[rows[0]], JOINT_STATE))
-        except Exception:  # undecodable names or bytes: the one-by-one path reports the error
-            trusted = False
-        if trusted:
-            batches.append(batch)
-        else:
-            fallback.extend(rows.tolist())
-    return batches + _decode_one_by_one(raws, sorted(fallback), typestore, error)
+            if _agrees(batch, typestore.deserialize_cdr(raws[rows[0]], JOINT_STATE)):
+                batches.append(batch)
+        except Exception:  # undecodable names or bytes: left to the one-by-one path, which reports them
+            continue
+    return batches
 
 
 def _agrees(batch: JointStateBatch, message: Any) -> bool:
@@ -353,27 +424,6 @@ def _agrees(batch: JointStateBatch, message: Any) -> bool:
         for name in _JOINT_FIELDS
     )
     return same_floats and batch.names == tuple(message.name) and batch.header_stamps[0] == stamp_ns(message.header.stamp)
-
-
-def _decode_one_by_one(raws: list[bytes], rows: list[int], typestore: Typestore, error) -> list[JointStateBatch]:
-    batches: dict[tuple, list] = {}
-    for row in rows:
-        try:
-            message = typestore.deserialize_cdr(raws[row], JOINT_STATE)
-        except Exception as exception:  # rosbags raises assorted errors on bad CDR bytes
-            raise error(row, f"cannot be decoded as {JOINT_STATE} ({type(exception).__name__}: {exception})")
-        arrays = [np.asarray(getattr(message, name), dtype=np.float64) for name in _JOINT_FIELDS]
-        key = (tuple(message.name), *(len(a) for a in arrays))
-        batches.setdefault(key, []).append((row, stamp_ns(message.header.stamp), arrays))
-    return [
-        JointStateBatch(
-            rows=np.array([row for row, _, _ in members]),
-            names=key[0],
-            header_stamps=np.array([stamp for _, stamp, _ in members], dtype=np.int64),
-            fields={name: np.stack([arrays[i] for _, _, arrays in members]) for i, name in enumerate(_JOINT_FIELDS)},
-        )
-        for key, members in batches.items()
-    ]
 
 
 class _CdrWalk:
