@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
@@ -24,6 +24,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from mvp_ros.cli import main as mvp_main
+from mvp_ros.ros.diagnostics import values_of
 from mvp_ros.ros.policy_node import PARAMETERS
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
@@ -59,7 +60,7 @@ CONTRACT = {
         "names": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"],
         "limits": {"lower": [-LIMIT] * 7, "upper": [LIMIT] * 7},
         "max_delta": [MAX_DELTA] * 7,
-        "safe_action": {"rule": "hold", "zero": ["dx", "dy", "dz", "droll", "dpitch", "dyaw"]},
+        "safe_action": {"rule": "hold", "zero": ["dx", "dy", "dz", "droll", "dpitch", "dyaw"], "initial": {"gripper": 0.0}},
     },
 }
 
@@ -143,7 +144,7 @@ def env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("policy_node")
-    checkpoint = write_tiny_checkpoint(directory / "tiny", OBS_SHAPES, action_range=1.0)
+    checkpoint = write_tiny_checkpoint(directory / "tiny", OBS_SHAPES, action_range=1.0, contract=CONTRACT)
     contract = write_yaml(directory / "contract.yaml", CONTRACT)
     params = write_yaml(directory / "params.yaml", {"mvp_policy": {"ros__parameters": {
         "checkpoint": str(checkpoint), "contract": str(contract), "device": "cpu", "warmup_iterations": 3,
@@ -208,7 +209,11 @@ def node_thread_scheduling(node: NodeProcess) -> tuple[int, int]:
 
 
 def commands_since(peer: Peer, since: float) -> list[np.ndarray]:
-    return [np.array(msg.data) for msg in peer.messages("/policy/command", since)]
+    return commands_since_on(peer, "/policy/command", since)
+
+
+def commands_since_on(peer: Peer, topic: str, since: float) -> list[np.ndarray]:
+    return [np.array(msg.data) for msg in peer.messages(topic, since)]
 
 
 @pytest.mark.slow
@@ -340,6 +345,21 @@ def test_stale_observations_hold_the_safe_action_then_resume(peer, stream, node)
 
 
 @pytest.mark.slow
+def test_after_reset_then_stop_the_safe_action_is_published(peer, stream, node) -> None:
+    """A reset forgets the last command; the safe action is still there: zero motion, the contract's initial gripper."""
+    stream.running.set()
+    time.sleep(0.5)
+    stream.running.clear()
+    assert peer.call(Trigger, "/mvp_policy/reset").success
+    assert peer.call(Trigger, "/mvp_policy/stop").success
+    stopped = time.monotonic()
+    time.sleep(0.3)
+    np.testing.assert_array_equal(commands_since(peer, 0)[-1], [0.0] * 6 + [0.0])
+    assert commands_since(peer, stopped + 0.2) == []
+    assert peer.call(Trigger, "/mvp_policy/start").message == "active"
+
+
+@pytest.mark.slow
 def test_stop_publishes_the_safe_action_and_start_resumes(peer, stream, node) -> None:
     stream.running.set()
     time.sleep(0.5)
@@ -376,33 +396,80 @@ def test_shutdown_publishes_the_safe_action(peer, stream, node) -> None:
 
 
 @pytest.mark.slow
-def test_a_policy_producing_nan_never_reaches_the_command_topic(tmp_path, env, peer) -> None:
-    """Output as trajectory_msgs/JointTrajectory with a constant safe action; the policy compiled ahead of
-    time (execution aot), so the check covers the compiled library's output too."""
-    checkpoint = write_tiny_checkpoint(tmp_path / "nan", OBS_SHAPES, poison=True)
+def test_joint_trajectory_commands_from_a_policy_compiled_ahead_of_time(tmp_path, env, peer) -> None:
+    """Output as trajectory_msgs/JointTrajectory; the policy compiled ahead of time (execution aot)."""
     contract = CONTRACT | {"action": CONTRACT["action"] | {
         "type": "trajectory_msgs/msg/JointTrajectory", "topic": "/arm/joint_trajectory",
         "safe_action": {"rule": "constant", "value": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.25]}}}
     contract_path = write_yaml(tmp_path / "contract.yaml", contract)
+    checkpoint = write_tiny_checkpoint(tmp_path / "trajectory", OBS_SHAPES, action_range=1.0, contract=contract)
     peer.record(JointTrajectory, "/arm/joint_trajectory")
     stream = ObservationStream(peer)
-    stream.running.set()
     process = NodeProcess(["policy-node", "--checkpoint", str(checkpoint), "--contract", str(contract_path),
-                           "--ros-args", "-p", "device:=cpu", "-p", "warmup_iterations:=1", "-p", "execution:=aot"],
-                          env, tmp_path / "log")
+                           "--ros-args", "-r", "__node:=mvp_policy_trajectory", "-p", "device:=cpu",
+                           "-p", "warmup_iterations:=1", "-p", "execution:=aot"], env, tmp_path / "log")
     try:
-        trajectories = peer.wait_for_messages("/arm/joint_trajectory", 10, timeout_s=60)
-        values = peer.fresh_diagnostics(STATUS)
+        peer.wait_for(lambda: "active: ticking" in process.output() or not process.alive(), 120, "the node to activate")
+        stream.running.set()
+        trajectories = peer.wait_for_messages("/arm/joint_trajectory", 10, timeout_s=30)
     finally:
         stream.running.clear()
         assert process.stop() == 0, process.output()
     for msg in trajectories:
         assert list(msg.joint_names) == CONTRACT["action"]["names"]
-        assert list(msg.points[0].positions) == [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.25]
         assert msg.points[0].time_from_start.nanosec == 50_000_000
-    assert int(values["non_finite_chunks"]) >= 10 and values["commands"] == values["holds"]
-    assert "holding: the policy produced NaN or inf" in process.output()
+    check_commands([np.array(msg.points[0].positions) for msg in trajectories])
+    assert any(np.any(np.array(msg.points[0].positions)[MOTION] != 0.0) for msg in trajectories)  # the policy's, not only holds
     assert ", cpu, aot) with" in process.output()  # the configure line names the execution mode
+
+
+def test_a_checkpoint_producing_nan_is_refused_at_configure(tmp_path, capsys) -> None:
+    checkpoint = write_tiny_checkpoint(tmp_path / "nan", OBS_SHAPES, poison=True, contract=CONTRACT)
+    error = configure_error(tmp_path, capsys, checkpoint, CONTRACT)
+    assert f"mvp policy-node: error: {checkpoint} produces NaN or inf actions at warm-up" in error
+
+
+@pytest.mark.slow
+def test_with_the_simulation_clock_dead_the_watchdog_publishes_the_safe_action(tmp_path, env, files, peer) -> None:
+    """On sim time: /clock runs, then stops (the simulation died). The timer stops with it; the
+    watchdog, on the steady clock, publishes the safe action and /diagnostics say ERROR."""
+    from rosgraph_msgs.msg import Clock as ClockMsg
+
+    contract = write_yaml(tmp_path / "contract.yaml", CONTRACT | {"action": CONTRACT["action"] | {"topic": "/simclock/command"}})
+    peer.record(Float64MultiArray, "/simclock/command")
+    clock = peer.node.create_publisher(ClockMsg, "/clock", 10)
+    ticking = threading.Event()
+    ticking.set()
+
+    def run_clock() -> None:  # sim time = wall time, so the observation stream's stamps are current
+        while ticking.is_set():
+            clock.publish(ClockMsg(clock=peer.node.get_clock().now().to_msg()))
+            time.sleep(0.01)
+
+    stream = ObservationStream(peer)
+    stream.running.set()
+    threading.Thread(target=run_clock, daemon=True).start()
+    process = NodeProcess(["policy-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(contract),
+                           "--ros-args", "-r", "__node:=mvp_policy_simclock", "-p", "device:=cpu", "-p", "use_sim_time:=true",
+                           "-p", "warmup_iterations:=1", "-p", "watchdog_timeout_s:=0.3"], env, tmp_path / "log")
+    try:
+        peer.wait_for_messages("/simclock/command", 20, timeout_s=60)
+        ticking.clear()  # the simulation dies
+        died = time.monotonic()
+        time.sleep(2.0)
+        error = peer.wait_for(lambda: [status for msg in peer.messages("/diagnostics", died + 0.5) for status in msg.status
+                                       if status.name == "mvp_policy_simclock: control" and status.level == DiagnosticStatus.ERROR],
+                              5, "an ERROR status")[-1]
+    finally:
+        stream.running.clear()
+        ticking.clear()
+        assert process.stop() == 0, process.output()
+    after = commands_since_on(peer, "/simclock/command", died + 0.5)
+    assert 3 <= len(after) <= 12  # one safe action per 0.3 s deadline, no policy commands
+    for command in after:
+        assert np.all(command[MOTION] == 0.0)
+    assert "watchdog" in error.message
+    assert int(values_of(error)["watchdog"]) >= 3
 
 
 def without_realtime_rights() -> list[str]:
@@ -451,31 +518,45 @@ def without_key(key: str) -> dict:
     (CONTRACT | {"action": CONTRACT["action"] | {"names": ["a", "b"], "limits": {"lower": [-1, -1], "upper": [1, 1]},
                                                 "max_delta": [1, 1], "safe_action": {"rule": "hold"}}},
      "{ckpt} produces 7 action dims, contract"),
-    (without_key("robot0_eef_pos") | {"observations": without_key("robot0_eef_pos")["observations"] | {
-        "robot0_eef_pos": {"type": "tf", "parent_frame": "base", "child_frame": "tool", "field": "position"}}},
-     "observation(s) ['robot0_eef_pos'] are tf sources, which need the tf2_ros package; tf2_ros is not installed"),
 ])
 def test_configure_checks_the_checkpoint_against_the_contract(tmp_path, files, capsys, contract, message) -> None:
     error = configure_error(tmp_path, capsys, files["checkpoint"], contract)
     assert "mvp policy-node: error: " + message.format(ckpt=files["checkpoint"]) in error
 
 
+def test_configure_names_the_missing_tf2_ros(tmp_path, capsys) -> None:
+    contract = without_key("robot0_eef_pos") | {"observations": without_key("robot0_eef_pos")["observations"] | {
+        "robot0_eef_pos": {"type": "tf", "parent_frame": "base", "child_frame": "tool", "field": "position"}}}
+    checkpoint = write_tiny_checkpoint(tmp_path / "tf", OBS_SHAPES, contract=contract)
+    error = configure_error(tmp_path, capsys, checkpoint, contract)
+    assert "observation(s) ['robot0_eef_pos'] are tf sources, which need the tf2_ros package; tf2_ros is not installed" in error
+
+
 @pytest.mark.parametrize("stored, message", [
     (CONTRACT | {"observations": CONTRACT["observations"] | {"object": CONTRACT["observations"]["object"] | {"size": 9}}},
-     "observation 'object' has shape (9,) in the contract stored in {ckpt}, (10,) in contract"),
+     "observation 'object': size 9 in training, 10 deployed"),
     (CONTRACT | {"action": CONTRACT["action"] | {"names": ["x", "y", "z", "roll", "pitch", "yaw", "grip"],
                                                 "safe_action": {"rule": "hold"}}},
-     "action names differ: {ckpt} was trained with ['x', 'y', 'z', 'roll', 'pitch', 'yaw', 'grip'], contract"),
+     "action: names [x, y, z, roll, pitch, yaw, grip] in training, [dx, dy, dz, droll, dpitch, dyaw, gripper] deployed"),
 ])
 def test_configure_checks_the_contract_stored_in_the_checkpoint(tmp_path, capsys, stored, message) -> None:
     checkpoint = write_tiny_checkpoint(tmp_path / "trained_with_contract", OBS_SHAPES, contract=stored)
     error = configure_error(tmp_path, capsys, checkpoint, CONTRACT)
-    assert "mvp policy-node: error: " + message.format(ckpt=checkpoint) in error
+    assert f"mvp policy-node: error: contract {tmp_path / 'contract.yaml'} differs from the contract {checkpoint} was trained with" in error
+    assert message in error
 
 
-def test_configure_refuses_a_thread_priority_out_of_range(tmp_path, files, capsys) -> None:
-    error = configure_error(tmp_path, capsys, files["checkpoint"], CONTRACT, "-p", "thread_priority:=120")
-    assert "parameter thread_priority must be 0 (the normal scheduler) or a SCHED_FIFO priority 1-99, got 120" in error
+@pytest.mark.parametrize("setting, message", [
+    ("thread_priority:=120", "parameter 'thread_priority' must be an integer from 0 to 99; got 120"),
+    ("control_rate_hz:=fast", "parameter 'control_rate_hz' must be a finite double from 0 to 10000"),
+    ("torch_threads:=0", "parameter 'torch_threads' must be an integer from 1 to 1024; got 0"),
+    ("warmup_iterations:=-5", "parameter 'warmup_iterations' must be an integer from 0 to 100000; got -5"),
+    ("ensemble_decay:=.nan", "parameter 'ensemble_decay' must be a finite double from 0 to 100"),
+    ("execution:=fastest", "parameter 'execution' must be one of 'auto', 'eager', 'compile', 'aot', 'cuda_graph'"),
+])
+def test_parameters_are_validated_where_they_enter(tmp_path, files, capsys, setting, message) -> None:
+    error = configure_error(tmp_path, capsys, files["checkpoint"], CONTRACT, "-p", setting)
+    assert message in error and "Traceback" not in error
 
 
 def test_configure_names_a_missing_checkpoint(tmp_path, capsys) -> None:
@@ -484,5 +565,23 @@ def test_configure_names_a_missing_checkpoint(tmp_path, capsys) -> None:
 
 
 def test_every_parameter_has_a_description() -> None:
-    for name, (_, description) in PARAMETERS.items():
-        assert len(description) > 20, name
+    for name, spec in PARAMETERS.items():
+        assert len(spec.description) > 20, name
+
+
+def test_the_shipped_parameters_file_keeps_the_code_defaults() -> None:
+    """config/policy_node.yaml is where users read the defaults: each value there is the node's own
+    default (temporal ensembling included), except the paths it fills in."""
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "config" / "policy_node.yaml").read_text())
+    values = shipped["mvp_policy"]["ros__parameters"]
+    assert set(values) - {"use_sim_time"} <= set(PARAMETERS)
+    for name, value in values.items():
+        if name not in ("checkpoint", "contract", "use_sim_time"):
+            assert value == PARAMETERS[name].default, name
+    assert values["temporal_ensemble"] is True
+
+
+def test_the_execution_choices_are_the_policy_modes() -> None:
+    from mvp_ros.policy.execution import MODES
+
+    assert PARAMETERS["execution"].choices == ("auto", *MODES)

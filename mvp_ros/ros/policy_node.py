@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Duration as DurationMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.executors import Executor, SingleThreadedExecutor
@@ -51,6 +50,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from mvp_ros.data.contract import ActionSpec, Contract, TransformObservation, load_contract
 from mvp_ros.ros.diagnostics import diagnostic_array, status
 from mvp_ros.ros.node_main import add_ros_args_argument, console_main, overrides, ros_context
+from mvp_ros.ros.parameters import ParameterSpec, declare_parameters
 from mvp_ros.ros.policy_checks import ConfigurationError, check_policy_against_contract, import_tf2_ros
 from mvp_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
 from mvp_ros.ros.realtime import check_priority, raise_thread_priority, restore_scheduling, scheduling
@@ -64,34 +64,34 @@ COUNTED = ("ticks", "commands", "holds", "stale_ticks", "missed_ticks", "overrun
            "watchdog", "episodes")
 TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "checkpoint": ("", "policy checkpoint directory (model.safetensors + config.json)"),
-    "contract": ("", "observation contract YAML: topics, keys, action limits, safe action"),
-    "device": ("auto", "torch device for inference: auto (cuda when available), cpu or cuda"),
-    "control_rate_hz": (0.0, "control ticks per second on the node's clock; 0: the contract's rate"),
-    "execute_steps": (0, "actions executed from each chunk before re-planning; 0: the whole chunk (1 with temporal_ensemble)"),
-    "temporal_ensemble": (True, "average the overlapping predictions of successive chunks (ACT)"),
-    "ensemble_decay": (0.01, "temporal ensembling: weight exp(-decay * i), oldest prediction i = 0"),
-    "max_observation_age_s": (0.0, "cap on every key's age limit in seconds; 0: the contract's limits only"),
-    "execution": ("auto", "how inference runs: auto (a captured CUDA graph on a GPU, eager on a CPU), eager, compile (torch.compile at configure: seconds to minutes), aot (AOTInductor at configure, a CPU only: the least time per call), cuda_graph"),
-    "torch_threads": (1, "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small network on a busy CPU"),
-    "thread_priority": (0, "SCHED_FIFO real-time priority (1-99) of the thread that runs the ticks while active, as ros2_control's thread_priority; 0: the normal scheduler. Needs CAP_SYS_NICE or an rtprio limit; if refused, the node warns and ticks under the normal scheduler"),
-    "warmup_iterations": (10, "inference calls at configure, so the first real tick is not slow"),
-    "inference_timeout_s": (0.0, "a tick slower than this (observation ready -> command) publishes the safe action instead; 0: one control period"),
-    "watchdog_timeout_s": (0.0, "while active, publish the safe action whenever no command went out for this long on the steady clock (a starved executor, a dead simulation clock); 0: five control periods"),
-    "allow_checkpoint_without_contract": (False, "run a checkpoint that stores no data contract (older checkpoints), which cannot be checked against the node's contract; warns at every configure"),
-    "max_delta": (Parameter.Type.DOUBLE_ARRAY, "largest change of each action dim per tick; unset: the contract's max_delta"),
-    "autostart": (True, "configure and activate at start (no lifecycle manager needed)"),
-    "seed": (0, "seed of the policy's sampling noise, used at activation and by ~/reset"),
-    "reset_topic": ("", "std_msgs/Int64 topic announcing a new episode and its seed (e.g. /mvp_sim/episode_start); empty: none"),
+PARAMETERS: dict[str, ParameterSpec] = {
+    "checkpoint": ParameterSpec("", "policy checkpoint directory (model.safetensors + config.json)"),
+    "contract": ParameterSpec("", "observation contract YAML: topics, keys, action limits, safe action"),
+    "device": ParameterSpec("auto", "torch device for inference: auto (cuda when available), cpu or cuda", choices=("auto", "cpu", "cuda")),
+    "control_rate_hz": ParameterSpec(0.0, "control ticks per second on the node's clock; 0: the contract's rate (a different rate than the checkpoint was trained at is refused)", minimum=0.0, maximum=10_000.0),
+    "execute_steps": ParameterSpec(0, "actions executed from each chunk before re-planning; 0: the whole chunk (1 with temporal_ensemble)", minimum=0, maximum=10_000),
+    "temporal_ensemble": ParameterSpec(True, "average the overlapping predictions of successive chunks (ACT)"),
+    "ensemble_decay": ParameterSpec(0.01, "temporal ensembling: weight exp(-decay * i), oldest prediction i = 0", minimum=0.0, maximum=100.0),
+    "max_observation_age_s": ParameterSpec(0.0, "cap on every key's age limit in seconds; 0: the contract's limits only", minimum=0.0, maximum=3600.0),
+    "execution": ParameterSpec("auto", "how inference runs: auto (a captured CUDA graph on a GPU, eager on a CPU), eager, compile (torch.compile at configure: seconds to minutes), aot (AOTInductor at configure, a CPU only: the least time per call), cuda_graph",
+                   choices=("auto", "eager", "compile", "aot", "cuda_graph")),
+    "torch_threads": ParameterSpec(1, "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small network on a busy CPU", minimum=1, maximum=1024),
+    "thread_priority": ParameterSpec(0, "SCHED_FIFO real-time priority (1-99) of the thread that runs the ticks while active, as ros2_control's thread_priority; 0: the normal scheduler. Needs CAP_SYS_NICE or an rtprio limit; if refused, the node warns and ticks under the normal scheduler", minimum=0, maximum=99),
+    "warmup_iterations": ParameterSpec(10, "inference calls at configure (at least one, whose outputs must be finite), so the first real tick is not slow", minimum=0, maximum=100_000),
+    "inference_timeout_s": ParameterSpec(0.0, "a tick slower than this (observation ready -> command) publishes the safe action instead; 0: one control period", minimum=0.0, maximum=60.0),
+    "watchdog_timeout_s": ParameterSpec(0.0, "while active, publish the safe action whenever no command went out for this long on the steady clock (a starved executor, a dead simulation clock); 0: five control periods", minimum=0.0, maximum=60.0),
+    "allow_checkpoint_without_contract": ParameterSpec(False, "run a checkpoint that stores no data contract (older checkpoints), which cannot be checked against the node's contract; warns at every configure"),
+    "max_delta": ParameterSpec(Parameter.Type.DOUBLE_ARRAY, "largest change of each action dim per tick; unset: the contract's max_delta", minimum=1e-9, maximum=1e9),
+    "autostart": ParameterSpec(True, "configure and activate at start (no lifecycle manager needed)"),
+    "seed": ParameterSpec(0, "seed of the policy's sampling noise, used at activation and by ~/reset", minimum=0, maximum=2**63 - 1),
+    "reset_topic": ParameterSpec("", "std_msgs/Int64 topic announcing a new episode and its seed (e.g. /mvp_sim/episode_start); empty: none"),
 }
 
 
 class PolicyNode(LifecycleNode):
     def __init__(self, parameter_overrides: list[Parameter] | None = None) -> None:
         super().__init__(NODE_NAME, parameter_overrides=parameter_overrides or [])
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        declare_parameters(self, PARAMETERS)
         self.state_label = "unconfigured"
         self.configure_error = ""
         self.scheduling = scheduling()  # of the executor's thread, which runs the ticks
@@ -429,7 +429,7 @@ class PolicyNode(LifecycleNode):
             level, message = DiagnosticStatus.OK, "ticking"
         robot = self.contract.robot if self.contract else ""
         self._diagnostics.publish(
-            diagnostic_array(self.get_clock().now().to_msg(), status(f"{NODE_NAME}: control", level, message, robot, values))
+            diagnostic_array(self.get_clock().now().to_msg(), status(f"{self.get_name()}: control", level, message, robot, values))
         )
 
 
@@ -460,7 +460,7 @@ def control_executor() -> Executor:
 def run(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM; with autostart, a failed configure ends the command with status 2."""
     given = {"checkpoint": args.checkpoint, "contract": args.contract, "device": args.device}
-    with ros_context("mvp policy-node", args.ros_args) as stop:
+    with ros_context("mvp policy-node", args.ros_args, NODE_NAME) as stop:
         node = PolicyNode(overrides(given))
         executor = control_executor()
         executor.add_node(node)
