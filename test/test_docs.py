@@ -1,0 +1,24 @@
+"""The docs name tests as evidence for what they claim: every test they name exists."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def defined_tests() -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / "test").glob("test_*.py"):
+        names.update(re.findall(r"^def (test_\w+)", path.read_text(), flags=re.MULTILINE))
+    return names
+
+
+def test_every_test_the_safety_doc_names_exists() -> None:
+    named = set(re.findall(r"`(test_\w+)`", (ROOT / "docs" / "safety.md").read_text()))
+    assert len(named) >= 15
+    assert named - defined_tests() == set()
+
+
+def test_the_readme_points_to_the_safety_doc() -> None:
+    assert "[docs/safety.md](docs/safety.md)" in (ROOT / "README.md").read_text()
