@@ -260,9 +260,13 @@ def test_bad_messages_are_rejected_counted_and_logged(peer, stream, node) -> Non
         [(stream.joints, lambda: stream.joint_state(offset_s=5.0))],
     ]
     for messages in rounds:  # a second apart: the node logs each topic's rejects at most once a second
+        stream.running.clear()
+        time.sleep(0.1)  # more than a quarter period after the stream's last message: the node reads each bad one
         for publisher, make in messages:
             publisher.publish(make())
-        time.sleep(1.1)
+        time.sleep(0.1)
+        stream.running.set()
+        time.sleep(0.9)
     assert node.alive()
     after = peer.fresh_diagnostics(STATUS)
     expected = {

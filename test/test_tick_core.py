@@ -341,3 +341,34 @@ def test_ensemble_decay_must_be_finite() -> None:
     for decay in (math.nan, math.inf, -0.1):
         with pytest.raises(ValueError, match="ensemble_decay"):
             ChunkExecutor(4, temporal_ensemble=True, ensemble_decay=decay)
+
+
+# ---- observation floods ----------------------------------------------------------------------------
+
+def test_a_flood_is_read_at_most_once_per_quarter_period_and_the_tick_reads_the_newest() -> None:
+    rig = active(Rig(DELTA))
+    decoded: list[str] = []
+    rig.core.decode = lambda topic, msg: decoded.append(topic) or msg
+    rig.target = np.array([0.1, 0.1])
+    rig.tick()
+    decoded.clear()
+    for i in range(500):  # 10 kHz for 50 ms
+        rig.steady.advance(0.0001)
+        rig.core.observe("/target", Float64MultiArray(data=[0.0001 * i, 0.0]), rig.now_ns)
+    assert len(decoded) <= 4  # one read per 12.5 ms at most
+    assert rig.core.superseded["/target"] >= 495
+    rig.core.chunks.reset()  # a new chunk is due: the next tick infers
+    assert rig.tick(target=False) is not None
+    np.testing.assert_allclose(rig.policy.calls[-1], [0.0499, 0.0])  # the newest message, read at the tick
+
+
+def test_a_message_that_cannot_be_decoded_is_rejected_as_malformed() -> None:
+    rig = active(Rig(DELTA))
+
+    def decode(topic: str, data):
+        raise ValueError("truncated CDR")
+
+    rig.core.decode = decode
+    assert rig.core.observe("/target", b"\x00\x01", rig.now_ns) == "malformed"
+    assert rig.core.buffer.rejects["/target", "malformed"] == 1
+    assert "truncated CDR" in rig.core.buffer.last_reject["/target"]

@@ -42,6 +42,7 @@ from rclpy.duration import Duration
 from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.serialization import deserialize_message
 from rclpy.time import Time
 from std_msgs.msg import Float64MultiArray, Int64
 from std_srvs.srv import Trigger
@@ -195,7 +196,7 @@ class PolicyNode(LifecycleNode):
             max_age_s=self.get_parameter("max_observation_age_s").value,
             tick_timeout_s=timeout_s if timeout_s > 0 else self.period_ns / 1e9,
             watchdog_s=watchdog_s if watchdog_s > 0 else WATCHDOG_PERIODS * self.period_ns / 1e9,
-            publish=self._publish, steady=time.perf_counter, log=self._log,
+            publish=self._publish, steady=time.perf_counter, log=self._log, decode=self._decode,
         )
         specs = self.core.buffer.specs
         tf_keys = [key for key, spec in specs.items() if isinstance(spec, TransformObservation)]
@@ -264,10 +265,13 @@ class PolicyNode(LifecycleNode):
             # Created before the observation subscriptions: within one executor round the episode
             # start is handled before the first observations of the episode.
             self._runtime_entities.append(self.create_subscription(Int64, reset_topic, self._on_episode_start, RELIABLE_QOS))
+        self._message_classes = {}
         for topic, specs in self.core.buffer.topics.items():
-            message_class = import_message_class(specs[0].msgtype)
+            self._message_classes[topic] = import_message_class(specs[0].msgtype)
             callback = functools.partial(self._on_observation, topic)
-            self._runtime_entities.append(self.create_subscription(message_class, topic, callback, SENSOR_QOS))
+            # Serialized: the core decodes only the messages it reads, so a flood costs little
+            self._runtime_entities.append(self.create_subscription(self._message_classes[topic], topic, callback,
+                                                                   SENSOR_QOS, raw=True))
 
     def _destroy_runtime(self) -> None:
         for entity in self._runtime_entities:
@@ -372,6 +376,9 @@ class PolicyNode(LifecycleNode):
                 self._tf_lookup()
             self.core.timer(self._now_ns())
 
+    def _decode(self, topic: str, data: bytes) -> Any:
+        return deserialize_message(data, self._message_classes[topic])
+
     def _publish(self, command: np.ndarray) -> None:
         msg = self._command_msg
         values = array.array("d", command.astype(np.float64).tobytes())  # taken as is, no per-element checks
@@ -408,6 +415,8 @@ class PolicyNode(LifecycleNode):
         for key, age in buffer.ages_s(self._now_ns()).items():
             values[f"age_ms.{key}"] = "none" if age is None else age * 1e3
         values["rejected"] = sum(buffer.rejects.values())
+        for topic, count in sorted(core.superseded.items()):
+            values[f"superseded.{topic}"] = count
         for (topic, reason), count in sorted(buffer.rejects.items()):
             values[f"rejected.{topic}.{reason}"] = count
         for topic, what in sorted(buffer.last_reject.items()):

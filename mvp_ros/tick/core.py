@@ -20,6 +20,7 @@ A tick that waited longer is stale. The rules:
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -74,13 +75,19 @@ class TickCore:
     def __init__(self, policy: ActingPolicy, chunks: ChunkExecutor, buffer: ObservationBuffer, guard: CommandGuard,
                  *, period_ns: int, tick_timeout_s: float, watchdog_s: float,
                  publish: Callable[[np.ndarray], None], steady: Callable[[], float],
-                 log: Callable[[str, str], None]) -> None:
+                 log: Callable[[str, str], None], decode: Callable[[str, Any], Any] = lambda topic, msg: msg) -> None:
         """`publish(command)` sends one command; `log(level, text)` with level 'info', 'warn' or 'error'
-        (repeated lines are throttled here)."""
+        (repeated lines are throttled here); `decode(topic, data)` turns what `observe` is given into
+        a message (the node receives serialized messages)."""
         self.policy, self.chunks, self.buffer, self.guard = policy, chunks, buffer, guard
         self.period_ns, self.tick_timeout_s, self.watchdog_s = period_ns, tick_timeout_s, watchdog_s
         self._publish, self.steady, self._log = publish, steady, log
         self.throttle = Throttle(clock=steady)
+        self.decode = decode
+        self.coalesce_s = period_ns / 4e9
+        self._deferred: dict[str, tuple[Any, int, float]] = {}  # topic -> (data, receive ns, arrival s), unread
+        self._read_at_s: dict[str, float] = {}
+        self.superseded: Counter = Counter()  # topic -> messages replaced by a newer one before being read
         self._measuring_topics = {buffer.specs[key].topic for key in guard.keys}
         self.active = False
         self.totals: Counter = Counter()  # since start: ticks, commands, holds, ... (the diagnostics' counts)
@@ -113,6 +120,7 @@ class TickCore:
         self.policy.reset(seed)
         self.chunks.reset()
         self.buffer.clear()
+        self._deferred.clear()
         self.guard.reset()
         self._pending = None
         self.hold_reason, self._hold_began_ns = None, None
@@ -127,17 +135,44 @@ class TickCore:
 
     # ---- observations and ticks ---------------------------------------------------------------
 
-    def observe(self, topic: str, msg: Any, now_ns: int) -> str | None:
-        """One received message; the reason it was rejected, or None."""
+    def observe(self, topic: str, data: Any, now_ns: int) -> str | None:
+        """One received message (as `decode` takes it); the reason it was rejected, or None.
+
+        A message that follows the last one read on its topic by less than a quarter period, while
+        no tick waits, is kept unread: the next one replaces it (counted as superseded), and the
+        tick reads the latest. So a flood costs a store per message, not a decode, and a topic at a
+        normal rate has every message read and checked as it comes.
+        """
         self._give_up_if_late(now_ns)  # before the message replaces a sample: the stale keys are reported as they were
-        reason = self.buffer.accept(topic, msg, now_ns, now_ns, self.steady())
+        arrived_s = self.steady()
+        if self._deferred.pop(topic, None) is not None:
+            self.superseded[topic] += 1
+        if self._pending is None and arrived_s - self._read_at_s.get(topic, -math.inf) < self.coalesce_s:
+            self._deferred[topic] = (data, now_ns, arrived_s)
+            return None
+        reason = self._read(topic, data, now_ns, arrived_s)
+        self.try_tick(now_ns)
+        return reason
+
+    def _read(self, topic: str, data: Any, receive_ns: int, arrived_s: float) -> str | None:
+        self._read_at_s[topic] = arrived_s
+        try:
+            msg = self.decode(topic, data)
+        except Exception as error:  # noqa: BLE001 - whatever the bytes do to the decoder, the message is malformed
+            reason = self.buffer.reject(topic, "malformed", f"cannot decode the message: {error}")
+        else:
+            reason = self.buffer.accept(topic, msg, receive_ns, receive_ns, arrived_s)
         if reason is not None:
             self.log_throttled("warn", (topic, reason), f"rejected a message on {topic} ({reason}): {self.buffer.last_reject[topic]}")
             return reason
         if topic in self._measuring_topics:
             self.guard.measure({key: self.buffer.samples[key].value for key in self.guard.keys if key in self.buffer.samples})
-        self.try_tick(now_ns)
         return None
+
+    def _read_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, {}
+        for topic, (data, receive_ns, arrived_s) in deferred.items():
+            self._read(topic, data, receive_ns, arrived_s)
 
     def timer(self, now_ns: int) -> None:
         """The control timer fired: a new tick is due."""
@@ -150,6 +185,7 @@ class TickCore:
         if self._pending is not None:
             self._give_up_waiting(now_ns)
         self._pending = (now_ns, self.steady())
+        self._read_deferred()
         self.try_tick(now_ns)
 
     def try_tick(self, now_ns: int) -> None:
@@ -257,7 +293,8 @@ class TickCore:
 def build_tick_core(policy: ActingPolicy, horizon: int, contract: Contract, action: ActionSpec, *, period_ns: int,
                     execute: int | None, temporal_ensemble: bool, ensemble_decay: float, max_age_s: float,
                     tick_timeout_s: float, watchdog_s: float, publish: Callable[[np.ndarray], None],
-                    steady: Callable[[], float], log: Callable[[str, str], None]) -> TickCore:
+                    steady: Callable[[], float], log: Callable[[str, str], None],
+                    decode: Callable[[str, Any], Any] = lambda topic, msg: msg) -> TickCore:
     """A core for `policy` on `contract`, with `action` (the contract's, possibly with the node's
     max_delta). The buffer holds the policy's keys and the keys that measure position targets.
     ValueError if the action cannot be kept safe (CommandGuard.check)."""
@@ -267,4 +304,4 @@ def build_tick_core(policy: ActingPolicy, horizon: int, contract: Contract, acti
     buffer = ObservationBuffer({key: contract.observations[key] for key in keys}, period_ns, max_age_s)
     chunks = ChunkExecutor(horizon, execute=execute, temporal_ensemble=temporal_ensemble, ensemble_decay=ensemble_decay)
     return TickCore(policy, chunks, buffer, guard, period_ns=period_ns, tick_timeout_s=tick_timeout_s,
-                    watchdog_s=watchdog_s, publish=publish, steady=steady, log=log)
+                    watchdog_s=watchdog_s, publish=publish, steady=steady, log=log, decode=decode)

@@ -49,15 +49,15 @@ class ObservationBuffer:
         try:
             values = {spec.key: (spec.extract(msg), spec.stamp(msg, receive_ns)) for spec in self.topics[topic]}
         except NonFiniteError as error:
-            return self._reject(topic, "non_finite", str(error))
+            return self.reject(topic, "non_finite", str(error))
         except MessageError as error:
-            return self._reject(topic, "malformed", str(error))
+            return self.reject(topic, "malformed", str(error))
         for key, (_, stamp_ns) in values.items():
             held = self.samples.get(key)
             if held is not None and stamp_ns < held.stamp_ns:
-                return self._reject(topic, "out_of_order", f"{key}: stamp {stamp_ns} ns is before the held sample's {held.stamp_ns} ns")
+                return self.reject(topic, "out_of_order", f"{key}: stamp {stamp_ns} ns is before the held sample's {held.stamp_ns} ns")
             if stamp_ns > now_ns + self.period_ns:
-                return self._reject(topic, "future_stamp", f"{key}: stamp {stamp_ns} ns is ahead of the clock ({now_ns} ns)")
+                return self.reject(topic, "future_stamp", f"{key}: stamp {stamp_ns} ns is ahead of the clock ({now_ns} ns)")
         self.store(values, arrived_s)
         return None
 
@@ -92,7 +92,7 @@ class ObservationBuffer:
     def clear(self) -> None:
         self.samples.clear()
 
-    def _reject(self, topic: str, reason: str, what: str) -> str:
+    def reject(self, topic: str, reason: str, what: str) -> str:
         self.rejects[topic, reason] += 1
         self.last_reject[topic] = what
         return reason
