@@ -13,7 +13,7 @@ from mvp_ros.cli import main as mvp_main
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from ros_peer import REPO  # noqa: E402
-from tiny_policy import write_tiny_checkpoint  # noqa: E402
+from tiny_policy import PANDA_SIM_CONTRACT, write_tiny_checkpoint  # noqa: E402
 
 SHIPPED = REPO / "models" / "lift_lowdim"
 REQUIRED_KEYS = {"success_rate", "episodes", "tick_latency_ms_p50", "tick_latency_ms_p99", "missed_ticks"}
@@ -27,7 +27,7 @@ def run_demo(capsys, checkpoint: Path, out: Path, *extra: str) -> tuple[dict, st
 
 @pytest.mark.slow
 def test_demo_runs_seeded_episodes_over_ros_and_writes_the_summary(tmp_path, capsys) -> None:
-    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny", contract=PANDA_SIM_CONTRACT)
     summary, stdout = run_demo(capsys, checkpoint, tmp_path / "demo.json", "--episodes", "2", "--seed", "5",
                                "--max-steps", "8")
     assert REQUIRED_KEYS <= set(summary)

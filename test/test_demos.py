@@ -21,11 +21,14 @@ from mvp_ros.data.demos import (  # noqa: E402
     PLANNERS,
     DemoError,
     DemoStats,
+    demos_contract,
     episode_seed,
     run_expert,
     successful_demos,
 )
-from mvp_ros.data.robomimic import read_env_args, write_robomimic  # noqa: E402
+from mvp_ros.data.contract import Contract, load_contract  # noqa: E402
+from mvp_ros.data.robomimic import Episode, read_env_args, read_file_attrs, write_robomimic  # noqa: E402
+from mvp_ros.resources import package_file  # noqa: E402
 from mvp_ros.sim.envs import env_args_for, make_env  # noqa: E402
 
 LOW_DIM_SHAPES = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "robot0_joint_pos": 7}
@@ -69,6 +72,23 @@ def test_lift_file_layout(lift_demos):
             assert demo["actions"].shape == (steps, 7) and np.abs(demo["actions"][:]).max() <= 1.0
             assert demo["states"].shape == (steps, 32)
             assert demo.attrs["model_file"].startswith("<mujoco") and demo.attrs["strategy"] in ("top", "side")
+
+
+def test_the_file_carries_the_simulated_pandas_contract(lift_demos):
+    contract = read_file_attrs(lift_demos[0])["contract"]
+    assert contract == load_contract(package_file("config", "panda_sim_contract.yaml")).to_dict()
+
+
+def test_the_contract_fits_the_tasks_object_and_the_cameras_written():
+    steps = 2
+    episode = Episode(obs={"object": np.zeros((steps, 14)), "agentview_image": np.zeros((steps, 64, 48, 3), np.uint8)},
+                      actions=np.zeros((steps, 7)))
+    contract = Contract.from_dict(demos_contract(episode))
+    assert contract.observations["object"].shape == (14,)  # PickPlaceCan's object-state
+    camera = contract.observations["agentview_image"]
+    assert (camera.topic, camera.msgtype, camera.shape, camera.encoding) == (
+        "/agentview/image_raw", "sensor_msgs/msg/Image", (64, 48, 3), "rgb8")
+    assert "robot0_eye_in_hand_image" not in contract.observations
 
 
 def test_every_demo_ends_at_its_first_success(lift_demos):
@@ -166,6 +186,9 @@ def red_pixels(image: np.ndarray) -> np.ndarray:
 def test_image_demos_are_84x84_uint8_and_right_side_up(tmp_path):
     path = tmp_path / "lift_images.hdf5"
     run_demos("--task", "lift", "--episodes", "1", "--out", str(path), "--images")
+    contract = Contract.from_dict(read_file_attrs(path)["contract"])
+    assert set(contract.observations) == set(LOW_DIM_KEYS + IMAGE_KEYS)
+    assert all(contract.observations[key].shape == (84, 84, 3) for key in IMAGE_KEYS)
     env = make_env(read_env_args(path))
     try:
         with h5py.File(path, "r") as file:

@@ -23,7 +23,7 @@ from mvp_ros.ros import policy_node, sim_node
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from ros_peer import REPO, Peer, domain_environment  # noqa: E402
-from tiny_policy import write_tiny_checkpoint  # noqa: E402
+from tiny_policy import PANDA_SIM_CONTRACT, write_tiny_checkpoint  # noqa: E402
 
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 PARAMETER_FILES = {"mvp_policy": REPO / "config" / "policy_node.yaml", "mvp_sim": REPO / "config" / "sim_node.yaml"}
@@ -128,7 +128,8 @@ def test_launch_descriptions_run(tmp_path, monkeypatch, launch_file: str) -> Non
     env = domain_environment()
     for name in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "MUJOCO_GL"):
         monkeypatch.setenv(name, env[name])
-    arguments = {"checkpoint": str(write_tiny_checkpoint(tmp_path / "tiny")), "device": "cpu"}
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny", contract=PANDA_SIM_CONTRACT)
+    arguments = {"checkpoint": str(checkpoint), "device": "cpu"}
     service = LaunchService()
     service.include_launch_description(IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(REPO / "launch" / launch_file)), launch_arguments=arguments.items()))

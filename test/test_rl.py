@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 from mvp_ros.cli import main
-from mvp_ros.data.robomimic import Episode, RobomimicDataset, write_robomimic
+from mvp_ros.data.robomimic import Episode, RobomimicDataset, read_file_attrs, write_robomimic
 from mvp_ros.policy import CheckpointError, Policy, PolicyConfig, load_checkpoint
 from mvp_ros.policy.model import ChunkPolicyModel
 from mvp_ros.policy.normalizer import Normalization
@@ -358,3 +358,4 @@ def test_online_fine_tuning_in_robosuite_lift(tmp_path):
     assert Policy.load(out, device="cpu").act({"robot0_eef_pos": np.zeros(3), "robot0_gripper_qpos": np.zeros(2),
                                                "object": np.zeros(10)}).shape == (5, 7)
     assert load_critic(out).policy_config.horizon == 5
+    assert json.loads((out / "config.json").read_text())["contract"] == read_file_attrs(demos)["contract"]

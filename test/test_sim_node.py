@@ -30,7 +30,7 @@ from mvp_ros.sim.rollout import ChunkExecutor, run_episode
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from ros_peer import REPO, NodeProcess, Peer, domain_environment  # noqa: E402
-from tiny_policy import write_tiny_checkpoint  # noqa: E402
+from tiny_policy import PANDA_SIM_CONTRACT, write_tiny_checkpoint  # noqa: E402
 
 PANDA_CONTRACT = REPO / "config" / "panda_sim_contract.yaml"
 ARM = [f"robot0_joint{i}" for i in range(1, 8)]
@@ -60,8 +60,8 @@ def env():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("sim_node")
-    return {"directory": directory, "checkpoint": write_tiny_checkpoint(directory / "tiny"),
-            "image_contract": image_contract(directory / "contract.yaml")}
+    checkpoint = write_tiny_checkpoint(directory / "tiny", contract=PANDA_SIM_CONTRACT)
+    return {"directory": directory, "checkpoint": checkpoint, "image_contract": image_contract(directory / "contract.yaml")}
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,20 @@ import pytest
 import yaml
 
 from mvp_ros.cli import main
+from mvp_ros.data.contract import Contract, load_contract
 from mvp_ros.data.robomimic import Episode, write_robomimic
 from mvp_ros.policy import Policy
 from mvp_ros.policy.config import ConfigError
 from mvp_ros.policy.train import load_train_config
+from mvp_ros.resources import package_file
 
 SMALL_NET = {"hidden_dim": 64, "depth": 2}
+TOY_CONTRACT = {  # what `mvp bag2hdf5` stores as the file attr `contract` of the files it writes
+    "contract_version": 1, "robot": "toy", "control_rate_hz": 10,
+    "observations": {"position": {"type": "std_msgs/msg/Float64MultiArray", "topic": "/position", "size": 3}},
+    "action": {"type": "std_msgs/msg/Float64MultiArray", "topic": "/command", "names": ["a", "b"],
+               "limits": {"lower": [0, 0], "upper": [20, 20]}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +149,42 @@ def test_a_dataset_without_validation_demos_trains_without_validation(tmp_path):
     out = tmp_path / "run"
     assert train_cli(path, out, "--obs-keys", "position", "--steps", "3", "--batch-size", "4") == 0
     assert "valid_loss" not in read_log(out)[-1]
+
+
+def stored_contract(out):
+    return json.loads((out / "config.json").read_text())["contract"]
+
+
+def test_the_checkpoint_carries_the_contract_its_dataset_was_made_with(tmp_path, capsys):
+    episode = Episode(obs={"position": np.zeros((6, 3), np.float32)}, actions=np.ones((6, 2)))
+    path = write_robomimic(tmp_path / "converted.hdf5", [episode], valid_fraction=0.0, attrs={"contract": TOY_CONTRACT})
+    assert train_cli(path, tmp_path / "run", "--obs-keys", "position", "--steps", "2", "--batch-size", "4") == 0
+    assert stored_contract(tmp_path / "run") == Contract.from_dict(TOY_CONTRACT).to_dict()
+    assert "records no contract" not in capsys.readouterr().err
+
+
+def test_a_dataset_without_a_contract_gives_a_checkpoint_without_one(dataset, tmp_path, capsys):
+    assert train_cli(dataset, tmp_path / "run", "--obs-keys", "position", "--steps", "2", "--batch-size", "4") == 0
+    assert stored_contract(tmp_path / "run") is None
+    assert (f"mvp train: warning: {dataset} records no contract (file attr 'contract'), so the checkpoint carries none:"
+            " the policy node runs it only with the parameter allow_checkpoint_without_contract:=true"
+            in capsys.readouterr().err)
+
+
+def test_a_malformed_contract_in_the_dataset_is_named(tmp_path, capsys):
+    episode = Episode(obs={"position": np.zeros((6, 3), np.float32)}, actions=np.ones((6, 2)))
+    broken = TOY_CONTRACT | {"control_rate_hz": -10}
+    path = write_robomimic(tmp_path / "broken.hdf5", [episode], valid_fraction=0.0, attrs={"contract": broken})
+    assert train_cli(path, tmp_path / "run", "--obs-keys", "position", "--steps", "2", "--batch-size", "4") == 2
+    error = capsys.readouterr().err
+    assert f"{path} file attr 'contract': control_rate_hz: must be a positive number, got -10" in error
+
+
+@pytest.mark.slow
+def test_a_checkpoint_trained_on_mvp_demos_carries_the_simulated_pandas_contract(tmp_path):
+    demos = tmp_path / "lift.hdf5"
+    assert main(["demos", "--task", "lift", "--episodes", "1", "--out", str(demos)]) == 0
+    assert train_cli(demos, tmp_path / "run", "--obs-keys", "robot0_eef_pos,object", "--steps", "2",
+                     "--batch-size", "4") == 0
+    panda = load_contract(package_file("config", "panda_sim_contract.yaml"))
+    assert stored_contract(tmp_path / "run") == panda.to_dict()

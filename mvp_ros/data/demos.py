@@ -4,7 +4,9 @@ The experts drive a Panda with an OSC_POSE controller (20 Hz, 7-d delta actions 
 position, axis-angle rotation, gripper) through a per-episode plan of waypoints. Like people, they
 do not all do the same thing: each episode picks one of two strategies at random and adds noise to
 the waypoints, the speed and every action, so the data is multimodal. Only successful episodes are
-written, in Robomimic format, with the `env_args` that rebuild the environment; each demo's attrs
+written, in Robomimic format, with the `env_args` that rebuild the environment and, as the file
+attr `contract`, the simulated Panda's contract (config/panda_sim_contract.yaml, with the task's
+object size and the cameras written) that `mvp train` stores in the checkpoint; each demo's attrs
 hold its `model_file`, `seed` and `strategy`. Rewards are robosuite's sparse reward (1 at success),
 and an episode ends (done = 1) at its first success.
 
@@ -19,6 +21,7 @@ and an episode ends (done = 1) at its first success.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +31,9 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from mvp_ros.data.contract import Contract, load_contract
 from mvp_ros.data.robomimic import Episode, write_robomimic
+from mvp_ros.resources import package_file
 from mvp_ros.sim.envs import SimEnv, env_args_for, make_env
 
 LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos", "object")
@@ -264,6 +269,20 @@ def successful_demos(
                 yield attempt.episode
 
 
+def demos_contract(episode: Episode) -> dict:
+    """The simulated Panda's contract, fitted to the episodes of a run (like `episode`): the task's
+    `object` size, and each camera written as an rgb8 sensor_msgs/Image on /<camera>/image_raw."""
+    contract = load_contract(package_file("config", "panda_sim_contract.yaml")).to_dict()
+    observations = contract["observations"]
+    observations["object"]["size"] = episode.obs["object"].shape[1]
+    for key in IMAGE_KEYS:
+        if key in episode.obs:
+            height, width = episode.obs[key].shape[1:3]
+            observations[key] = {"type": "sensor_msgs/msg/Image", "topic": f"/{key.removesuffix('_image')}/image_raw",
+                                 "image": {"width": width, "height": height, "encoding": "rgb8"}}
+    return Contract.from_dict(contract, source="the mvp demos contract").to_dict()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=sorted(PLANNERS), help="robosuite task")
     parser.add_argument("--episodes", type=int, required=True, help="successful demonstrations to write")
@@ -298,13 +317,10 @@ def run(args: argparse.Namespace) -> int:
         "max_attempts": max_attempts,
     }
     try:
-        write_robomimic(
-            args.out,
-            successful_demos(env, args.task, args.episodes, args.seed, max_attempts, obs_keys, stats),
-            env_args,
-            seed=args.seed,
-            attrs=provenance,
-        )
+        demos = successful_demos(env, args.task, args.episodes, args.seed, max_attempts, obs_keys, stats)
+        first = next(demos)
+        provenance["contract"] = demos_contract(first)
+        write_robomimic(args.out, itertools.chain([first], demos), env_args, seed=args.seed, attrs=provenance)
     except DemoError as error:
         print(f"mvp demos: {error}; nothing written", file=sys.stderr)
         return 1

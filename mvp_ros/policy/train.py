@@ -6,6 +6,8 @@ flags; the merged settings are stored in the checkpoint so a run can be repeated
 The output directory holds the checkpoint (`model.safetensors` with the EMA weights +
 `config.json`), `train_log.csv`, `loss.png`, and `training_state.safetensors` +
 `training_state.json` (raw weights, optimizer moments, step, random states) for `--resume`.
+config.json carries the contract the dataset was made with (its file attr `contract`), which the
+policy node compares with the contract it is deployed with.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import copy
 import csv
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ..data.robomimic import RobomimicDataset, open_hdf5
+from ..data.contract import Contract
+from ..data.robomimic import RobomimicDataset, open_hdf5, read_file_attrs
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
 from .config import HEADS, ConfigError, PolicyConfig
 from .model import ChunkPolicyModel
@@ -125,6 +129,18 @@ def load_datasets(config: TrainConfig) -> tuple[RobomimicDataset, RobomimicDatas
     train_set = RobomimicDataset(config.dataset, filter_key="train" if "train" in masks else None, **options)
     valid_set = RobomimicDataset(config.dataset, filter_key="valid", **options) if "valid" in masks else None
     return train_set, valid_set
+
+
+def dataset_contract(dataset: str) -> dict | None:
+    """The contract the dataset was made with (file attr `contract`, written by `mvp bag2hdf5` and
+    `mvp demos`), validated, for the checkpoint to carry; None, with a warning, if it has none."""
+    stored = read_file_attrs(dataset).get("contract")
+    if stored is None:
+        print(f"mvp train: warning: {dataset} records no contract (file attr 'contract'), so the checkpoint carries"
+              " none: the policy node runs it only with the parameter allow_checkpoint_without_contract:=true",
+              file=sys.stderr)
+        return None
+    return Contract.from_dict(stored, source=f"{dataset} file attr 'contract'").to_dict()
 
 
 def build_model(config: TrainConfig, dataset: RobomimicDataset) -> tuple[ChunkPolicyModel, Normalization]:
@@ -252,6 +268,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> P
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     train_set, valid_set = load_datasets(config)
+    contract = dataset_contract(config.dataset)
     model, normalization = build_model(config, train_set)
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -270,7 +287,8 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> P
         training = {"settings": dataclasses.asdict(config), "step": step, "dataset_demos": len(train_set.demo_names),
                     "dataset_windows": len(train_set), "valid_demos": len(valid_set.demo_names) if valid_set else 0,
                     "metrics": metrics, "device": str(device), "ema_decay": config.ema_decay}
-        path = save_checkpoint(out, ema, normalization, env_args=train_set.env_args, training=training)
+        path = save_checkpoint(out, ema, normalization, env_args=train_set.env_args, contract=contract,
+                               training=training)
         plot_losses(out / LOG_FILE, out / PLOT_FILE)
         return path
 

@@ -33,8 +33,9 @@ from ..policy.config import ConfigError
 from ..policy.model import ChunkPolicyModel
 from ..policy.normalizer import Normalization
 from ..policy.policy import resolve_device
-from ..policy.train import (LOG_FILE, PLOT_FILE, TrainConfig, build_model, check_resumable, load_datasets,
-                            plot_losses, restore_training_state, save_training_state, update_ema, validation_loss)
+from ..policy.train import (LOG_FILE, PLOT_FILE, TrainConfig, build_model, check_resumable, dataset_contract,
+                            load_datasets, plot_losses, restore_training_state, save_training_state, update_ema,
+                            validation_loss)
 from .config import RLConfig
 from .critic import ChunkCritic, best_of_n, polyak_update, save_critic
 from .replay import ChunkBatch, replay_from_dataset
@@ -116,6 +117,7 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
     if config.online_steps and not train_set.env_args:
         raise ConfigError(f"{config.dataset} has no env_args (data.attrs['env_args']): online fine-tuning "
                           "(--online-steps) cannot build its environment")
+    contract = dataset_contract(config.dataset)
     model, normalization = build_model(config, train_set)
     replay = replay_from_dataset(train_set, config.horizon, config.frame_stack, rl.reward_mode, rl.success_reward,
                                  extra_capacity=config.online_steps)
@@ -140,7 +142,8 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
                     "replay_episodes": replay.num_episodes, "online": dict(online), "metrics": metrics,
                     "device": str(device), "ema_decay": config.ema_decay}
         save_training_state(out, step, *learner.state(), rng, generator, extra={"updates": learner.updates})
-        save_checkpoint(out, learner.ema, normalization, env_args=train_set.env_args, training=training)
+        save_checkpoint(out, learner.ema, normalization, env_args=train_set.env_args, contract=contract,
+                        training=training)
         save_critic(out, learner.critic)
         plot_losses(out / LOG_FILE, out / PLOT_FILE)
         return out

@@ -5,17 +5,23 @@ import importlib
 from typing import Any
 
 from mvp_ros.data.contract import Contract
+from mvp_ros.data.contract_diff import compare_contracts
 
 
 class ConfigurationError(ValueError):
     """A checkpoint, contract or parameter that the node cannot run with."""
 
 
-def check_policy_against_contract(policy: Any, contract: Contract, contract_path: str) -> None:
-    """The checkpoint's observation keys and shapes, and its action size, must fit the contract.
+def check_policy_against_contract(policy: Any, contract: Contract, contract_path: str, *, control_rate_hz: float,
+                                  allow_without_contract: bool) -> list[str]:
+    """The checkpoint's observation keys and shapes, and its action size, must fit the contract; and the
+    contract stored in the checkpoint (that of its training data) must mean what the deployed one means.
 
-    The contract given to the node is the source of truth; a contract stored in the checkpoint (the
-    one it was trained with) must agree with it on the policy's keys, their shapes and the action names.
+    The contract given to the node is the source of truth for topics and timing. Every difference from
+    the stored contract that changes what the policy reads or commands (mvp_ros.data.contract_diff) is
+    refused, all of them in one error. Returns notes for the node to log: the differences that keep the
+    meaning, or, for a checkpoint without a contract run with `allow_without_contract`, that nothing
+    could be checked.
     """
     checkpoint = str(policy.info.directory) if policy.info else "the checkpoint"
     for key, shape in policy.config.obs_shapes.items():
@@ -36,26 +42,24 @@ def check_policy_against_contract(policy: Any, contract: Contract, contract_path
             f" {len(contract.action.names)} ({list(contract.action.names)})"
         )
     stored = policy.info.contract if policy.info else None
-    if stored:
-        _check_stored_contract(Contract.from_dict(stored, source=f"{checkpoint}/config.json contract"),
-                               contract, policy.config.obs_shapes, checkpoint, contract_path)
-
-
-def _check_stored_contract(trained: Contract, contract: Contract, keys: dict, checkpoint: str, contract_path: str) -> None:
-    for key in keys:
-        spec = trained.observations.get(key)
-        if spec is None:
-            raise ConfigurationError(f"observation {key!r} is missing from the contract stored in {checkpoint}")
-        if spec.shape != contract.observations[key].shape:
-            raise ConfigurationError(
-                f"observation {key!r} has shape {spec.shape} in the contract stored in {checkpoint},"
-                f" {contract.observations[key].shape} in contract {contract_path}"
-            )
-    if trained.action.names != contract.action.names:
+    if not stored:
+        if allow_without_contract:
+            return [f"{checkpoint} carries no contract, so contract {contract_path} could not be checked against"
+                    " the data it was trained on (allow_checkpoint_without_contract is true)"]
         raise ConfigurationError(
-            f"action names differ: {checkpoint} was trained with {list(trained.action.names)},"
-            f" contract {contract_path} has {list(contract.action.names)}"
+            f"{checkpoint} carries no contract (its config.json has \"contract\": null), so contract {contract_path}"
+            " cannot be checked against the data it was trained on; set the node parameter"
+            " allow_checkpoint_without_contract:=true to run it anyway"
         )
+    trained = Contract.from_dict(stored, source=f"{checkpoint}/config.json contract")
+    diff = compare_contracts(trained, contract, policy.config.obs_shapes, control_rate_hz)
+    if diff.refused:
+        raise ConfigurationError(
+            f"contract {contract_path} differs from the contract {checkpoint} was trained with in ways that change"
+            " what the policy reads or commands:\n" + "\n".join(f"  {difference}" for difference in diff.refused)
+        )
+    return [f"contract {contract_path} differs from the contract {checkpoint} was trained with, keeping the meaning:"
+            f" {difference}" for difference in diff.allowed]
 
 
 def import_tf2_ros(keys: list[str]) -> Any:

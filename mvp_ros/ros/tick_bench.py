@@ -76,11 +76,11 @@ class NodeSettings:
     device: str = "cpu"
 
 
-def bench_contract(images: bool) -> dict:
-    """The simulated Panda's contract (JointState, PoseStamped, Float64MultiArray topics) at 100 Hz,
+def bench_contract(images: bool, rate_hz: float) -> dict:
+    """The simulated Panda's contract (JointState, PoseStamped, Float64MultiArray topics) at `rate_hz`,
     commanding a JointTrajectory, with two 84x84 rgb8 cameras when `images`."""
     contract = yaml.safe_load(PANDA_CONTRACT.read_text())
-    contract["robot"], contract["control_rate_hz"] = "mvp_bench", 100
+    contract["robot"], contract["control_rate_hz"] = "mvp_bench", rate_hz
     contract["action"]["type"] = "trajectory_msgs/msg/JointTrajectory"
     if images:
         for key, topic in CAMERAS.items():
@@ -228,8 +228,10 @@ def percentiles(prefix: str, values_ms: list[float]) -> dict[str, float | None]:
     return {f"{prefix}p{q}_ms": round(float(np.percentile(values_ms, q)), 4) if values_ms else None for q in (50, 99)}
 
 
-def write_bench_policy(directory: Path, images: bool, width: int, depth: int) -> tuple[Path, Path]:
-    """An untrained MVP checkpoint of the bench backbone for the simulated Panda's keys, and its contract."""
+def write_bench_policy(directory: Path, images: bool, width: int, depth: int,
+                       rate_hz: float = 100.0) -> tuple[Path, Path]:
+    """An untrained MVP checkpoint of the bench backbone for the simulated Panda's keys, and its contract
+    at `rate_hz`, which the checkpoint carries as the contract of its training data."""
     import torch
 
     from mvp_ros.policy.checkpoint import save_checkpoint
@@ -237,7 +239,7 @@ def write_bench_policy(directory: Path, images: bool, width: int, depth: int) ->
     from mvp_ros.policy.model import ChunkPolicyModel
     from mvp_ros.policy.normalizer import Normalization
 
-    contract_dict = bench_contract(images)
+    contract_dict = bench_contract(images, rate_hz)
     contract_path = directory / f"contract_{'image' if images else 'lowdim'}.yaml"
     contract_path.write_text(yaml.safe_dump(contract_dict, sort_keys=False))
     contract = load_contract(contract_path)
@@ -250,7 +252,7 @@ def write_bench_policy(directory: Path, images: bool, width: int, depth: int) ->
                                   {key: [0.0] * size for key, size in lowdim.items()},
                                   {key: [1.0] * size for key, size in lowdim.items()})
     checkpoint = save_checkpoint(directory / f"policy_{'image' if images else 'lowdim'}",
-                                 ChunkPolicyModel(config, normalization), normalization)
+                                 ChunkPolicyModel(config, normalization), normalization, contract=contract.to_dict())
     return checkpoint, contract_path
 
 
@@ -260,6 +262,6 @@ def ros_tick(setups: list[TickSetup], width: int, depth: int, node: NodeSettings
     work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mvp_tick_bench_"))
     results = []
     for setup in setups:
-        checkpoint, contract = write_bench_policy(work_dir, setup.obs == "image", width, depth)
+        checkpoint, contract = write_bench_policy(work_dir, setup.obs == "image", width, depth, setup.rate_hz)
         results.append(measure(setup, checkpoint, contract, node, work_dir))
     return results

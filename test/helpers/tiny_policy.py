@@ -3,7 +3,9 @@ package's own checkpoint code, loadable by `Policy.load`, in milliseconds instea
 
 Their actions are whatever a randomly initialised MVP network makes of the observation: enough to
 show that commands flow, that limits and holds apply, and that the ROS loop computes exactly what
-the offline loop computes.
+the offline loop computes. A node refuses a checkpoint whose stored contract differs in meaning from
+the one it is given (or that stores none): pass the contract the node will run with, e.g.
+PANDA_SIM_CONTRACT for config/panda_sim_contract.yaml.
 """
 from __future__ import annotations
 
@@ -11,15 +13,18 @@ from pathlib import Path
 
 import torch
 
+from mvp_ros.data.contract import load_contract
 from mvp_ros.policy.checkpoint import save_checkpoint
 from mvp_ros.policy.config import PolicyConfig
 from mvp_ros.policy.model import ChunkPolicyModel
 from mvp_ros.policy.normalizer import Normalization
+from mvp_ros.resources import package_file
 from mvp_ros.sim.envs import env_args_for
 
 LIFT_LOWDIM_SHAPES = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,), "object": (10,)}
 HORIZON = 5
 ACTION_DIM = 7
+PANDA_SIM_CONTRACT = load_contract(package_file("config", "panda_sim_contract.yaml")).to_dict()
 
 
 def write_tiny_checkpoint(
@@ -36,8 +41,8 @@ def write_tiny_checkpoint(
     seed: int = 0,
 ) -> Path:
     """An MVP checkpoint (2x64 unless told) with Lift env_args. Actions are scaled to +- action_range;
-    `poison` sets every weight to NaN, so every chunk it produces is NaN; `contract` is stored as the
-    contract it was trained with."""
+    `poison` sets every weight to NaN, so every chunk it produces is NaN; `contract` (a contract
+    mapping, as a contract YAML holds it) is stored as the contract of its training data."""
     torch.manual_seed(seed)
     config = PolicyConfig(head="mvp", action_dim=action_dim, horizon=horizon, obs_shapes=obs_shapes,
                           hidden_dim=hidden_dim, depth=depth, image_feature_dim=16 if hidden_dim < 512 else 64)
