@@ -6,6 +6,8 @@ import ast
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -354,4 +356,96 @@ def test_image_encoder_widths_round_trip_and_older_checkpoints_keep_their_encode
 
 def test_image_encoder_widths_must_suit_group_norm(checkpoint):
     edit_config(checkpoint, lambda document: document["policy"].update(image_encoder_widths=[16, 20]))
-    expect_error(checkpoint, "image_encoder_widths: needs one or more multiples of 8", "[16, 20]")
+    expect_error(checkpoint, "image_encoder_widths: needs one to 8 multiples of 8", "[16, 20]")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("depth", 1_000_000, "depth: must be an integer from 1 to 64, got 1000000"),
+    ("hidden_dim", 10_000_000, "hidden_dim: must be an integer from 1 to 16384, got 10000000"),
+    ("horizon", 10**9, "horizon: must be an integer from 1 to 1024"),
+    ("action_dim", 100_000, "action_dim: must be an integer from 1 to 256"),
+    ("frame_stack", 0, "frame_stack: must be an integer from 1 to 64, got 0"),
+    ("image_feature_dim", 10**8, "image_feature_dim: must be an integer from 1 to 4096"),
+    ("time_embed_dim", 10**8, "time_embed_dim: must be an integer from 4 to 1024"),
+    ("mvp_steps", 10**9, "mvp_steps: must be an integer from 1 to 1000"),
+    ("diffusion_train_steps", 10**9, "diffusion_train_steps: must be an integer from 1 to 10000"),
+    ("depth", 4.5, "depth: must be an integer from 1 to 64, got 4.5"),
+    ("depth", True, "depth: must be an integer from 1 to 64, got True"),
+    ("hidden_dim", "512", "hidden_dim: must be an integer from 1 to 16384, got '512'"),
+    ("obs_shapes", {"joints": [10**9]}, "obs_shapes['joints']: [1000000000] is outside (1 to 100000)"),
+    ("obs_shapes", {"joints": [3], "camera": [100_000, 100_000, 3]},
+     "obs_shapes['camera']: [100000, 100000, 3] is outside (1 to 4096, 1 to 4096, 1 to 4)"),
+    ("obs_shapes", {f"key{i}": [1] for i in range(65)}, "obs_shapes: 65 observation keys, more than 64"),
+    ("obs_shapes", {"joints": [3.5]}, "obs_shapes['joints']: [3.5] is neither a vector (D,) nor an image (H, W, C)"),
+    ("image_encoder_widths", [8, 1_000_000], "image_encoder_widths: needs one to 8 multiples of 8 (GroupNorm of 8 groups) up to 2048"),
+    ("image_encoder_widths", [8] * 100, "image_encoder_widths: needs one to 8 multiples of 8"),
+    ("ivc_weight", float("nan"), "ivc_weight: must be a finite number, got nan"),
+    ("time_logit_mean", float("inf"), "time_logit_mean: must be a finite number, got inf"),
+    ("time_logit_std", 0.0, "time_logit_std: must be > 0, got 0.0"),
+    ("adaptive_weight_eps", -1e-3, "adaptive_weight_eps: must be > 0, got -0.001"),
+], ids=lambda value: str(value)[:24])
+def test_every_size_and_number_of_the_policy_config_is_bounded(checkpoint, field, value, message):
+    """Refused when config.json is read, before any weights or model (loading them is checked in a
+    memory-limited process below: some of these would take gigabytes)."""
+    edit_config(checkpoint, lambda document: document["policy"].update({field: value}))
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint_info(checkpoint)
+    assert str(error.value).startswith(f"{checkpoint / 'config.json'}: invalid policy or normalization entry: {message}")
+
+
+def test_ddim_cannot_take_more_steps_than_the_diffusion_was_trained_with(checkpoint):
+    edit_config(checkpoint, lambda document: document["policy"].update(
+        head="diffusion", diffusion_sampler="ddim", diffusion_train_steps=20, ddim_steps=50))
+    expect_error(checkpoint, "ddim_steps: 50 is more than diffusion_train_steps (20)")
+
+
+LOAD_UNDER_A_MEMORY_LIMIT = """
+import json, resource, sys, time
+import torch
+from mvp_ros.policy.checkpoint import load_checkpoint
+torch.set_num_threads(1)
+headroom = int(sys.argv[1])
+virtual = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (virtual + headroom, resource.RLIM_INFINITY))
+for directory in sys.argv[2:]:
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    try:
+        load_checkpoint(directory)
+        outcome = "loaded"
+    except Exception as error:
+        outcome = f"{type(error).__name__}: {error}"
+    print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - started,
+                      "peak_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024}))
+"""
+
+
+def test_a_config_that_asks_for_more_memory_than_its_weights_hold_is_refused_without_allocating(checkpoint, tmp_path):
+    """Each load runs in a process allowed 1 GB more address space than it had after its imports:
+    building what these configs describe (a 1.7 GB first layer, a million layers, and within every
+    bound 1 GB or 69 GB of weights) would fail there with an allocator error naming no field, or
+    take minutes."""
+    edits = {"hidden_dim_10M": {"hidden_dim": 10_000_000}, "depth_1M": {"depth": 1_000_000},
+             "widest_within_bounds": {"hidden_dim": 16384}, "largest_within_bounds": {"hidden_dim": 16384, "depth": 64}}
+    directories = [checkpoint]
+    for name, edit in edits.items():
+        directory = Path(shutil.copytree(checkpoint, tmp_path / name))
+        edit_config(directory, lambda document: document["policy"].update(edit))
+        directories.append(directory)
+    child = subprocess.run([sys.executable, "-c", LOAD_UNDER_A_MEMORY_LIMIT, str(2**30), *map(str, directories)],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+    valid, wide, deep, widest, largest = [json.loads(line) for line in child.stdout.splitlines()]
+    assert valid["outcome"] == "loaded"  # the limit leaves room for a real checkpoint
+    config_json, weights = tmp_path / "{}" / "config.json", tmp_path / "{}" / "model.safetensors"
+    assert wide["outcome"] == (f"CheckpointError: {str(config_json).format('hidden_dim_10M')}: invalid policy or"
+                               " normalization entry: hidden_dim: must be an integer from 1 to 16384, got 10000000")
+    assert deep["outcome"] == (f"CheckpointError: {str(config_json).format('depth_1M')}: invalid policy or"
+                               " normalization entry: depth: must be an integer from 1 to 64, got 1000000")
+    assert widest["outcome"] == (f"CheckpointError: {str(weights).format('widest_within_bounds')}: tensor"
+                                 " 'backbone.net.0.weight' has shape (32, 43), the architecture in config.json needs (16384, 43)")
+    assert largest["outcome"].startswith(
+        f"CheckpointError: {str(weights).format('largest_within_bounds')} does not fit the architecture in config.json:"
+        " missing tensors ['backbone.net.10.bias', ")
+    for refused in (wide, deep, widest, largest):
+        assert refused["seconds"] < 2.0 and refused["peak_growth_mb"] < 50, refused

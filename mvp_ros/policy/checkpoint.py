@@ -7,6 +7,7 @@ Loading never executes code from the checkpoint (no pickle).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
@@ -152,21 +153,44 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     if _sha256(weights) != info.weights_sha256:
         raise CheckpointError(f"{weights} does not match the SHA-256 recorded in {CONFIG_FILE}: "
                               "the file is corrupted, truncated or from another checkpoint")
+    # Shapes first, from the safetensors header and a model without storage, so weights that do
+    # not fit config.json are refused before either is allocated.
+    _check_shapes(weights, _stored_shapes(weights), _architecture_shapes(info))
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{weights} cannot be read as safetensors: {error}") from None
-
     model = ChunkPolicyModel(info.config, info.normalization)
-    expected_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    missing = sorted(set(expected_shapes) - set(state))
-    unexpected = sorted(set(state) - set(expected_shapes))
+    model.load_state_dict(state)
+    return model.to(device).eval(), info
+
+
+def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape from the file's header; no tensor is read."""
+    try:
+        with safe_open(str(weights), framework="pt") as stored:
+            return {name: tuple(stored.get_slice(name).get_shape()) for name in stored.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights} cannot be read as safetensors: {error}") from None
+
+
+def _architecture_shapes(info: CheckpointInfo) -> dict[str, tuple[int, ...]]:
+    """The weights' shapes that config.json's architecture needs, from a model on the meta device
+    (shapes without storage). The sampler changes no weight; DDPM's is taken because DDIM's step
+    list is computed from a tensor, which the meta device cannot give back."""
+    config = dataclasses.replace(info.config, diffusion_sampler="ddpm")
+    with torch.device("meta"):
+        model = ChunkPolicyModel(config, info.normalization)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def _check_shapes(weights: Path, stored: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{weights} does not fit the architecture in {CONFIG_FILE}: "
                               f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}")
-    for name, shape in expected_shapes.items():
-        if tuple(state[name].shape) != shape:
-            raise CheckpointError(f"{weights}: tensor {name!r} has shape {tuple(state[name].shape)}, "
+    for name, shape in expected.items():
+        if stored[name] != shape:
+            raise CheckpointError(f"{weights}: tensor {name!r} has shape {stored[name]}, "
                                   f"the architecture in {CONFIG_FILE} needs {shape}")
-    model.load_state_dict(state)
-    return model.to(device).eval(), info

@@ -2,14 +2,49 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 
 HEADS = ("mvp", "flow", "diffusion", "mlp")
 LEGACY_IMAGE_ENCODER_WIDTHS = (32, 64, 128)
+# The sizes a config may ask for: far above any policy a robot computer runs, but finite, so a
+# corrupted or hostile config.json is refused before anything is built from it. (name: (min, max))
+SIZE_LIMITS: dict[str, tuple[int, int]] = {
+    "action_dim": (1, 256),
+    "horizon": (1, 1024),
+    "frame_stack": (1, 64),
+    "hidden_dim": (1, 16384),
+    "depth": (1, 64),
+    "time_embed_dim": (4, 1024),
+    "image_feature_dim": (1, 4096),
+    "mvp_steps": (1, 1000),
+    "flow_steps": (1, 1000),
+    "diffusion_train_steps": (1, 10000),
+    "ddim_steps": (1, 10000),
+}
+MAX_OBSERVATION_KEYS = 64
+MAX_VECTOR_SIZE = 100_000
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_CHANNELS = 4
+MAX_ENCODER_STAGES = 8
+MAX_ENCODER_WIDTH = 2048
+REAL_FIELDS = ("ivc_weight", "equal_time_fraction", "time_logit_mean", "time_logit_std", "adaptive_weight_power",
+               "adaptive_weight_eps")
 
 
 class ConfigError(ValueError):
     """A policy or training configuration that cannot work, with the field that is wrong."""
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _checked_integer(name: str, value, low: int, high: int) -> int:
+    if not _is_integer(value) or not low <= value <= high:
+        raise ConfigError(f"{name}: must be an integer from {low} to {high}, got {value!r}")
+    return int(value)
 
 
 def is_image_shape(shape: tuple[int, ...] | list[int]) -> bool:
@@ -47,30 +82,51 @@ class PolicyConfig:
     ddim_steps: int = 10
 
     def __post_init__(self) -> None:
-        self.obs_shapes = {key: tuple(int(n) for n in shape) for key, shape in self.obs_shapes.items()}
-        self.image_encoder_widths = tuple(int(n) for n in self.image_encoder_widths)
         if self.head not in HEADS:
             raise ConfigError(f"head: unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.diffusion_sampler not in ("ddpm", "ddim"):
             raise ConfigError(f"diffusion_sampler: {self.diffusion_sampler!r} is not 'ddpm' or 'ddim'")
-        for name in ("action_dim", "horizon", "frame_stack", "hidden_dim", "depth", "mvp_steps",
-                     "flow_steps", "diffusion_train_steps", "ddim_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.time_embed_dim < 4 or self.time_embed_dim % 2:
-            raise ConfigError(f"time_embed_dim: must be an even number >= 4, got {self.time_embed_dim}")
-        if not self.obs_shapes:
-            raise ConfigError("obs_shapes: a policy needs at least one observation key")
-        for key, shape in self.obs_shapes.items():
-            if len(shape) not in (1, 3):
-                raise ConfigError(f"obs_shapes[{key!r}]: {shape} is neither a vector (D,) nor an image (H, W, C)")
-        if not self.image_encoder_widths or any(width < 8 or width % 8 for width in self.image_encoder_widths):
-            raise ConfigError(f"image_encoder_widths: needs one or more multiples of 8 (GroupNorm of 8 groups), "
-                              f"got {list(self.image_encoder_widths)}")
+        for name, (low, high) in SIZE_LIMITS.items():
+            setattr(self, name, _checked_integer(name, getattr(self, name), low, high))
+        if self.time_embed_dim % 2:
+            raise ConfigError(f"time_embed_dim: must be even, got {self.time_embed_dim}")
+        if self.head == "diffusion" and self.diffusion_sampler == "ddim" and self.ddim_steps > self.diffusion_train_steps:
+            raise ConfigError(f"ddim_steps: {self.ddim_steps} is more than diffusion_train_steps ({self.diffusion_train_steps})")
+        self.obs_shapes = self._checked_obs_shapes()
+        widths = list(self.image_encoder_widths)
+        if not 1 <= len(widths) <= MAX_ENCODER_STAGES or any(
+                not _is_integer(width) or not 8 <= width <= MAX_ENCODER_WIDTH or width % 8 for width in widths):
+            raise ConfigError(f"image_encoder_widths: needs one to {MAX_ENCODER_STAGES} multiples of 8 (GroupNorm of 8"
+                              f" groups) up to {MAX_ENCODER_WIDTH}, got {widths}")
+        self.image_encoder_widths = tuple(int(width) for width in widths)
+        for name in REAL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"{name}: must be a finite number, got {value!r}")
         if not 0.0 <= self.equal_time_fraction <= 1.0:
             raise ConfigError(f"equal_time_fraction: {self.equal_time_fraction} is outside [0, 1]")
         if self.ivc_weight < 0:
             raise ConfigError(f"ivc_weight: must be >= 0, got {self.ivc_weight}")
+        for name in ("time_logit_std", "adaptive_weight_eps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+
+    def _checked_obs_shapes(self) -> dict[str, tuple[int, ...]]:
+        if not self.obs_shapes:
+            raise ConfigError("obs_shapes: a policy needs at least one observation key")
+        if len(self.obs_shapes) > MAX_OBSERVATION_KEYS:
+            raise ConfigError(f"obs_shapes: {len(self.obs_shapes)} observation keys, more than {MAX_OBSERVATION_KEYS}")
+        checked = {}
+        for key, shape in self.obs_shapes.items():
+            if not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3) or not all(_is_integer(n) for n in shape):
+                raise ConfigError(f"obs_shapes[{key!r}]: {shape!r} is neither a vector (D,) nor an image (H, W, C)")
+            shape = list(shape)
+            limits = [(1, MAX_VECTOR_SIZE)] if len(shape) == 1 else [(1, MAX_IMAGE_SIDE)] * 2 + [(1, MAX_IMAGE_CHANNELS)]
+            if any(not low <= n <= high for n, (low, high) in zip(shape, limits)):
+                bounds = ", ".join(f"{low} to {high}" for low, high in limits)
+                raise ConfigError(f"obs_shapes[{key!r}]: {shape} is outside ({bounds})")
+            checked[key] = tuple(int(n) for n in shape)
+        return checked
 
     @property
     def chunk_dim(self) -> int:
