@@ -175,7 +175,8 @@ def test_lockstep_bridge_publishes_what_the_simulation_sees_and_holds_without_a_
     step_through(peer, commands, [valid, None, None], first=first + 2)
 
     hold = np.concatenate([np.zeros(6), valid[6:]])  # the contract's hold: motion dims zeroed, gripper kept
-    applied = [np.zeros(7), np.zeros(7), valid, hold, hold]  # zeros before any command
+    initial = np.array([0.0] * 6 + [-1.0])  # before any command: zero motion, the contract's initial gripper (open)
+    applied = [initial, initial, valid, hold, hold]
     assert_matches_reference(peer, reference, 8, applied, first=first)
     result = values_of(peer.wait_for_messages("/mvp_sim/episode_result", 2, timeout_s=10)[1])
     assert (result["seed"], result["steps"], result["held_steps"]) == ("8", "5", "4")
@@ -205,12 +206,12 @@ class RecordingEnv:
 
 
 def offline_actions(checkpoint: Path, seed: int, steps: int) -> list[np.ndarray]:
-    """What `mvp eval --seed SEED` applies in `steps` steps of its first episode."""
+    """What `mvp eval --seed SEED --temporal-ensemble` (the policy node's default) applies in `steps` steps of its first episode."""
     policy = Policy.load(checkpoint, device="cpu")
     environment = build_env(policy.info.env_args, seed, offscreen_render=False)
     try:
         recording = RecordingEnv(environment)
-        run_episode(recording, policy, seed, steps, ChunkExecutor(policy.horizon))
+        run_episode(recording, policy, seed, steps, ChunkExecutor(policy.horizon, temporal_ensemble=True))
         return recording.actions
     finally:
         environment.close()

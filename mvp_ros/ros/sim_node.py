@@ -9,7 +9,7 @@ the cameras the contract's image keys name). Every step the node publishes, in t
   ~/success                   std_msgs/Bool: whether the task is solved now
 and it applies the latest command from the contract's action topic. With no new command for a
 step it holds with the contract's safe-action semantics (`hold`: the last command with the motion
-dims zeroed; zeros before any command).
+dims zeroed; before any command, the contract's `initial` values and zeros elsewhere).
 
 Stepping:
   lockstep (default)  after publishing step k the node waits for the next command, then steps
@@ -44,6 +44,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
 from std_msgs.msg import Bool, Float64MultiArray, Int64
@@ -108,12 +109,13 @@ class SimNode(Node):
 
         self.sim_time_ns = 0
         self.episode: dict[str, Any] | None = None  # seed, steps, held_steps of the running episode
-        self.episodes = self.successes = self.rejected_commands = 0
+        self.episodes = self.successes = self.rejected_commands = self.early_commands = 0
         self.step_ms = RollingTimes()
         self._reject_log = Throttle()
         self._command: np.ndarray | None = None  # arrived since the last observation was published
         self._applied: np.ndarray | None = None
         self._published_at = -math.inf
+        self._published_at_ns = 0  # system clock, as DDS stamps a command's reception
         self._due_at = 0.0
         self._next_seed: int | None = None
         self.clock_publisher.publish(ClockMsg(clock=Time(nanoseconds=self.sim_time_ns).to_msg()))
@@ -217,6 +219,7 @@ class SimNode(Node):
         self.sim_time_ns += self.period_ns
         stamp = Time(nanoseconds=self.sim_time_ns).to_msg()
         self._command = None
+        self._published_at_ns = time.time_ns()
         self.clock_publisher.publish(ClockMsg(clock=stamp))
         for topic, message in self.messages.build(observation, stamp).items():
             self.topic_publishers[topic].publish(message)
@@ -224,7 +227,12 @@ class SimNode(Node):
         self._published_at = time.perf_counter()
         self._due_at = max(self._due_at + self.period_ns / 1e9, self._published_at)  # free run: no drift
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
+    def _on_command(self, msg: Float64MultiArray, info: MessageInfo) -> None:
+        if 0 < info["received_timestamp"] < self._published_at_ns:
+            # Received before the step it would answer was published (e.g. a policy watchdog's safe
+            # action during a slow reset, read only now): it answers nothing.
+            self.early_commands += 1
+            return
         try:
             command = self.contract.action.extract(msg)
         except MessageError as error:
@@ -240,6 +248,7 @@ class SimNode(Node):
             "successes": self.successes,
             "running_episode_seed": "none" if self.episode is None else self.episode["seed"],
             "rejected_commands": self.rejected_commands,
+            "early_commands": self.early_commands,
             "step_ms_p50": self.step_ms.percentile(50),
             "step_ms_p99": self.step_ms.percentile(99),
             "sim_time_s": self.sim_time_ns / 1e9,

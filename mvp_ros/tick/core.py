@@ -9,9 +9,10 @@ A tick starts when the timer fires. If every key has a sample within its age lim
 once; otherwise it waits for the missing samples, up to half a period, and runs when they arrive.
 A tick that waited longer is stale. The rules:
 
-- A hold (stale tick, overrun, NaN or inf in a chunk, reset, deactivate, clock jump back, the
-  watchdog) publishes the safe action and discards every chunk and ensemble buffer planned before
-  it. Until the policy has run again on samples all taken after the hold began, every tick holds.
+- A hold (stale tick, overrun, NaN or inf in a chunk, deactivate, the watchdog) publishes the safe
+  action and discards every chunk and ensemble buffer planned before it. Until the policy has run
+  again on samples all taken after the hold began, every tick holds. A new episode (reset, a clock
+  jump back) discards the plans, the samples and the last command: the next tick waits for new samples.
 - Every command passes CommandGuard (limits, max_delta from the last command and from the measured
   position; the first command after activate, reset or a hold ramps in from where the robot is).
 - The watchdog: when no command went out for `watchdog_s` of steady time while active (a starved
@@ -127,11 +128,10 @@ class TickCore:
         self.totals["episodes"] += 1
 
     def clock_jumped_back(self, seed: int, now_ns: int) -> None:
-        """The clock's source restarted: samples of the old timeline mean nothing, a new episode begins."""
+        """The clock's source restarted: samples of the old timeline mean nothing, a new episode
+        begins (as with a reset, the next command waits for samples of the new timeline)."""
         self.begin_episode(seed, now_ns)
         self._last_fire_ns = None
-        if self.active:
-            self.hold("the clock jumped back", now_ns)
 
     # ---- observations and ticks ---------------------------------------------------------------
 
