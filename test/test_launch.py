@@ -28,8 +28,8 @@ from tiny_policy import PANDA_SIM_CONTRACT, write_tiny_checkpoint  # noqa: E402
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 PARAMETER_FILES = {"mvp_policy": REPO / "config" / "policy_node.yaml", "mvp_sim": REPO / "config" / "sim_node.yaml"}
 NODE_PARAMETERS = {  # node name -> parameter -> type; the simulation is the clock, so only the policy takes use_sim_time
-    node: {name: default if isinstance(default, Parameter.Type) else Parameter.Type.from_parameter_value(default)
-           for name, (default, _) in module.PARAMETERS.items()} | extra
+    node: {name: spec.default if isinstance(spec.default, Parameter.Type) else Parameter.Type.from_parameter_value(spec.default)
+           for name, spec in module.PARAMETERS.items()} | extra
     for node, module, extra in (("mvp_policy", policy_node, {"use_sim_time": Parameter.Type.BOOL}), ("mvp_sim", sim_node, {}))
 }
 REQUIRED_ARGUMENTS = {"policy.launch.py": {"checkpoint", "params_file", "device", "use_sim_time"}}

@@ -189,7 +189,9 @@ def measure(setup: TickSetup, checkpoint: Path, contract_path: Path, node: NodeS
                  "--ros-args", "-p", "use_sim_time:=true", "-p", f"control_rate_hz:={setup.rate_hz}",
                  "-p", "temporal_ensemble:=true", "-p", f"execution:={node.execution}",
                  "-p", f"torch_threads:={node.torch_threads}", "-p", f"thread_priority:={node.thread_priority}",
-                 "-p", "warmup_iterations:=50"]
+                 "-p", "warmup_iterations:=50",
+                 # the driver stops /clock between its drives: no watchdog safe actions in the counts
+                 "-p", "watchdog_timeout_s:=60.0"]
     process = start_node_process(arguments, env, log)
     driver = TickDriver(contract, int(env["ROS_DOMAIN_ID"]), log)
     try:
