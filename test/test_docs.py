@@ -1,6 +1,7 @@
 """The docs name tests as evidence for what they claim: every test they name exists."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -22,3 +23,15 @@ def test_every_test_the_safety_doc_names_exists() -> None:
 
 def test_the_readme_points_to_the_safety_doc() -> None:
     assert "[docs/safety.md](docs/safety.md)" in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_flood_figures_are_the_result_files() -> None:
+    readme = (ROOT / "README.md").read_text()
+    flood = json.loads((ROOT / "benchmarks" / "results" / "flood.json").read_text())["phases"]["flood"]
+    assert f"published {flood['commands_per_s']} commands/s" in readme
+    assert f"{flood['longest_gap_ms']} ms (`.venv/bin/python benchmarks/bench_flood.py" in readme
+    previous = [run["phases"]["flood"] for run in
+                json.loads((ROOT / "benchmarks" / "results" / "flood_previous_node.json").read_text())["runs"]]
+    rates = sorted(phase["commands_per_s"] for phase in previous)
+    assert f"published {rates[0]}-{rates[-1]} commands/s" in readme
+    assert f"gaps up to {max(phase['longest_gap_ms'] for phase in previous)} ms" in readme
