@@ -354,13 +354,25 @@ def test_action_float_array_limits_and_safe_action() -> None:
     with pytest.raises(NonFiniteError, match="action: /cmd message has NaN or inf"):
         action.extract(message)
 
-    np.testing.assert_array_equal(action.limit(np.array([3.0, -0.2, -5.0])), [1.0, -0.2, 0.0])
-    np.testing.assert_allclose(action.limit(np.array([3.0, -0.2, 0.9]), previous=np.array([0.5, 0.0, 0.0])),
-                               [0.6, -0.1, 0.9])
-    assert action.safe_action(None) is None  # hold with nothing sent yet: send nothing
+    assert action.safe_action(None) is None  # hold, nothing sent, no value for grip: no safe action
+    assert action.unsafe_dims_without_command() == ["grip"]
     np.testing.assert_array_equal(action.safe_action(np.array([0.3, -0.3, 1.0])), [0.0, 0.0, 1.0])
     constant = Contract.from_dict(mutate("action.safe_action", {"rule": "constant", "value": [0, 0, 0.5]})).action
     np.testing.assert_array_equal(constant.safe_action(None), [0.0, 0.0, 0.5])
+    initial = Contract.from_dict(mutate("action.safe_action", {"rule": "hold", "zero": ["a0"], "initial": {"grip": 0.5}})).action
+    assert initial.unsafe_dims_without_command() == ["a1"] and initial.unsafe_dims_without_command(("a1",)) == []
+    np.testing.assert_array_equal(initial.safe_action(None, {"a1": 0.25}), [0.0, 0.25, 0.5])  # a1: its measured position
+    assert initial.to_dict()["safe_action"] == {"rule": "hold", "zero": ["a0"], "initial": {"grip": 0.5}}  # round trip
+
+
+@pytest.mark.parametrize("initial, message", [
+    ({"gripper": 0.5}, r"action.safe_action.initial: 'gripper' is not an action name"),
+    ({"grip": 2.0}, r"action.safe_action.initial: grip: must be a number within \[0, 1\], got 2.0"),
+    ([0.5], r"action.safe_action.initial: must map action names to values"),
+])
+def test_action_safe_initial_values_are_checked(initial, message) -> None:
+    with pytest.raises(ContractError, match=message):
+        Contract.from_dict(mutate("action.safe_action", {"rule": "hold", "zero": ["a0", "a1"], "initial": initial}))
 
 
 @pytest.mark.parametrize("rclpy", [False, True], ids=["rosbags", "rclpy"])

@@ -329,13 +329,6 @@ class ActionSpec(StreamSpec):
             )
         return positions[[names.index(name) for name in self.names]]
 
-    def limit(self, action: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
-        """Clip to [lower, upper], and to previous +- max_delta when both are known."""
-        action = np.asarray(action, dtype=np.float64)
-        if self.max_delta is not None and previous is not None:
-            action = np.clip(action, previous - self.max_delta, previous + self.max_delta)
-        return np.clip(action, self.lower, self.upper)
-
     def safe_action(self, previous: np.ndarray | None, measured: dict[str, float] | None = None) -> np.ndarray | None:
         """What to send instead of the policy's action.
 
