@@ -1,5 +1,6 @@
-# `make demo` and `make test` set everything up in .venv first; `make setup` is idempotent and
-# does nothing when requirements.txt, setup.py and setup.cfg have not changed since the last run.
+# `make demo` and `make test` set everything up in .venv first: the runtime dependencies of
+# requirements.txt and the test tools of requirements-test.txt. `make setup` is idempotent and does
+# nothing when neither requirements file, setup.py, setup.cfg nor package.xml changed since its last run.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,11 +14,11 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py setup.cfg package.xml
+$(STAMP): requirements.txt requirements-test.txt setup.py setup.cfg package.xml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
 	$(PY) -m pip install --quiet --no-deps robomimic==0.3.0
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
