@@ -1,19 +1,36 @@
 """Run the MVP policy node on a robot (or a simulation), with a real ROS 2 install.
 
     ros2 launch mvp_ros policy.launch.py checkpoint:=/path/to/checkpoint device:=cuda
-    ros2 launch mvp_ros policy.launch.py params_file:=my_robot.yaml use_sim_time:=true
+    ros2 launch mvp_ros policy.launch.py params_file:=my_robot.yaml use_sim_time:=true namespace:=arm
 
-The node is a lifecycle node that configures and activates itself (parameter `autostart`);
-`ros2 lifecycle set /mvp_policy deactivate` or `ros2 service call /mvp_policy/stop std_srvs/srv/Trigger`
-stops it, publishing the contract's safe action. Without a ROS install the same node runs as
+The policy node is a lifecycle node, started as launch_ros's LifecycleNode. With `autostart:=true`
+(the default) launch asks it to configure and, once configured, to activate; with
+`autostart:=false` it waits unconfigured for `ros2 lifecycle set /mvp_policy configure` or a
+lifecycle manager. Launch drives the transitions, so the node's own `autostart` parameter (for
+`mvp policy-node` without launch) is set to false here. A configure that fails leaves the node
+unconfigured and logs why. `ros2 lifecycle set /mvp_policy deactivate` or the `~/stop` service stops
+it, publishing the contract's safe action.
+
+Names under a namespace: the node's services (`~/start`, `~/stop`, `~/reset`, the lifecycle
+services) move with `namespace`. The topics the contract names are absolute and stay where the
+contract says, since the contract describes one robot's topics: to run several robots, give each its
+contract or remap the topics. /diagnostics and /clock are global, as for every ROS 2 node. The
+parameters file is keyed `/**`, so it applies whatever the node's name and namespace.
+
+Without a ROS install the same node runs as
 `mvp policy-node --ros-args --params-file config/policy_node.yaml`.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.conditions import IfCondition
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -27,11 +44,16 @@ def generate_launch_description() -> LaunchDescription:
                               description="the policy node's parameters (config/policy_node.yaml documents them)"),
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu or cuda"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="tick on /clock (simulation)"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="namespace of the node and its services (the contract's topics are absolute)"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure the node, then activate it; false: leave it unconfigured"),
     ]
-    policy = Node(
+    policy = LifecycleNode(
         package="mvp_ros",
         executable="policy_node",
         name="mvp_policy",
+        namespace=LaunchConfiguration("namespace"),
         output="screen",
         parameters=[
             LaunchConfiguration("params_file"),
@@ -40,7 +62,16 @@ def generate_launch_description() -> LaunchDescription:
                 "contract": LaunchConfiguration("contract"),
                 "device": LaunchConfiguration("device"),
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+                "autostart": False,  # launch drives the transitions below
             },
         ],
     )
-    return LaunchDescription([*arguments, policy])
+    autostart = IfCondition(LaunchConfiguration("autostart"))
+    activate_once_configured = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=policy, start_state="configuring", goal_state="inactive", handle_once=True,
+        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy),
+                                              transition_id=Transition.TRANSITION_ACTIVATE))],
+    ), condition=autostart)
+    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy),
+                                            transition_id=Transition.TRANSITION_CONFIGURE), condition=autostart)
+    return LaunchDescription([*arguments, policy, activate_once_configured, configure])

@@ -1,25 +1,38 @@
 """The policy in the MuJoCo simulation: the simulation bridge and the policy node, on sim time.
 
-    ros2 launch mvp_ros sim.launch.py [checkpoint:=DIR] [seed:=0] [lockstep:=true]
+    ros2 launch mvp_ros sim.launch.py [checkpoint:=DIR] [seed:=0] [lockstep:=true] [namespace:=NS]
     ros2 service call /mvp_sim/reset std_srvs/srv/Trigger      # start an episode (seed, seed + 1, ...)
     ros2 topic echo /mvp_sim/episode_result                     # how it went
 
 The simulation is rebuilt from the checkpoint's env_args. In lockstep (the default) it steps when
 the policy's command for the current step arrives, so the loop behaves as `mvp eval` whatever the
 machine's speed. Without a ROS install, `mvp demo` runs the same two nodes.
+
+The policy node is a lifecycle node that launch configures and activates (`autostart`), as in
+policy.launch.py. Under `namespace:=NS` both nodes move into NS with their services and the
+simulation's episode topics (`/NS/mvp_sim/reset`, `/NS/mvp_sim/episode_start`, which the policy
+follows by the relative name `mvp_sim/episode_start`). The topics the contract names are absolute and
+stay where the contract says, and the simulation publishes /clock, which is global: to run several
+simulations at once, give each its own ROS_DOMAIN_ID.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.conditions import IfCondition
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("mvp_ros")
     checkpoint = LaunchConfiguration("checkpoint")
     contract = LaunchConfiguration("contract")
+    namespace = LaunchConfiguration("namespace")
     arguments = [
         DeclareLaunchArgument("checkpoint", default_value=PathJoinSubstitution([share, "models", "lift_lowdim"]),
                               description="policy checkpoint; its env_args build the simulation"),
@@ -32,11 +45,16 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("device", default_value="auto", description="torch device: auto, cpu or cuda"),
         DeclareLaunchArgument("seed", default_value="0", description="seed of the first episode"),
         DeclareLaunchArgument("lockstep", default_value="true", description="step when the command arrives (else at the rate)"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="namespace of both nodes and their services (the contract's topics are absolute)"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure the policy node, then activate it; false: leave it unconfigured"),
     ]
     simulation = Node(
         package="mvp_ros",
         executable="sim_node",
         name="mvp_sim",
+        namespace=namespace,
         output="screen",
         parameters=[
             LaunchConfiguration("sim_params_file"),
@@ -48,10 +66,11 @@ def generate_launch_description() -> LaunchDescription:
             },
         ],
     )
-    policy = Node(
+    policy = LifecycleNode(
         package="mvp_ros",
         executable="policy_node",
         name="mvp_policy",
+        namespace=namespace,
         output="screen",
         parameters=[
             LaunchConfiguration("policy_params_file"),
@@ -60,9 +79,18 @@ def generate_launch_description() -> LaunchDescription:
                 "contract": contract,
                 "device": LaunchConfiguration("device"),
                 "use_sim_time": True,
-                "reset_topic": "/mvp_sim/episode_start",
+                "reset_topic": "mvp_sim/episode_start",  # relative: the simulation's ~/episode_start in the same namespace
                 "inference_timeout_s": 1.0,  # lockstep: the simulation waits, so wall-clock time is no hazard
+                "autostart": False,  # launch drives the transitions below
             },
         ],
     )
-    return LaunchDescription([*arguments, simulation, policy])
+    autostart = IfCondition(LaunchConfiguration("autostart"))
+    activate_once_configured = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=policy, start_state="configuring", goal_state="inactive", handle_once=True,
+        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy),
+                                              transition_id=Transition.TRANSITION_ACTIVATE))],
+    ), condition=autostart)
+    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy),
+                                            transition_id=Transition.TRANSITION_CONFIGURE), condition=autostart)
+    return LaunchDescription([*arguments, simulation, policy, activate_once_configured, configure])

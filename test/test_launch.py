@@ -3,23 +3,32 @@
 Without a ROS install (launch and launch_ros are not on PyPI) the launch files are read as Python
 syntax trees: every executable they start must be a console script of setup.py, every file they
 name must be in the repository (and installed by setup.py), every parameter they set must be one
-the node declares. Where launch_ros is importable, the launch descriptions are also run.
+the node declares. Every node takes the `namespace` argument and the topic names the launch files
+pass are relative, so they move with it; a lifecycle node is started as launch_ros's LifecycleNode,
+which launch configures and then activates. The parameter files have the one section `/**`, and
+rcl's own parser applies them to the nodes under any name and namespace. Where launch_ros is
+importable, the launch descriptions are also run.
 """
 from __future__ import annotations
 
 import ast
 import asyncio
 import importlib
+import random
 import re
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+import rclpy
 import yaml
+from rclpy.context import Context
+from rclpy.lifecycle import LifecycleNode
 from rclpy.parameter import Parameter, parameter_dict_from_yaml_file
 
 from mvp_ros.ros import policy_node, sim_node
+from mvp_ros.ros.parameters import check_params_files
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from ros_peer import REPO, Peer, domain_environment  # noqa: E402
@@ -27,12 +36,19 @@ from tiny_policy import PANDA_SIM_CONTRACT, write_tiny_checkpoint  # noqa: E402
 
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 PARAMETER_FILES = {"mvp_policy": REPO / "config" / "policy_node.yaml", "mvp_sim": REPO / "config" / "sim_node.yaml"}
+NODE_MODULES = {"mvp_policy": policy_node, "mvp_sim": sim_node}
 NODE_PARAMETERS = {  # node name -> parameter -> type; the simulation is the clock, so only the policy takes use_sim_time
     node: {name: spec.default if isinstance(spec.default, Parameter.Type) else Parameter.Type.from_parameter_value(spec.default)
            for name, spec in module.PARAMETERS.items()} | extra
     for node, module, extra in (("mvp_policy", policy_node, {"use_sim_time": Parameter.Type.BOOL}), ("mvp_sim", sim_node, {}))
 }
-REQUIRED_ARGUMENTS = {"policy.launch.py": {"checkpoint", "params_file", "device", "use_sim_time"}}
+LIFECYCLE_NODES = {  # the nodes whose class is an rclpy LifecycleNode
+    node for node, module in NODE_MODULES.items()
+    if any(isinstance(value, type) and issubclass(value, LifecycleNode) and value.__module__ == module.__name__
+           for value in vars(module).values())
+}
+REQUIRED_ARGUMENTS = {"policy.launch.py": {"checkpoint", "params_file", "device", "use_sim_time", "namespace", "autostart"},
+                      "sim.launch.py": {"checkpoint", "namespace", "autostart"}}
 
 
 def console_scripts() -> dict[str, str]:
@@ -53,8 +69,41 @@ def calls(tree: ast.AST, name: str) -> list[ast.Call]:
     return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and call_name(node) == name]
 
 
+def node_calls(tree: ast.AST) -> list[ast.Call]:
+    """The Node and LifecycleNode actions."""
+    return calls(tree, "Node") + calls(tree, "LifecycleNode")
+
+
 def keyword(call: ast.Call, name: str) -> ast.AST | None:
     return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def assignments(tree: ast.AST) -> dict[str, ast.AST]:
+    """variable -> the expression assigned to it (`name = ...` with one target)."""
+    return {node.targets[0].id: node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
+
+
+def resolved(expression: ast.AST | None, variables: dict[str, ast.AST]) -> ast.AST | None:
+    """The expression a variable stands for (through chains of variables); others unchanged."""
+    while isinstance(expression, ast.Name) and expression.id in variables:
+        expression = variables[expression.id]
+    return expression
+
+
+def variable_of(call: ast.Call, variables: dict[str, ast.AST]) -> str | None:
+    return next((name for name, value in variables.items() if value is call), None)
+
+
+def is_launch_configuration(expression: ast.AST | None, argument: str) -> bool:
+    return (isinstance(expression, ast.Call) and call_name(expression) == "LaunchConfiguration"
+            and ast.literal_eval(expression.args[0]) == argument)
+
+
+def parameter_overrides(node: ast.Call) -> dict[str, ast.AST]:
+    """The dict entries of a node's `parameters` list: parameter name -> value expression."""
+    return {ast.literal_eval(key): value for entry in keyword(node, "parameters").elts if isinstance(entry, ast.Dict)
+            for key, value in zip(entry.keys, entry.values)}
 
 
 def share_paths(tree: ast.AST) -> list[Path]:
@@ -66,6 +115,23 @@ def share_paths(tree: ast.AST) -> list[Path]:
     return paths
 
 
+def change_states(tree: ast.AST, target: str) -> list[ast.Call]:
+    """ChangeState events whose lifecycle_node_matcher is matches_action(<target variable>)."""
+    found = []
+    for call in calls(tree, "ChangeState"):
+        matcher = keyword(call, "lifecycle_node_matcher")
+        if (isinstance(matcher, ast.Call) and call_name(matcher) == "matches_action"
+                and isinstance(matcher.args[0], ast.Name) and matcher.args[0].id == target):
+            found.append(call)
+    return found
+
+
+def transition(change_state: ast.Call) -> str:
+    """'TRANSITION_CONFIGURE' for transition_id=Transition.TRANSITION_CONFIGURE."""
+    value = keyword(change_state, "transition_id")
+    return value.attr if isinstance(value, ast.Attribute) else ast.dump(value)
+
+
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda path: path.name)
 def test_launch_file_names_existing_executables_files_and_parameters(launch_file: Path) -> None:
     tree = ast.parse(launch_file.read_text())
@@ -75,7 +141,7 @@ def test_launch_file_names_existing_executables_files_and_parameters(launch_file
     assert used <= declared, f"{launch_file.name} uses undeclared launch arguments {used - declared}"
     assert REQUIRED_ARGUMENTS.get(launch_file.name, set()) <= declared
 
-    nodes = calls(tree, "Node")
+    nodes = node_calls(tree)
     assert nodes, f"{launch_file.name} starts no node"
     for node in nodes:
         package, executable, name = (ast.literal_eval(keyword(node, k)) for k in ("package", "executable", "name"))
@@ -86,10 +152,8 @@ def test_launch_file_names_existing_executables_files_and_parameters(launch_file
         module_name, function = scripts[executable].split(":")
         assert callable(getattr(importlib.import_module(module_name), function))
         assert importlib.import_module(module_name).NODE_NAME == name
-        for entry in keyword(node, "parameters").elts:
-            if isinstance(entry, ast.Dict):
-                for key in entry.keys:
-                    assert key.value in NODE_PARAMETERS[name], f"{launch_file.name}: {name} declares no parameter {key.value!r}"
+        for parameter in parameter_overrides(node):
+            assert parameter in NODE_PARAMETERS[name], f"{launch_file.name}: {name} declares no parameter {parameter!r}"
 
     setup = (REPO / "setup.py").read_text()
     for path in share_paths(tree):
@@ -99,12 +163,76 @@ def test_launch_file_names_existing_executables_files_and_parameters(launch_file
         assert installed_by in setup, f"setup.py does not install {relative}"
 
 
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda path: path.name)
+def test_launch_file_nodes_take_the_namespace_argument_and_relative_topic_names(launch_file: Path) -> None:
+    tree = ast.parse(launch_file.read_text())
+    variables = assignments(tree)
+    for node in node_calls(tree):
+        name = ast.literal_eval(keyword(node, "name"))
+        assert is_launch_configuration(resolved(keyword(node, "namespace"), variables), "namespace"), (
+            f"{launch_file.name}: {name} must take namespace=LaunchConfiguration('namespace')")
+        for parameter, value in parameter_overrides(node).items():
+            value = resolved(value, variables)
+            if parameter.endswith("_topic") and isinstance(value, ast.Constant) and value.value:
+                assert not value.value.startswith("/"), (
+                    f"{launch_file.name}: {name}'s {parameter} {value.value!r} is absolute, so it stays put under a"
+                    f" namespace; write it relative ({value.value.lstrip('/')!r})")
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda path: path.name)
+def test_lifecycle_nodes_start_as_LifecycleNode_that_launch_configures_then_activates(launch_file: Path) -> None:
+    tree = ast.parse(launch_file.read_text())
+    variables = assignments(tree)
+    returned = {name.id for call in calls(tree, "LaunchDescription") for name in ast.walk(call) if isinstance(name, ast.Name)}
+    for node in node_calls(tree):
+        name = ast.literal_eval(keyword(node, "name"))
+        if name not in LIFECYCLE_NODES:
+            assert call_name(node) == "Node", f"{launch_file.name}: {name} is no lifecycle node; start it with Node"
+            continue
+        assert call_name(node) == "LifecycleNode", (
+            f"{launch_file.name}: {name} is a lifecycle node; start it with launch_ros.actions.LifecycleNode so that launch"
+            " can drive its transitions")
+        overrides = parameter_overrides(node)
+        assert "autostart" in overrides and ast.literal_eval(overrides["autostart"]) is False, (
+            f"{launch_file.name}: {name} must get autostart: False, so that launch alone drives its transitions")
+        target = variable_of(node, variables)
+        assert target in returned, f"{launch_file.name}: {name} is not in the returned LaunchDescription"
+
+        handlers = [call for call in calls(tree, "OnStateTransition")
+                    if isinstance(keyword(call, "target_lifecycle_node"), ast.Name)
+                    and keyword(call, "target_lifecycle_node").id == target]
+        assert len(handlers) == 1, f"{launch_file.name}: {name} needs one OnStateTransition handler (activate once configured)"
+        handler = handlers[0]
+        states = tuple(None if keyword(handler, state) is None else ast.literal_eval(keyword(handler, state))
+                       for state in ("start_state", "goal_state"))
+        assert states == ("configuring", "inactive"), (
+            f"{launch_file.name}: activate {name} on configuring -> inactive only (not after a deactivate); got {states}")
+        activations = [call for call in change_states(handler, target) if transition(call) == "TRANSITION_ACTIVATE"]
+        assert activations, f"{launch_file.name}: the handler must emit ChangeState(TRANSITION_ACTIVATE) for {name}"
+        inside_handler = {id(call) for call in ast.walk(handler)}
+        configures = [call for call in change_states(tree, target)
+                      if transition(call) == "TRANSITION_CONFIGURE" and id(call) not in inside_handler]
+        assert len(configures) == 1, f"{launch_file.name}: launch must emit ChangeState(TRANSITION_CONFIGURE) for {name} at start"
+
+        actions = {  # the actions that carry the transitions: the handler's registration and the configure event
+            "RegisterEventHandler": next(call for call in calls(tree, "RegisterEventHandler") if handler in call.args),
+            "EmitEvent": next(call for call in calls(tree, "EmitEvent") if keyword(call, "event") is configures[0]),
+        }
+        for kind, action in actions.items():
+            condition = resolved(keyword(action, "condition"), variables)
+            assert (isinstance(condition, ast.Call) and call_name(condition) == "IfCondition"
+                    and is_launch_configuration(condition.args[0], "autostart")), (
+                f"{launch_file.name}: the {kind} for {name} must have condition=IfCondition(LaunchConfiguration('autostart'))")
+            assert variable_of(action, variables) in returned, f"{launch_file.name}: the {kind} for {name} is not launched"
+
+
 @pytest.mark.parametrize("node", sorted(PARAMETER_FILES))
 def test_parameter_files_set_declared_parameters_with_their_types(node: str) -> None:
     path = PARAMETER_FILES[node]
-    assert list(yaml.safe_load(path.read_text())) == [node]
+    assert list(yaml.safe_load(path.read_text())) == ["/**"], (
+        f"{path.name} must have the one section '/**', which applies under any node name and namespace")
     parameters = {name: Parameter.from_parameter_msg(msg) for name, msg in
-                  parameter_dict_from_yaml_file(str(path), target_nodes=[node]).items()}
+                  parameter_dict_from_yaml_file(str(path), use_wildcard=True).items()}
     declared = NODE_PARAMETERS[node]
     for name, parameter in parameters.items():
         assert name in declared, f"{path.name} sets {name!r}, which {node} does not declare"
@@ -113,6 +241,30 @@ def test_parameter_files_set_declared_parameters_with_their_types(node: str) -> 
     assert not missing, f"{path.name} does not document {missing}"
     for name in ("checkpoint", "contract"):
         assert (REPO / parameters[name].value).exists(), f"{path.name}: {name} {parameters[name].value} does not exist"
+
+
+@pytest.mark.parametrize("node", sorted(PARAMETER_FILES))
+@pytest.mark.parametrize("remaps", [[], ["-r", "__ns:=/robot1"], ["-r", "__ns:=/robot1/arm", "-r", "__node:=left"]],
+                         ids=["plain", "namespace", "namespace_and_name"])
+def test_parameter_files_apply_under_any_namespace_and_node_name(node: str, remaps: list[str]) -> None:
+    """What launch's `namespace:=` and a renamed node do: the node's own check accepts the file, and
+    rcl gives the node every value in it."""
+    path = PARAMETER_FILES[node]
+    ros_args = ["--params-file", str(path), *remaps]
+    check_params_files(ros_args, node)
+    expected = yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
+    context = Context()
+    rclpy.init(args=["test", "--ros-args", *ros_args], context=context, domain_id=random.SystemRandom().randint(101, 200))
+    try:
+        ros_node = rclpy.create_node(node, context=context, automatically_declare_parameters_from_overrides=True,
+                                     start_parameter_services=False, enable_rosout=False)
+        try:
+            assert {name: ros_node.get_parameter(name).value for name in expected if ros_node.has_parameter(name)} == expected, (
+                f"{path.name} does not reach {ros_node.get_fully_qualified_name()}")
+        finally:
+            ros_node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
 
 
 @pytest.mark.slow
