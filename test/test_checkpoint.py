@@ -416,17 +416,19 @@ for directory in sys.argv[2:]:
     except Exception as error:
         outcome = f"{type(error).__name__}: {error}"
     print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - started,
-                      "peak_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024}))
+                      "peak_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024,
+                      "imported_dynamo": "torch._dynamo" in sys.modules}))
 """
 
 
 def test_a_config_that_asks_for_more_memory_than_its_weights_hold_is_refused_without_allocating(checkpoint, tmp_path):
     """Each load runs in a process allowed 1 GB more address space than it had after its imports:
     building what these configs describe (a 1.7 GB first layer, a million layers, and within every
-    bound 1 GB or 69 GB of weights) would fail there with an allocator error naming no field, or
-    take minutes."""
+    bound 1 GB or 69 GB of backbone weights or 5 GB of image encoder) would fail there with an
+    allocator error naming no field, or take minutes."""
     edits = {"hidden_dim_10M": {"hidden_dim": 10_000_000}, "depth_1M": {"depth": 1_000_000},
-             "widest_within_bounds": {"hidden_dim": 16384}, "largest_within_bounds": {"hidden_dim": 16384, "depth": 64}}
+             "widest_within_bounds": {"hidden_dim": 16384}, "largest_within_bounds": {"hidden_dim": 16384, "depth": 64},
+             "largest_image_encoder": {"obs_shapes": {"joints": [3], "camera": [84, 84, 3]}, "image_encoder_widths": [2048] * 8}}
     directories = [checkpoint]
     for name, edit in edits.items():
         directory = Path(shutil.copytree(checkpoint, tmp_path / name))
@@ -435,8 +437,9 @@ def test_a_config_that_asks_for_more_memory_than_its_weights_hold_is_refused_wit
     child = subprocess.run([sys.executable, "-c", LOAD_UNDER_A_MEMORY_LIMIT, str(2**30), *map(str, directories)],
                            capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr
-    valid, wide, deep, widest, largest = [json.loads(line) for line in child.stdout.splitlines()]
+    valid, wide, deep, widest, largest, images = [json.loads(line) for line in child.stdout.splitlines()]
     assert valid["outcome"] == "loaded"  # the limit leaves room for a real checkpoint
+    assert not valid["imported_dynamo"]  # the shapes check costs no torch._dynamo import (seconds)
     config_json, weights = tmp_path / "{}" / "config.json", tmp_path / "{}" / "model.safetensors"
     assert wide["outcome"] == (f"CheckpointError: {str(config_json).format('hidden_dim_10M')}: invalid policy or"
                                " normalization entry: hidden_dim: must be an integer from 1 to 16384, got 10000000")
@@ -447,5 +450,31 @@ def test_a_config_that_asks_for_more_memory_than_its_weights_hold_is_refused_wit
     assert largest["outcome"].startswith(
         f"CheckpointError: {str(weights).format('largest_within_bounds')} does not fit the architecture in config.json:"
         " missing tensors ['backbone.net.10.bias', ")
-    for refused in (wide, deep, widest, largest):
+    assert images["outcome"].startswith(
+        f"CheckpointError: {str(weights).format('largest_image_encoder')} does not fit the architecture in config.json:"
+        " missing tensors ['obs_encoder.image_encoders.camera.keypoints.bias', ")
+    for refused in (wide, deep, widest, largest, images):
         assert refused["seconds"] < 2.0 and refused["peak_growth_mb"] < 50, refused
+
+
+def test_augmentation_and_encoder_blocks_round_trip_and_older_checkpoints_load_without_augmentation(tmp_path):
+    model, normalization = make_model("mvp", WITH_IMAGE, image_augmentation="shift", image_augmentation_pixels=3,
+                                      image_encoder_blocks=(2, 0, 1))
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "augmented", model, normalization))
+    config = loaded.config
+    assert (config.image_augmentation, config.image_augmentation_pixels, config.image_encoder_blocks) == ("shift", 3, (2, 0, 1))
+    assert len(loaded.obs_encoder.image_encoders["camera"].stages) == 3 * 3 + 2 + 1
+    assert make_model("mvp", WITH_IMAGE)[0].config.image_encoder_blocks == (0, 0, 1)  # one block, on the last stage
+
+    older = save_checkpoint(tmp_path / "older", *make_model("mvp", WITH_IMAGE, image_encoder_blocks=(1, 1, 1)))
+    # as written before these fields existed: a residual block on every stage, no augmentation
+    edit_config(older, lambda document: [document["policy"].pop(name) for name in
+                                         ("image_encoder_blocks", "image_augmentation", "image_augmentation_pixels")])
+    config = load_checkpoint(older)[0].config
+    assert (config.image_augmentation, config.image_encoder_blocks) == ("none", (1, 1, 1))
+
+
+def test_encoder_blocks_need_one_count_per_stage(checkpoint):
+    edit_config(checkpoint, lambda document: document["policy"].update(image_encoder_blocks=[1, 1]))
+    expect_error(checkpoint, "image_encoder_blocks: needs one count from 0 to 8 per stage of image_encoder_widths"
+                             " [16, 32, 64], got [1, 1]")

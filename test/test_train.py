@@ -43,7 +43,7 @@ def dataset(tmp_path_factory):
 
 def train_cli(dataset, out, *extra, config=None):
     config_path = out.parent / f"{out.name}.yaml"
-    config_path.write_text(yaml.safe_dump({"policy": SMALL_NET, "log_every": 10, **(config or {})}))
+    config_path.write_text(yaml.safe_dump({"policy": SMALL_NET, "log_every": 10, "threads": 1, **(config or {})}))
     return main(["train", "--config", str(config_path), "--dataset", str(dataset), "--out", str(out),
                  "--no-progress", *extra])
 

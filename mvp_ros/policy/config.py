@@ -7,6 +7,7 @@ import numbers
 from dataclasses import dataclass, field
 
 HEADS = ("mvp", "flow", "diffusion", "mlp")
+IMAGE_AUGMENTATIONS = ("none", "crop", "shift")
 LEGACY_IMAGE_ENCODER_WIDTHS = (32, 64, 128)
 # The sizes a config may ask for: far above any policy a robot computer runs, but finite, so a
 # corrupted or hostile config.json is refused before anything is built from it. (name: (min, max))
@@ -22,6 +23,7 @@ SIZE_LIMITS: dict[str, tuple[int, int]] = {
     "flow_steps": (1, 1000),
     "diffusion_train_steps": (1, 10000),
     "ddim_steps": (1, 10000),
+    "image_augmentation_pixels": (1, 1024),
 }
 MAX_OBSERVATION_KEYS = 64
 MAX_VECTOR_SIZE = 100_000
@@ -29,6 +31,7 @@ MAX_IMAGE_SIDE = 4096
 MAX_IMAGE_CHANNELS = 4
 MAX_ENCODER_STAGES = 8
 MAX_ENCODER_WIDTH = 2048
+MAX_BLOCKS_PER_STAGE = 8
 REAL_FIELDS = ("ivc_weight", "equal_time_fraction", "time_logit_mean", "time_logit_std", "adaptive_weight_power",
                "adaptive_weight_eps")
 
@@ -67,6 +70,15 @@ class PolicyConfig:
     # Channels of the image encoder's stride-2 stages. (16, 32, 64) encodes two 84x84 cameras in
     # about 5 ms on one CPU thread, where (32, 64, 128) took 11.5 ms (`mvp bench`).
     image_encoder_widths: tuple[int, ...] = (16, 32, 64)
+    # Residual blocks after each stage's stride-2 convolution. None: one block, on the last stage,
+    # whose maps are the smallest; for 84x84 cameras a block on every stage took 2.4 times the
+    # training step (benchmarks/image_step_ablation.py).
+    image_encoder_blocks: tuple[int, ...] | None = None
+    # Training only, on every image: "crop" takes a random (H - 2p) x (W - 2p) window (Robomimic; the
+    # centre one at inference), "shift" moves the image by up to p pixels, repeating its border
+    # (DrQ; unchanged at inference). p = image_augmentation_pixels.
+    image_augmentation: str = "none"
+    image_augmentation_pixels: int = 4
     # MVP (design.md section 1).
     ivc_weight: float = 1.0
     equal_time_fraction: float = 0.5
@@ -99,6 +111,16 @@ class PolicyConfig:
             raise ConfigError(f"image_encoder_widths: needs one to {MAX_ENCODER_STAGES} multiples of 8 (GroupNorm of 8"
                               f" groups) up to {MAX_ENCODER_WIDTH}, got {widths}")
         self.image_encoder_widths = tuple(int(width) for width in widths)
+        self.image_encoder_blocks = self._checked_encoder_blocks()
+        if self.image_augmentation not in IMAGE_AUGMENTATIONS:
+            raise ConfigError(f"image_augmentation: {self.image_augmentation!r} is not one of "
+                              f"{', '.join(IMAGE_AUGMENTATIONS)}")
+        if self.image_augmentation == "crop":
+            for key in self.image_keys:
+                height, width, _ = self.obs_shapes[key]
+                if min(height, width) <= 2 * self.image_augmentation_pixels:
+                    raise ConfigError(f"image_augmentation_pixels: cropping {self.image_augmentation_pixels} pixels"
+                                      f" from each side leaves nothing of {key!r} ({height}x{width})")
         for name in REAL_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
@@ -110,6 +132,17 @@ class PolicyConfig:
         for name in ("time_logit_std", "adaptive_weight_eps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+
+    def _checked_encoder_blocks(self) -> tuple[int, ...]:
+        stages = len(self.image_encoder_widths)
+        if self.image_encoder_blocks is None:
+            return (0,) * (stages - 1) + (1,)
+        blocks = list(self.image_encoder_blocks)
+        if len(blocks) != stages or any(not _is_integer(count) or not 0 <= count <= MAX_BLOCKS_PER_STAGE
+                                         for count in blocks):
+            raise ConfigError(f"image_encoder_blocks: needs one count from 0 to {MAX_BLOCKS_PER_STAGE} per stage of"
+                              f" image_encoder_widths {list(self.image_encoder_widths)}, got {blocks}")
+        return tuple(int(count) for count in blocks)
 
     def _checked_obs_shapes(self) -> dict[str, tuple[int, ...]]:
         if not self.obs_shapes:
@@ -144,6 +177,7 @@ class PolicyConfig:
         data = dataclasses.asdict(self)
         data["obs_shapes"] = {key: list(shape) for key, shape in self.obs_shapes.items()}
         data["image_encoder_widths"] = list(self.image_encoder_widths)
+        data["image_encoder_blocks"] = list(self.image_encoder_blocks)
         return data
 
     @classmethod
@@ -157,5 +191,8 @@ class PolicyConfig:
                          and f.default_factory is dataclasses.MISSING)
         if missing:
             raise ConfigError(f"policy config is missing field(s): {', '.join(missing)}")
-        # config.json files written before image_encoder_widths existed had this encoder
-        return cls(**{"image_encoder_widths": LEGACY_IMAGE_ENCODER_WIDTHS, **data})
+        # config.json files written before these fields existed: the encoder they had, no augmentation
+        data = {"image_encoder_widths": LEGACY_IMAGE_ENCODER_WIDTHS, **data}
+        widths = data["image_encoder_widths"]
+        legacy_blocks = [1] * len(widths) if isinstance(widths, (list, tuple)) else None
+        return cls(**{"image_encoder_blocks": legacy_blocks, "image_augmentation": "none", **data})

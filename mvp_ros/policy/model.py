@@ -35,7 +35,7 @@ class ChunkPolicyModel(nn.Module):
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """actions: (B, horizon, action_dim) in data units."""
         target = self.action_scaler.normalize(actions).flatten(1)
-        cond = self.obs_encoder(obs)
+        cond = self.obs_encoder(obs, generator)
         net, head = self.backbone, self.config.head
         if head == "mvp":
             return mvp_loss(net, cond, target, self.config, generator)

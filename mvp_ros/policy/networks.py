@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from .augment import augment_images, inference_images
 from .config import PolicyConfig
 
 
@@ -67,18 +68,18 @@ class ResidualBlock(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Small ResNet-style encoder: three stride-2 stages with a residual block each, spatial softmax.
+    """Small ResNet-style encoder: stride-2 stages, each followed by its residual blocks, then spatial softmax.
 
     GroupNorm rather than BatchNorm, so batch-1 inference behaves like training.
     """
 
-    def __init__(self, in_channels: int, feature_dim: int, widths: tuple[int, ...]):
+    def __init__(self, in_channels: int, feature_dim: int, widths: tuple[int, ...], blocks: tuple[int, ...]):
         super().__init__()
         stages: list[nn.Module] = []
         channels = in_channels
-        for width in widths:
-            stages += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GroupNorm(8, width), nn.GELU(),
-                       ResidualBlock(width)]
+        for width, count in zip(widths, blocks):
+            stages += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GroupNorm(8, width), nn.GELU()]
+            stages += [ResidualBlock(width) for _ in range(count)]
             channels = width
         self.stages = nn.Sequential(*stages)
         self.keypoints = nn.Conv2d(channels, 32, 1)
@@ -100,13 +101,15 @@ class ObservationEncoder(nn.Module):
     """Raw observations (low-dim float, images uint8 HWC, each with a frame axis) -> one vector.
 
     Low-dim keys are standardized with the checkpoint's statistics and concatenated; each camera
-    has its own image encoder over its stacked frames.
+    has its own image encoder over its stacked frames, which are augmented in training mode and
+    given the matching deterministic transform in eval mode (augment.py).
     """
 
     def __init__(self, config: PolicyConfig, obs_mean: dict[str, list[float]], obs_std: dict[str, list[float]]):
         super().__init__()
         self.lowdim_keys = config.lowdim_keys
         self.image_keys = config.image_keys
+        self.augmentation, self.augmentation_pixels = config.image_augmentation, config.image_augmentation_pixels
         # (x - mean) / std of every low-dim key and frame at once, as x * scale + shift over the keys
         # concatenated: one kernel however many keys (per-op overhead dominates at batch 1)
         scale, shift = [], []
@@ -119,13 +122,14 @@ class ObservationEncoder(nn.Module):
         self.register_buffer("lowdim_shift", torch.cat(shift) if shift else torch.zeros(0), persistent=False)
         self.image_encoders = nn.ModuleDict({
             key: ImageEncoder(config.obs_shapes[key][2] * config.frame_stack, config.image_feature_dim,
-                              config.image_encoder_widths)
+                              config.image_encoder_widths, config.image_encoder_blocks)
             for key in self.image_keys
         })
         lowdim_dim = sum(config.obs_shapes[key][0] for key in self.lowdim_keys) * config.frame_stack
         self.output_dim = lowdim_dim + config.image_feature_dim * len(self.image_keys)
 
-    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """`generator` draws the augmentation's offsets in training mode."""
         features = []
         if self.lowdim_keys:
             lowdim = torch.cat([obs[key].flatten(1) for key in self.lowdim_keys], dim=-1).float()
@@ -133,6 +137,12 @@ class ObservationEncoder(nn.Module):
         for key in self.image_keys:
             frames = obs[key]  # (B, F, H, W, C) uint8
             batch, stack, height, width, channels = frames.shape
-            images = frames.permute(0, 1, 4, 2, 3).reshape(batch, stack * channels, height, width)
-            features.append(self.image_encoders[key](images.float() / 255.0))
+            images = frames.permute(0, 2, 3, 1, 4).reshape(batch, height, width, stack * channels)
+            if self.training:
+                images = augment_images(images, self.augmentation, self.augmentation_pixels, generator)
+            else:
+                images = inference_images(images, self.augmentation, self.augmentation_pixels)
+            # (B, H, W, K) seen as (B, K, H, W) is channels-last memory, the layout these convolutions
+            # run fastest in; converted to float once, in that layout
+            features.append(self.image_encoders[key](images.permute(0, 3, 1, 2).float() / 255.0))
         return torch.cat(features, dim=-1)

@@ -16,6 +16,7 @@ import copy
 import csv
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.995
     device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0: one per core
     seed: int = 0
     log_every: int = 100
     validate_every: int = 500
@@ -77,6 +79,8 @@ class TrainConfig:
                      "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ConfigError(f"threads: must be >= 0 (0: one per core), got {self.threads}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.algo not in ALGOS:
@@ -254,6 +258,16 @@ def plot_losses(log_path: Path, plot_path: Path) -> None:
 
 
 def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
+    """Trains on `config.threads` torch threads (one per core if 0), restoring the caller's count after."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    try:
+        return _train(config, progress, resume)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(config: TrainConfig, progress: bool, resume: bool) -> Path:
     if config.algo == "mvp-rl":
         from ..rl.offline import train_mvp_rl
 
@@ -270,8 +284,12 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> P
     train_set, valid_set = load_datasets(config)
     contract = dataset_contract(config.dataset)
     model, normalization = build_model(config, train_set)
+    # the encoders take channels-last images (networks.py); weights in that layout too save a
+    # reorder per convolution and step (checkpoints still store contiguous tensors)
+    model.obs_encoder.image_encoders.to(memory_format=torch.channels_last)
     model.to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
+    # eval mode: validation sees the inference transform of images, not random augmentation
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     start = 0
@@ -341,6 +359,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", dest="batch_size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default 0: one per core)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
@@ -349,7 +368,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in
                  ("dataset", "out", "obs_keys", "head", "steps", "horizon", "frame_stack", "batch_size", "lr",
-                  "device", "seed", "algo", "online_steps")}
+                  "device", "threads", "seed", "algo", "online_steps")}
     base = None
     if args.resume:
         if not args.out:
