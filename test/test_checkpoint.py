@@ -424,15 +424,18 @@ for directory in sys.argv[2:]:
 def test_a_config_that_asks_for_more_memory_than_its_weights_hold_is_refused_without_allocating(checkpoint, tmp_path):
     """Each load runs in a process allowed 1 GB more address space than it had after its imports:
     building what these configs describe (a 1.7 GB first layer, a million layers, and within every
-    bound 1 GB or 69 GB of backbone weights or 5 GB of image encoder) would fail there with an
+    bound 1 GB or 69 GB of backbone weights or 19 GB of image encoder) would fail there with an
     allocator error naming no field, or take minutes."""
-    edits = {"hidden_dim_10M": {"hidden_dim": 10_000_000}, "depth_1M": {"depth": 1_000_000},
-             "widest_within_bounds": {"hidden_dim": 16384}, "largest_within_bounds": {"hidden_dim": 16384, "depth": 64},
-             "largest_image_encoder": {"obs_shapes": {"joints": [3], "camera": [84, 84, 3]}, "image_encoder_widths": [2048] * 8}}
+    edits = {"hidden_dim_10M": lambda policy: policy.update(hidden_dim=10_000_000),
+             "depth_1M": lambda policy: policy.update(depth=1_000_000),
+             "widest_within_bounds": lambda policy: policy.update(hidden_dim=16384),
+             "largest_within_bounds": lambda policy: policy.update(hidden_dim=16384, depth=64),
+             "largest_image_encoder": lambda policy: policy.update(obs_shapes={"joints": [3], "camera": [84, 84, 3]},
+                                                                   image_encoder_widths=[2048] * 8, image_encoder_blocks=[8] * 8)}
     directories = [checkpoint]
     for name, edit in edits.items():
         directory = Path(shutil.copytree(checkpoint, tmp_path / name))
-        edit_config(directory, lambda document: document["policy"].update(edit))
+        edit_config(directory, lambda document: edit(document["policy"]))
         directories.append(directory)
     child = subprocess.run([sys.executable, "-c", LOAD_UNDER_A_MEMORY_LIMIT, str(2**30), *map(str, directories)],
                            capture_output=True, text=True, timeout=120)

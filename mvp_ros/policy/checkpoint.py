@@ -7,7 +7,6 @@ Loading never executes code from the checkpoint (no pickle).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from .. import __version__
 from .config import ConfigError, PolicyConfig
@@ -174,13 +174,24 @@ def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
         raise CheckpointError(f"{weights} cannot be read as safetensors: {error}") from None
 
 
+class _ParametersOnMeta(TorchFunctionMode):
+    """`torch.empty`, with which nn.Linear, nn.Conv2d and nn.GroupNorm create their parameters, on
+    the meta device (a shape, no storage); every other call as usual, so the small buffers a model
+    computes while it is built stay on the CPU: arithmetic on meta tensors imports torch._dynamo,
+    which takes seconds."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.empty:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
 def _architecture_shapes(info: CheckpointInfo) -> dict[str, tuple[int, ...]]:
-    """The weights' shapes that config.json's architecture needs, from a model on the meta device
-    (shapes without storage). The sampler changes no weight; DDPM's is taken because DDIM's step
-    list is computed from a tensor, which the meta device cannot give back."""
-    config = dataclasses.replace(info.config, diffusion_sampler="ddpm")
-    with torch.device("meta"):
-        model = ChunkPolicyModel(config, info.normalization)
+    """The weights' shapes that config.json's architecture needs, from a model whose parameters
+    have no storage."""
+    with _ParametersOnMeta():
+        model = ChunkPolicyModel(info.config, info.normalization)
     return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
