@@ -16,9 +16,10 @@ from PIL import Image  # noqa: E402
 from mvp_ros.cli import main  # noqa: E402
 from mvp_ros.data.robomimic import Episode, read_env_args, write_robomimic  # noqa: E402
 from mvp_ros.policy import Policy  # noqa: E402
+from mvp_ros.policy.chunks import ChunkExecutor  # noqa: E402
 from mvp_ros.sim.envs import env_args_for, make_env  # noqa: E402
 from mvp_ros.sim.evaluate import build_env, summarize, torch_threads, wilson_interval, write_video  # noqa: E402
-from mvp_ros.sim.rollout import ChunkExecutor, run_episode  # noqa: E402
+from mvp_ros.sim.rollout import run_episode  # noqa: E402
 
 HORIZON = 4
 OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")

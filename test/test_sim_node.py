@@ -23,10 +23,11 @@ from mvp_ros.cli import main as mvp_main
 from mvp_ros.data.contract import load_contract, stamp_ns
 from mvp_ros.policy import Policy
 from mvp_ros.policy.checkpoint import read_checkpoint_info
+from mvp_ros.policy.chunks import ChunkExecutor
 from mvp_ros.ros.diagnostics import values_of
 from mvp_ros.ros.sim_node import bridge_env
 from mvp_ros.sim.evaluate import build_env
-from mvp_ros.sim.rollout import ChunkExecutor, run_episode
+from mvp_ros.sim.rollout import run_episode
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from ros_peer import REPO, NodeProcess, Peer, domain_environment  # noqa: E402

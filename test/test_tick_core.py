@@ -336,7 +336,7 @@ def test_repeated_log_lines_are_throttled() -> None:
 
 
 def test_ensemble_decay_must_be_finite() -> None:
-    from mvp_ros.sim.rollout import ChunkExecutor
+    from mvp_ros.policy.chunks import ChunkExecutor
 
     for decay in (math.nan, math.inf, -0.1):
         with pytest.raises(ValueError, match="ensemble_decay"):

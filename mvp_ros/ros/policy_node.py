@@ -50,12 +50,12 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mvp_ros.data.contract import ActionSpec, Contract, TransformObservation, load_contract
 from mvp_ros.ros.diagnostics import diagnostic_array, status
+from mvp_ros.ros.message_types import import_message_class
 from mvp_ros.ros.node_main import add_ros_args_argument, console_main, overrides, ros_context
 from mvp_ros.ros.parameters import ParameterSpec, declare_parameters
 from mvp_ros.ros.policy_checks import ConfigurationError, check_policy_against_contract, import_tf2_ros
 from mvp_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
 from mvp_ros.ros.realtime import check_priority, raise_thread_priority, restore_scheduling, scheduling
-from mvp_ros.ros.recorder_node import import_message_class
 from mvp_ros.tick.core import TickCore, build_tick_core
 
 NODE_NAME = "mvp_policy"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from mvp_ros.data.contract import ContractError, load_contract
+from mvp_ros.ros.message_types import import_message_class
 from mvp_ros.ros.node_main import overrides, ros_context
 from mvp_ros.ros.parameters import ParameterSpec, declare_parameters
 
@@ -62,21 +62,6 @@ def parse_extra_topic(text: str) -> tuple[str, str]:
     if not topic.startswith("/") or type_name.count("/") != 2:
         raise RecorderError(f"extra topic {text!r} is not TOPIC:TYPE, e.g. /odom:nav_msgs/msg/Odometry")
     return topic, type_name
-
-
-def import_message_class(type_name: str) -> type:
-    """The rclpy message class for `pkg/msg/Name`; ModuleNotFoundError names the missing package."""
-    package, interface, name = type_name.split("/")
-    try:
-        module = importlib.import_module(f"{package}.{interface}")
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            f"Python package '{package}' is not installed (needed for {type_name}); install its"
-            " ROS 2 wheel or source a ROS 2 install that provides it"
-        ) from error
-    if not hasattr(module, name):
-        raise ModuleNotFoundError(f"package '{package}' has no message {name} (needed for {type_name})")
-    return getattr(module, name)
 
 
 def subscription_qos(publishers: list[TopicEndpointInfo]) -> QoSProfile:

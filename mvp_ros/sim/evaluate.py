@@ -28,7 +28,8 @@ from tqdm import tqdm  # noqa: E402
 from mvp_ros.policy import Policy  # noqa: E402
 from mvp_ros.policy.config import PolicyConfig  # noqa: E402
 from mvp_ros.sim.envs import SimEnv, make_env  # noqa: E402
-from mvp_ros.sim.rollout import ACT_ENSEMBLE_DECAY, ChunkExecutor, EpisodeResult, run_episode  # noqa: E402
+from mvp_ros.policy.chunks import ACT_ENSEMBLE_DECAY, ChunkExecutor  # noqa: E402
+from mvp_ros.sim.rollout import EpisodeResult, run_episode  # noqa: E402
 
 Z_95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
 WARMUP_CALLS = 3

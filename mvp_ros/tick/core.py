@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mvp_ros.data.contract import ActionSpec, Contract
-from mvp_ros.sim.rollout import ChunkExecutor
+from mvp_ros.policy.chunks import ChunkExecutor
 from mvp_ros.tick.commands import CommandGuard, measured_joints
 from mvp_ros.tick.observations import ObservationBuffer
 from mvp_ros.tick.stats import RollingTimes, Throttle
