@@ -4,7 +4,11 @@ its JSON. With the shipped policy (models/lift_lowdim) it must succeed, episode 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ import pytest
 from mvp_ros.cli import main as mvp_main
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from ros_peer import REPO  # noqa: E402
+from ros_peer import MVP, REPO  # noqa: E402
 from tiny_policy import PANDA_SIM_CONTRACT, write_tiny_checkpoint  # noqa: E402
 
 SHIPPED = REPO / "models" / "lift_lowdim"
@@ -61,3 +65,61 @@ def test_the_shipped_policy_succeeds_over_ros_as_in_mvp_eval(tmp_path, capsys) -
     # Lockstep on sim time: the ROS loop is the offline loop, episode for episode.
     assert demo["episode_success"] == offline["episode_success"]
     assert demo["episode_steps"] == offline["episode_steps"]
+
+
+def running(fragment: str) -> dict[int, str]:
+    """pid -> command line of every running process whose command line holds `fragment`."""
+    found = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # exited meanwhile
+            continue
+        if fragment in text:
+            found[int(cmdline.parent.name)] = text
+    return found
+
+
+def text_of(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_nodes_and_the_demo_says_how_it_ended(tmp_path, sig) -> None:
+    """`kill` (SIGTERM) or Ctrl-C (SIGINT) while episodes run: the demo passes the signal on to both
+    nodes, waits for them, reports their exit statuses and exits with 128 + the signal number."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny", contract=PANDA_SIM_CONTRACT)
+    started_with_it = f"--checkpoint {checkpoint}"  # the demo's and its nodes' command lines
+    logs, stdout, stderr = tmp_path / "logs", tmp_path / "stdout", tmp_path / "stderr"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        demo = subprocess.Popen([*MVP, "demo", "--checkpoint", str(checkpoint), "--episodes", "1000", "--max-steps", "10",
+                                 "--device", "cpu", "--no-progress", "--log-dir", str(logs)],
+                                cwd=REPO, stdout=out, stderr=err, env=os.environ | {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+    try:
+        wait_for(lambda: "episode 1 (seed 0)" in text_of(logs / "sim_node.log"), 90, "the first episode to end")
+        nodes = {pid: command for pid, command in running(started_with_it).items() if pid != demo.pid}
+        (sim_pid,) = [pid for pid, command in nodes.items() if " sim-node " in command]
+        (policy_pid,) = [pid for pid, command in nodes.items() if " policy-node " in command]
+        assert len(nodes) == 2
+
+        demo.send_signal(sig)
+        assert demo.wait(timeout=30) == 128 + sig
+        assert running(started_with_it) == {}
+    finally:  # whatever failed, leave nothing of this test running
+        for pid in running(started_with_it):
+            os.kill(pid, signal.SIGKILL)
+    assert f"sim node pid {sim_pid}, policy node pid {policy_pid}, node logs in {logs}" in stdout.read_text()
+    assert "Traceback" not in stderr.read_text()
+    assert stderr.read_text().strip().splitlines()[-1] == (
+        f"demo: stopped by {sig.name}, passed on to the nodes: sim node (pid {sim_pid}) exit status 0,"
+        f" policy node (pid {policy_pid}) exit status 0; node logs in {logs}")

@@ -14,7 +14,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +25,8 @@ from typing import Any
 from tqdm import tqdm
 
 from mvp_ros.resources import package_file
-from mvp_ros.ros.node_process import isolated_ros_environment, start_node_process, stop_node_process
+from mvp_ros.ros.node_process import (STOP_TIMEOUT_S, StopSignal, StopSignals, isolated_ros_environment,
+                                      start_node_process, stop_node_processes)
 
 DEFAULT_CHECKPOINT = str(package_file("models", "lift_lowdim"))
 DEFAULT_CONTRACT = str(package_file("config", "panda_sim_contract.yaml"))
@@ -31,6 +34,9 @@ POLICY_STATUS = "mvp_policy: control"
 EPISODE_START_TOPIC = "/mvp_sim/episode_start"
 STARTUP_TIMEOUT_S = 180.0
 STEP_TIMEOUT_S = 2.0  # the simulation's lockstep wait: a missing command holds after this long
+# How long the nodes get to exit after a SIGINT/SIGTERM is passed on, before SIGKILL: they took 2-5 s
+# on a busy host (most of it the interpreter's and libraries' teardown after the node stopped).
+SIGNAL_STOP_TIMEOUT_S = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,31 +56,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """0: done; 1: a node exited with an error at the end; 128 + signal number: stopped by SIGINT
+    or SIGTERM, which is passed on to the nodes."""
     max_steps = _check_arguments(args)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="mvp_demo_"))
     log_dir.mkdir(parents=True, exist_ok=True)
     env = isolated_ros_environment(os.environ.get("MVP_DEMO_DOMAIN_ID")) | {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     common = ["--checkpoint", str(args.checkpoint), "--contract", str(args.contract)]
     logs = {"sim": log_dir / "sim_node.log", "policy": log_dir / "policy_node.log"}
-    nodes = {
-        "sim": start_node_process(["sim-node", *common, "--seed", str(args.seed), "--ros-args",
-                                   "-p", f"max_steps:={max_steps}", "-p", f"lockstep_timeout_s:={STEP_TIMEOUT_S}"],
-                                  env, logs["sim"]),
-        "policy": start_node_process(["policy-node", *common, "--device", args.device, "--ros-args",
-                                      "-p", "use_sim_time:=true", "-p", f"reset_topic:={EPISODE_START_TOPIC}",
-                                      "-p", "inference_timeout_s:=1.0",
-                                      "-p", f"temporal_ensemble:={str(args.temporal_ensemble).lower()}"],
-                                     env, logs["policy"]),
-    }
-    print(f"demo: ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, node logs in {log_dir}", flush=True)
-    started = time.perf_counter()
-    try:
-        summary = _run_episodes(args, max_steps, int(env["ROS_DOMAIN_ID"]), nodes, logs)
-    finally:
-        exit_codes = {name: stop_node_process(process) for name, process in nodes.items()}
+    nodes: dict[str, subprocess.Popen] = {}
+    with StopSignals() as signals:
+        try:
+            nodes["sim"] = start_node_process(
+                ["sim-node", *common, "--seed", str(args.seed), "--ros-args",
+                 "-p", f"max_steps:={max_steps}", "-p", f"lockstep_timeout_s:={STEP_TIMEOUT_S}"], env, logs["sim"])
+            nodes["policy"] = start_node_process(
+                ["policy-node", *common, "--device", args.device, "--ros-args",
+                 "-p", "use_sim_time:=true", "-p", f"reset_topic:={EPISODE_START_TOPIC}", "-p", "inference_timeout_s:=1.0",
+                 "-p", f"temporal_ensemble:={str(args.temporal_ensemble).lower()}"], env, logs["policy"])
+            print(f"demo: ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, {_pids(nodes)}, node logs in {log_dir}", flush=True)
+            started = time.perf_counter()
+            summary = _run_episodes(args, max_steps, int(env["ROS_DOMAIN_ID"]), nodes, logs)
+        except StopSignal:
+            pass  # the nodes get the signal below
+        finally:
+            signals.raising = False
+            if signals.received is None:
+                exit_codes = stop_node_processes(nodes, signal.SIGINT, STOP_TIMEOUT_S)
+            else:
+                exit_codes = stop_node_processes(nodes, signals.received, SIGNAL_STOP_TIMEOUT_S)
+    if signals.received is not None:
+        nodes_stopped = ", ".join(f"{name} node (pid {nodes[name].pid}) {_exit_status(code)}"
+                                  for name, code in exit_codes.items())
+        print(f"demo: stopped by {signal.Signals(signals.received).name}, passed on to the nodes: "
+              f"{nodes_stopped or 'none had started'}; node logs in {log_dir}", file=sys.stderr, flush=True)
+        return 128 + signals.received
     summary |= {"seconds": time.perf_counter() - started, "node_exit_codes": exit_codes, "logs": str(log_dir)}
     _report(summary, args.json)
     return 0 if all(code == 0 for code in exit_codes.values()) else 1
+
+
+def _pids(nodes: dict[str, subprocess.Popen]) -> str:
+    return ", ".join(f"{name} node pid {process.pid}" for name, process in nodes.items())
+
+
+def _exit_status(code: int) -> str:
+    return f"exit status {code}" if code >= 0 else f"ended by {signal.Signals(-code).name}"
 
 
 def _check_arguments(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """Node processes for the commands that run nodes as children (`mvp demo`, `mvp bench`): started as
-`mvp ...` with the output to a log file, stopped with SIGINT (what Ctrl-C sends) so they publish
-their safe action and exit cleanly."""
+`mvp ...` with the output to a log file, stopped with SIGINT (what Ctrl-C sends) or the signal that
+stopped the parent, so they publish their safe action and exit cleanly."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,40 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+STOP_TIMEOUT_S = 30.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignal(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, as KeyboardInterrupt, so that no `except Exception`
+    on its way up (in rclpy or a wait loop) swallows it."""
+
+
+class StopSignals:
+    """A context in which SIGINT and SIGTERM are caught: the first is kept in `received` and, while
+    `raising`, raised as StopSignal in the main thread; later ones are ignored, so stopping the
+    children after it (bounded anyway) is never cut short and none is left running."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.raising = True
+
+    def __enter__(self) -> "StopSignals":
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exception) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signum
+            if self.raising:
+                raise StopSignal(signal.Signals(signum).name)
 
 
 def isolated_ros_environment(domain_id: str | None = None) -> dict[str, str]:
@@ -26,12 +59,24 @@ def start_node_process(arguments: list[str], env: dict[str, str], log: Path) -> 
                                 stdout=output, stderr=subprocess.STDOUT)
 
 
+def stop_node_processes(processes: dict[str, subprocess.Popen], sig: int = signal.SIGINT,
+                        timeout_s: float = STOP_TIMEOUT_S) -> dict[str, int]:
+    """Send `sig` to every process still running, wait for them all up to `timeout_s`, then SIGKILL
+    those still running; each one's exit status (negative: ended by that signal)."""
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(sig)
+    deadline = time.monotonic() + timeout_s
+    statuses = {}
+    for name, process in processes.items():
+        try:
+            statuses[name] = process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            statuses[name] = process.wait()
+    return statuses
+
+
 def stop_node_process(process: subprocess.Popen) -> int:
     """SIGINT, then SIGKILL after 30 s; the exit status."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
+    return stop_node_processes({"node": process})["node"]
