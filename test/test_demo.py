@@ -104,7 +104,8 @@ def test_a_signal_stops_the_nodes_and_the_demo_says_how_it_ended(tmp_path, sig) 
     with stdout.open("w") as out, stderr.open("w") as err:
         demo = subprocess.Popen([*MVP, "demo", "--checkpoint", str(checkpoint), "--episodes", "1000", "--max-steps", "10",
                                  "--device", "cpu", "--no-progress", "--log-dir", str(logs)],
-                                cwd=REPO, stdout=out, stderr=err, env=os.environ | {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+                                cwd=REPO, stdout=out, stderr=err,
+                                env=os.environ | {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
     try:
         wait_for(lambda: "episode 1 (seed 0)" in text_of(logs / "sim_node.log"), 90, "the first episode to end")
         nodes = {pid: command for pid, command in running(started_with_it).items() if pid != demo.pid}

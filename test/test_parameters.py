@@ -73,7 +73,8 @@ def test_defaults_and_valid_overrides_from_every_source_are_taken(env, tmp_path)
 
 @pytest.mark.parametrize(("ros_args", "message"), [
     (["-p", "rate_hz:=fast"], "parameter 'rate_hz' must be a finite double from 0.5 to 1000; got 'fast', a string"),
-    (["-p", "rate_hz:=20"], "parameter 'rate_hz' must be a finite double from 0.5 to 1000; got 20, an integer (write it with a decimal point)"),
+    (["-p", "rate_hz:=20"],
+     "parameter 'rate_hz' must be a finite double from 0.5 to 1000; got 20, an integer (write it with a decimal point)"),
     (["-p", "rate_hz:=.nan"], "parameter 'rate_hz' must be a finite double from 0.5 to 1000; got nan"),
     (["-p", "rate_hz:=.inf"], "parameter 'rate_hz' must be a finite double from 0.5 to 1000; got inf"),
     (["-p", "rate_hz:=0.25"], "parameter 'rate_hz' must be a finite double from 0.5 to 1000; got 0.25"),
@@ -82,7 +83,7 @@ def test_defaults_and_valid_overrides_from_every_source_are_taken(env, tmp_path)
     (["-p", "steps:=[]"], "parameter 'steps' must be an integer from 0 to 100; got an empty list, which leaves it unset"),
     (["-p", "mode:=quick"], "parameter 'mode' must be one of 'fast', 'exact'; got 'quick'"),
     (["-p", "gains:=[1.0, -0.5]"], "parameter 'gains' must be a list of finite doubles, each >= 0; got [1.0, -0.5]"),
-    (["-p", "label:=true"], "parameter 'label' must be a string; got True, true or false"),
+    (["-p", "label:=true"], "parameter 'label' must be a string; got True, a boolean"),
 ], ids=["string-for-double", "integer-for-double", "nan", "inf", "below-minimum", "negative-integer", "double-for-integer",
         "unset", "not-a-choice", "array-element-out-of-range", "bool-for-string"])
 def test_a_bad_override_is_refused_naming_the_parameter_what_it_takes_and_what_was_given(env, ros_args, message) -> None:

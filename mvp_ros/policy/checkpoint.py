@@ -111,7 +111,8 @@ def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
         raise CheckpointError(f"{config_path}: invalid policy or normalization entry: {error}") from None
     _check_normalization(config, normalization, config_path)
     return CheckpointInfo(directory=directory, config=config, normalization=normalization,
-                          weights_sha256=str(document["weights_sha256"]), env_args=document.get("env_args"), contract=document.get("contract"),
+                          weights_sha256=str(document["weights_sha256"]), env_args=document.get("env_args"),
+                          contract=document.get("contract"),
                           training=document.get("training") or {}, versions=document.get("versions") or {})
 
 

@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 TYPE_NAMES = {
-    Parameter.Type.BOOL: "true or false",
+    Parameter.Type.BOOL: "a boolean",
     Parameter.Type.INTEGER: "an integer",
     Parameter.Type.DOUBLE: "a double",
     Parameter.Type.STRING: "a string",
@@ -147,8 +147,8 @@ def declare_parameters(node: Node, specs: dict[str, ParameterSpec]) -> None:
     for name in sorted(set(overrides) - set(declared)):
         close = difflib.get_close_matches(name, declared, n=1)
         suggestion = f"; did you mean {close[0]!r}?" if close else f"; its parameters are {sorted(declared)}"
-        node.get_logger().warning(
-            f"parameter {name!r} was given but {node.get_fully_qualified_name()} has no such parameter, so it is ignored{suggestion}")
+        node.get_logger().warning(f"parameter {name!r} was given but {node.get_fully_qualified_name()} has no such"
+                                  f" parameter, so it is ignored{suggestion}")
 
 
 def check_params_files(ros_args: list[str], node_name: str) -> None:

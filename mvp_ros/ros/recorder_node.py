@@ -47,8 +47,10 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "contract": ParameterSpec("", "observation contract YAML; every topic it reads or writes is recorded"),
     "out": ParameterSpec("", "rosbag2 bag directory to create (must not exist)"),
     "storage": ParameterSpec("mcap", "rosbag2 storage plugin", choices=tuple(STORAGE_PLUGINS)),
-    "duration": ParameterSpec(0.0, "stop after this many seconds on the node's clock; 0 records until SIGINT/SIGTERM", minimum=0.0),
-    "extra_topics": ParameterSpec(Parameter.Type.STRING_ARRAY, "more topics to record, each 'TOPIC:TYPE' (e.g. '/odom:nav_msgs/msg/Odometry')"),
+    "duration": ParameterSpec(0.0, "stop after this many seconds on the node's clock; 0 records until SIGINT/SIGTERM",
+                              minimum=0.0),
+    "extra_topics": ParameterSpec(Parameter.Type.STRING_ARRAY,
+                                  "more topics to record, each 'TOPIC:TYPE' (e.g. '/odom:nav_msgs/msg/Odometry')"),
 }
 
 

@@ -21,7 +21,8 @@ Stepping:
 Episodes: `~/reset` (std_srvs/Trigger) starts an episode seeded with the parameter `seed`, then
 increments that parameter, so successive resets walk through seeds S, S+1, ...; set the parameter
 (`ros2 param set`, or `-p seed:=S`) to choose. In lockstep the episode starts once the last
-observation published has been answered (the policy ticks on an episode's final step too). An episode ends at success or after `max_steps`
+observation published has been answered (the policy ticks on an episode's final step too). An
+episode ends at success or after `max_steps`
 steps; the node then publishes `~/episode_result` (diagnostic_msgs/DiagnosticStatus: seed, success,
 steps, held steps; reliable, transient local) and waits for the next reset. At the start of each
 episode it publishes `~/episode_start` (std_msgs/Int64, the seed), which the policy node's
@@ -65,10 +66,12 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "checkpoint": ParameterSpec("", "policy checkpoint whose env_args build the environment"),
     "dataset": ParameterSpec("", "Robomimic HDF5 whose env_args build the environment (when no checkpoint is given)"),
     "contract": ParameterSpec("", "observation contract: the topics to publish and the command topic to apply"),
-    "lockstep": ParameterSpec(True, "wait for the command of each step before stepping; false: step at the control rate in wall time"),
+    "lockstep": ParameterSpec(True, "wait for the command of each step before stepping; false: step at the control rate"
+                                    " in wall time"),
     "lockstep_timeout_s": ParameterSpec(2.0, "lockstep: wall seconds to wait for a command before holding and stepping anyway",
                                         minimum=0.001, maximum=3600.0),
-    "seed": ParameterSpec(0, "seed of the next episode ~/reset starts (then incremented); at start-up also the environment's construction seed, as in mvp eval",
+    "seed": ParameterSpec(0, "seed of the next episode ~/reset starts (then incremented); at start-up also the"
+                             " environment's construction seed, as in mvp eval",
                           minimum=0, maximum=2**32 - 1),
     "max_steps": ParameterSpec(0, "steps per episode; 0: the env_args horizon", minimum=0, maximum=10_000_000),
     "autostart": ParameterSpec(False, "start an episode at start-up instead of waiting for ~/reset"),
@@ -81,10 +84,11 @@ class SimNode(Node):
         declare_parameters(self, PARAMETERS)
         self.contract = load_contract(_required(self, "contract"))
         self.env = bridge_env(self._env_args(), self.contract, self.get_parameter("seed").value)
-        if self.contract.action.msgtype != "std_msgs/msg/Float64MultiArray" or len(self.contract.action.names) != self.env.action_dim:
+        action = self.contract.action
+        if action.msgtype != "std_msgs/msg/Float64MultiArray" or len(action.names) != self.env.action_dim:
             raise BridgeError(
                 f"the simulation takes {self.env.action_dim}-dim Float64MultiArray commands; the contract's action is"
-                f" {self.contract.action.msgtype} with {len(self.contract.action.names)} names"
+                f" {action.msgtype} with {len(action.names)} names"
             )
         self.period_ns = round(1e9 / self.env.control_rate_hz)
         self.max_steps = self.get_parameter("max_steps").value or self.env.horizon
@@ -175,7 +179,8 @@ class SimNode(Node):
         self.episode_result_publisher.publish(
             status(f"{NODE_NAME}: episode", level, outcome, self.env.env_args["env_name"], values)
         )
-        self.get_logger().info(f"episode {self.episodes} (seed {self.episode['seed']}): {outcome} after {self.episode['steps']} steps")
+        self.get_logger().info(
+            f"episode {self.episodes} (seed {self.episode['seed']}): {outcome} after {self.episode['steps']} steps")
         self.episode = None
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
