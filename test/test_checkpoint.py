@@ -407,7 +407,9 @@ from mvp_ros.policy.checkpoint import load_checkpoint
 torch.set_num_threads(1)
 headroom = int(sys.argv[1])
 virtual = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
-resource.setrlimit(resource.RLIMIT_AS, (virtual + headroom, resource.RLIM_INFINITY))
+_, hard = resource.getrlimit(resource.RLIMIT_AS)  # kept: only a privileged process may raise it
+limit = virtual + headroom if hard == resource.RLIM_INFINITY else min(virtual + headroom, hard)
+resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 for directory in sys.argv[2:]:
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
