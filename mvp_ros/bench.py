@@ -8,7 +8,9 @@ Three parts, each optional:
   ros_tick   the policy node in its own process at 100 Hz (low-dim) and 30 Hz (two cameras), driven
              over DDS by a synthetic observation publisher; observation -> command latency and
              missed ticks (mvp_ros/ros/tick_bench.py)
-  training   steps per second of the MVP loss (with its JVP) against flow matching, diffusion, MLP
+  training   steps per second of the MVP loss (with its JVP) against flow matching, diffusion, MLP:
+             low-dim, and two 84x84 cameras with the random crops image policies train with, at
+             batch 64 and 256, on one torch thread per core unless --train-threads says otherwise
 
     mvp bench --json benchmarks/results/bench_cpu.json --plot benchmarks/results/bench_cpu.png
 """
@@ -35,7 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per low-dim inference case (0: skip)")
     parser.add_argument("--image-repeats", type=int, default=50, help="timed calls per image case (0: skip)")
     parser.add_argument("--train-repeats", type=int, default=30, help="timed training steps per head (0: skip)")
-    parser.add_argument("--batch-size", type=int, default=256, help="training batch size")
+    parser.add_argument("--batch-size", type=int, default=256, help="low-dim training batch size")
+    parser.add_argument("--image-train-repeats", type=int, default=10,
+                        help="timed two-camera training steps per head and batch size (0: skip)")
+    parser.add_argument("--image-batch-sizes", default="64,256",
+                        help="comma-separated batch sizes of the two-camera training rows (default 64,256)")
+    parser.add_argument("--train-threads", type=int, default=0,
+                        help="torch threads of the training part (default 0: one per core, as mvp train)")
     parser.add_argument("--ros-duration", type=float, default=60.0,
                         help="seconds of the low-dim ROS tick at --ros-rate (0: skip)")
     parser.add_argument("--ros-rate", type=float, default=100.0, help="low-dim control rate of the ROS tick (Hz)")
@@ -65,8 +73,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--heads must include mvp and name only {list(INFERENCE_CASES)}; got {heads}")
     setups = _tick_setups(args, device)
     torch.set_num_threads(args.threads)
+    image_batch_sizes = _positive_integers("--image-batch-sizes", args.image_batch_sizes)
+    if args.train_threads < 0:
+        raise ValueError(f"--train-threads must be >= 0 (0: one per core), got {args.train_threads}")
     result = benchmark(device, args.repeats, args.image_repeats, args.train_repeats, args.batch_size,
-                       args.width, args.depth, modes, heads)
+                       args.width, args.depth, modes, heads, args.image_train_repeats, image_batch_sizes,
+                       args.train_threads or None)
     result["ros_tick"] = result["ros_tick_image"] = None
     if setups:
         from mvp_ros.ros.tick_bench import NodeSettings, ros_tick  # rclpy only for this part
@@ -94,6 +106,16 @@ def _modes(text: str, device) -> list[str]:
     for mode in modes:
         _check_device("--modes", mode, device)
     return modes
+
+
+def _positive_integers(flag: str, text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(value) for value in text.split(",") if value.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ValueError(f"{flag} takes comma-separated positive integers; got {text!r}")
+    return values
 
 
 def _check_device(flag: str, mode: str, device) -> None:
@@ -144,8 +166,8 @@ def _print(result: dict) -> None:
                   f" {row['ticks']} ticks missed; in the node (observation ready -> command published) p50"
                   f" {row['node_tick_p50_ms']:.3f} ms, p99 {row['node_tick_p99_ms']:.3f} ms ({row['node_scheduling']})")
     for row in result["training"]:
-        print(f"train {row['head']:>10}: {row['step_ms_p50']:8.2f} ms/step, {row['steps_per_s']:7.2f} steps/s, "
-              f"{row['ratio_to_flow']:.2f}x flow")
+        print(f"train {row['head']:>10} {row['obs']:>6} batch {row['batch_size']:>4}, {row['threads']} thread(s):"
+              f" {row['step_ms_p50']:8.2f} ms/step, {row['steps_per_s']:7.2f} steps/s, {row['ratio_to_flow']:.2f}x flow")
 
 
 def plot(result: dict, path: Path) -> None:

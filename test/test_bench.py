@@ -9,7 +9,8 @@ import pytest
 from mvp_ros.cli import main
 from mvp_ros.policy.bench import INFERENCE_CASES, TRAINING_HEADS
 
-TINY = ["--width", "32", "--depth", "2", "--batch-size", "8", "--train-repeats", "2"]
+TINY = ["--width", "32", "--depth", "2", "--batch-size", "8", "--train-repeats", "2", "--image-batch-sizes", "2,3",
+        "--image-train-repeats", "2", "--train-threads", "1"]
 
 
 def test_bench_writes_every_part_side_by_side(tmp_path):
@@ -45,8 +46,12 @@ def test_bench_writes_every_part_side_by_side(tmp_path):
         assert 0 <= tick["missed_ticks"] <= ticks and tick["node_exit_code"] == 0
         assert tick["thread_priority"] == 0 and tick["node_scheduling"] == "SCHED_OTHER"
 
-    assert [row["head"] for row in result["training"]] == list(TRAINING_HEADS)
-    assert all(row["steps_per_s"] > 0 for row in result["training"])
+    training = result["training"]
+    assert [(row["obs"], row["batch_size"]) for row in training] == [
+        (kind, size) for kind, size in (("lowdim", 8), ("image", 2), ("image", 3)) for _ in TRAINING_HEADS]
+    assert [row["head"] for row in training] == list(TRAINING_HEADS) * 3
+    assert all(row["steps_per_s"] > 0 and row["threads"] == 1 for row in training)
+    assert [row["ratio_to_flow"] for row in training if row["head"] == "flow"] == [1.0] * 3
     assert plot_path.stat().st_size > 1000
 
 
@@ -56,8 +61,8 @@ def test_bench_compiles_the_sampling_call_just_in_time_and_ahead_of_time(tmp_pat
     result_path = tmp_path / "bench.json"
     limits = (torch._dynamo.config.recompile_limit, torch._dynamo.config.fail_on_recompile_limit_hit)
     assert main(["bench", *TINY, "--heads", "mvp,flow", "--modes", "eager,compile,aot", "--repeats", "3",
-                 "--image-repeats", "0", "--train-repeats", "0", "--ros-duration", "0", "--ros-image-duration", "0",
-                 "--json", str(result_path)]) == 0
+                 "--image-repeats", "0", "--train-repeats", "0", "--image-train-repeats", "0", "--ros-duration", "0",
+                 "--ros-image-duration", "0", "--json", str(result_path)]) == 0
     result = json.loads(result_path.read_text())
     assert {(row["head"], row["mode"]) for row in result["inference"]} == {
         (head, mode) for head in ("mvp", "flow") for mode in ("eager", "compile", "aot")}
@@ -77,7 +82,7 @@ def test_bench_without_ros_runs_inference_and_training(tmp_path):
                     "--image-repeats", "0", "--ros-duration", "0", "--ros-image-duration", "0", "--json", str(result_path)],
                    check=True, capture_output=True, timeout=300)
     result = json.loads(result_path.read_text())
-    assert [row["head"] for row in result["inference"]] == ["mvp"] and len(result["training"]) == len(TRAINING_HEADS)
+    assert [row["head"] for row in result["inference"]] == ["mvp"] and len(result["training"]) == 3 * len(TRAINING_HEADS)
     assert result["ros_tick"] is None
 
 
@@ -90,6 +95,9 @@ def test_bench_without_ros_runs_inference_and_training(tmp_path):
     (["--ros-duration", "0.001"], "the lowdim ROS tick needs a rate > 0 and at least one tick"),
     (["--ros-image-rate", "0"], "the image ROS tick needs a rate > 0"),
     (["--ros-priority", "120"], "--ros-priority: thread_priority must be 0 (the normal scheduler) or a SCHED_FIFO priority"),
+    (["--image-batch-sizes", "64,x"], "--image-batch-sizes takes comma-separated positive integers; got '64,x'"),
+    (["--image-batch-sizes", "0"], "--image-batch-sizes takes comma-separated positive integers"),
+    (["--train-threads", "-1"], "--train-threads must be >= 0 (0: one per core), got -1"),
 ])
 def test_bench_refuses_bad_settings(arguments, message, capsys):
     assert main(["bench", *arguments]) == 2

@@ -36,6 +36,8 @@ INFERENCE_CASES = {
     "mlp": ("mlp", 1, {}, 1),
 }
 TRAINING_HEADS = ("mvp", "flow", "diffusion", "mlp")
+# Image training as `mvp train` runs it for models/lift_image: random 76x76 crops of the 84x84 cameras.
+IMAGE_TRAINING = {"image_augmentation": "crop", "image_augmentation_pixels": 4}
 
 
 @dataclass
@@ -122,12 +124,13 @@ def inference_cases(kind: str, modes: list[str], heads: list[str], device: torch
     return cases
 
 
-def training_cases(device: torch.device, batch_size: int, width: int, depth: int) -> list[Case]:
+def training_cases(kind: str, device: torch.device, batch_size: int, width: int, depth: int) -> list[Case]:
     cases = []
-    obs = random_obs("lowdim", batch_size, device)
+    obs = random_obs(kind, batch_size, device)
     actions = torch.rand(batch_size, HORIZON, ACTION_DIM, device=device) * 2 - 1
     for head in TRAINING_HEADS:
-        model = build(head, "lowdim", {}, device, width, depth).train()
+        model = build(head, kind, IMAGE_TRAINING if kind == "image" else {}, device, width, depth).train()
+        model.obs_encoder.image_encoders.to(memory_format=torch.channels_last)  # as mvp train does
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
 
         def step(model=model, optimizer=optimizer):
@@ -161,7 +164,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repeats: int, batch_size: int,
-              width: int, depth: int, modes: list[str], heads: list[str]) -> dict:
+              width: int, depth: int, modes: list[str], heads: list[str], image_train_repeats: int = 0,
+              image_batch_sizes: tuple[int, ...] = (), train_threads: int | None = None) -> dict:
+    """`train_threads`: torch threads of the training part (one per core if None, as `mvp train`)."""
     inference = []
     for kind, count in (("lowdim", repeats), ("image", image_repeats)):
         if count <= 0:
@@ -182,13 +187,22 @@ def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repe
                               round(float(np.percentile(values, 50) / np.percentile(reference, 50)), 2),
                               "samples_ms": [round(value, 4) for value in values]})
     training = []
-    if train_repeats > 0:
-        samples = interleave(training_cases(device, batch_size, width, depth), train_repeats, warmup=3, device=device)
-        flow = np.percentile(samples["flow"], 50)
-        for head, values in samples.items():
-            median = float(np.percentile(values, 50))
-            training.append({"head": head, "steps_per_s": round(1000 / median, 2), "step_ms_p50": round(median, 3),
-                             "ratio_to_flow": round(median / flow, 3), "batch_size": batch_size})
+    groups = [("lowdim", batch_size, train_repeats)] + [("image", size, image_train_repeats) for size in image_batch_sizes]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(train_threads or os.cpu_count() or 1)
+    try:
+        for kind, size, count in groups:
+            if count <= 0:
+                continue
+            samples = interleave(training_cases(kind, device, size, width, depth), count, warmup=3, device=device)
+            flow = np.percentile(samples["flow"], 50)
+            for head, values in samples.items():
+                median = float(np.percentile(values, 50))
+                training.append({"head": head, "obs": kind, "batch_size": size, "threads": torch.get_num_threads(),
+                                 "steps_per_s": round(1000 / median, 2), "step_ms_p50": round(median, 3),
+                                 "ratio_to_flow": round(median / flow, 3)})
+    finally:
+        torch.set_num_threads(threads)
     return {"machine": machine(device),
             "backbone": f"{depth}x{width} GELU MLP", "chunk": [HORIZON, ACTION_DIM],
             "inference": inference, "training": training}
