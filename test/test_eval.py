@@ -17,9 +17,10 @@ from mvp_ros.cli import main  # noqa: E402
 from mvp_ros.data.robomimic import Episode, read_env_args, write_robomimic  # noqa: E402
 from mvp_ros.policy import Policy  # noqa: E402
 from mvp_ros.policy.chunks import ChunkExecutor  # noqa: E402
-from mvp_ros.sim.envs import env_args_for, make_env  # noqa: E402
-from mvp_ros.sim.evaluate import build_env, summarize, torch_threads, wilson_interval, write_video  # noqa: E402
+from mvp_ros.sim.envs import build_env, env_args_for, make_env  # noqa: E402
+from mvp_ros.sim.evaluate import summarize, torch_threads, write_video  # noqa: E402
 from mvp_ros.sim.rollout import run_episode  # noqa: E402
+from mvp_ros.sim.success import wilson_interval  # noqa: E402
 
 HORIZON = 4
 OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")

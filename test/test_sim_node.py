@@ -26,7 +26,7 @@ from mvp_ros.policy.checkpoint import read_checkpoint_info
 from mvp_ros.policy.chunks import ChunkExecutor
 from mvp_ros.ros.diagnostics import values_of
 from mvp_ros.ros.sim_node import bridge_env
-from mvp_ros.sim.evaluate import build_env
+from mvp_ros.sim.envs import build_env
 from mvp_ros.sim.rollout import run_episode
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))

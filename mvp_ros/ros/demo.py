@@ -27,6 +27,7 @@ from tqdm import tqdm
 from mvp_ros.resources import package_file
 from mvp_ros.ros.node_process import (STOP_TIMEOUT_S, StopSignal, StopSignals, isolated_ros_environment,
                                       start_node_process, stop_node_processes)
+from mvp_ros.sim.success import wilson_interval
 
 DEFAULT_CHECKPOINT = str(package_file("models", "lift_lowdim"))
 DEFAULT_CONTRACT = str(package_file("config", "panda_sim_contract.yaml"))
@@ -139,8 +140,6 @@ def _run_episodes(args: argparse.Namespace, max_steps: int, domain_id: int, node
 
 
 def _summary(results: list[dict[str, Any]], policy: dict[str, str]) -> dict[str, Any]:
-    from mvp_ros.sim.evaluate import wilson_interval
-
     successes = sum(result["success"] for result in results)
     low, high = wilson_interval(successes, len(results))
 

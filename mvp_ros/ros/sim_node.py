@@ -280,7 +280,7 @@ def _required(node: Node, name: str) -> str:
 def bridge_env(env_args: dict, contract: Contract, seed: int):
     """The environment of `env_args`, with the cameras the contract's image keys name added, built
     as `mvp eval --seed SEED` builds it (robosuite draws Lift's cube size when it builds the model)."""
-    from mvp_ros.sim.evaluate import build_env  # robosuite: imported only by the node that simulates
+    from mvp_ros.sim.envs import build_env  # robosuite: imported only by the node that simulates
 
     images = {key: spec for key, spec in contract.observations.items() if isinstance(spec, ImageObservation)}
     env_args = copy.deepcopy(env_args)

@@ -5,6 +5,9 @@ rebuild the same environment (and robomimic's own tools can read them):
 
     {"env_name": "Lift", "env_version": "1.5.2", "type": 1, "env_kwargs": {<robosuite.make kwargs>}}
 
+`make_env` builds the environment of `env_args`; `build_env` builds it with a given seed, as
+`mvp eval` and the ROS simulation bridge do, so both simulate the same objects.
+
 Conventions fixed here for data generation, evaluation and the ROS simulation bridge alike:
 - Images come out right side up (row 0 is the top of the picture). robosuite renders OpenGL-style,
   bottom row first; `SimEnv` flips every image once, here, instead of changing robosuite's global
@@ -252,6 +255,16 @@ def make_env(env_args: dict[str, Any] | str, *, offscreen_render: bool = False) 
     if offscreen_render:
         env_kwargs["has_offscreen_renderer"] = True
     return SimEnv(robosuite.make(env_args["env_name"], **env_kwargs), env_args)
+
+
+def build_env(env_args: dict, seed: int, offscreen_render: bool) -> SimEnv:
+    """The environment of `env_args`, constructed with `seed`. robosuite draws some model properties
+    once, when it builds the model (Lift's cube size), from a generator that is seeded from the OS
+    unless `env_kwargs` has a seed; without one, two runs would evaluate on different cubes."""
+    env_kwargs = env_args.get("env_kwargs")
+    if isinstance(env_kwargs, dict):  # anything else is for make_env to reject, with its message
+        env_args = {**env_args, "env_kwargs": {**env_kwargs, "seed": seed}}
+    return make_env(env_args, offscreen_render=offscreen_render)
 
 
 def _parse_env_args(env_args: dict[str, Any] | str) -> dict[str, Any]:

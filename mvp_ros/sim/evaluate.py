@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -27,27 +26,16 @@ from tqdm import tqdm  # noqa: E402
 
 from mvp_ros.policy import Policy  # noqa: E402
 from mvp_ros.policy.config import PolicyConfig  # noqa: E402
-from mvp_ros.sim.envs import SimEnv, make_env  # noqa: E402
+from mvp_ros.sim.envs import SimEnv, build_env  # noqa: E402
 from mvp_ros.policy.chunks import ACT_ENSEMBLE_DECAY, ChunkExecutor  # noqa: E402
 from mvp_ros.sim.rollout import EpisodeResult, run_episode  # noqa: E402
+from mvp_ros.sim.success import wilson_interval  # noqa: E402
 
-Z_95 = 1.959963984540054  # standard normal quantile for a two-sided 95% interval
 WARMUP_CALLS = 3
 
 
 class IncompatibleCheckpointError(ValueError):
     """A checkpoint whose observations or actions do not fit the environment."""
-
-
-def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (sensible at 0 and at 1, unlike +-1.96 sigma)."""
-    if trials < 1:
-        raise ValueError("the Wilson interval needs at least one trial")
-    rate = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (rate + z * z / (2 * trials)) / denominator
-    half_width = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half_width), min(1.0, centre + half_width)
 
 
 def check_checkpoint_fits(config: PolicyConfig, env: SimEnv, obs: dict[str, np.ndarray], checkpoint: Path) -> None:
@@ -66,16 +54,6 @@ def check_checkpoint_fits(config: PolicyConfig, env: SimEnv, obs: dict[str, np.n
         raise IncompatibleCheckpointError(
             f"checkpoint {checkpoint} predicts {config.action_dim}-d actions, the {env_name} environment takes "
             f"{env.action_dim}-d actions: is it a checkpoint for another task?")
-
-
-def build_env(env_args: dict, seed: int, offscreen_render: bool) -> SimEnv:
-    """The environment of `env_args`, constructed with `seed`. robosuite draws some model properties
-    once, when it builds the model (Lift's cube size), from a generator that is seeded from the OS
-    unless `env_kwargs` has a seed; without one, two runs would evaluate on different cubes."""
-    env_kwargs = env_args.get("env_kwargs")
-    if isinstance(env_kwargs, dict):  # anything else is for make_env to reject, with its message
-        env_args = {**env_args, "env_kwargs": {**env_kwargs, "seed": seed}}
-    return make_env(env_args, offscreen_render=offscreen_render)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
