@@ -21,8 +21,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from mvp_ros.data.demos import IMAGE_KEYS, LOW_DIM_KEYS, episode_seed, run_expert  # noqa: E402
 from mvp_ros.sim.envs import env_args_for, make_env  # noqa: E402
+from mvp_ros.sim.experts import episode_seed, run_expert  # noqa: E402
+from mvp_ros.sim.write_demos import IMAGE_KEYS, LOW_DIM_KEYS  # noqa: E402
 
 
 def bench(task: str, images: bool, episodes: int, seed: int) -> dict:

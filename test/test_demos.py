@@ -15,21 +15,12 @@ import pytest  # noqa: E402
 from robosuite.utils.camera_utils import get_camera_transform_matrix, project_points_from_world_to_camera  # noqa: E402
 
 from mvp_ros.cli import main  # noqa: E402
-from mvp_ros.data.demos import (  # noqa: E402
-    IMAGE_KEYS,
-    LOW_DIM_KEYS,
-    PLANNERS,
-    DemoError,
-    DemoStats,
-    demos_contract,
-    episode_seed,
-    run_expert,
-    successful_demos,
-)
 from mvp_ros.data.contract import Contract, load_contract  # noqa: E402
 from mvp_ros.data.robomimic import Episode, read_env_args, read_file_attrs, write_robomimic  # noqa: E402
 from mvp_ros.resources import package_file  # noqa: E402
 from mvp_ros.sim.envs import env_args_for, make_env  # noqa: E402
+from mvp_ros.sim.experts import PLANNERS, DemoError, DemoStats, episode_seed, run_expert, successful_demos  # noqa: E402
+from mvp_ros.sim.write_demos import IMAGE_KEYS, LOW_DIM_KEYS, demos_contract  # noqa: E402
 
 LOW_DIM_SHAPES = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "robot0_joint_pos": 7}
 

@@ -1,1 +1,1 @@
-"""ROS-free data: Robomimic HDF5, rosbag2 conversion, the observation contract, scripted demos."""
+"""ROS-free data: Robomimic HDF5, rosbag2 conversion, the observation contract."""

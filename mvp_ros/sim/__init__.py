@@ -1,1 +1,2 @@
-"""ROS-free simulation: robosuite environments built from Robomimic `env_args`, rollouts, success."""
+"""ROS-free simulation: robosuite environments built from Robomimic `env_args`, scripted experts,
+rollouts, success rates."""

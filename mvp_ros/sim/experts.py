@@ -1,16 +1,12 @@
-"""Scripted demonstrations in robosuite, and the `mvp demos` command.
+"""Scripted experts in robosuite: the policies that demonstrate a task, and the loop that runs them.
 
 The experts drive a Panda with an OSC_POSE controller (20 Hz, 7-d delta actions in [-1, 1]:
 position, axis-angle rotation, gripper) through a per-episode plan of waypoints. Like people, they
 do not all do the same thing: each episode picks one of two strategies at random and adds noise to
-the waypoints, the speed and every action, so the data is multimodal. Only successful episodes are
-written, in Robomimic format, with the `env_args` that rebuild the environment and, as the file
-attr `contract`, the simulated Panda's contract (config/panda_sim_contract.yaml, with the task's
-object size and the cameras written) that `mvp train` stores in the checkpoint; each demo's attrs
-hold its `model_file`, `seed` and `strategy`. Rewards are robosuite's sparse reward (1 at success),
-and an episode ends (done = 1) at its first success.
-
-    mvp demos --task lift --episodes 200 --out lift.hdf5 [--images] [--seed S] [--max-attempts M]
+the waypoints, the speed and every action, so the data is multimodal. `run_expert` runs and records
+one episode (observations, actions, rewards, dones, simulator states; its `model_file`, `seed` and
+`strategy` as attrs), `successful_demos` runs attempts until enough have succeeded, and `mvp demos`
+(mvp_ros.sim.write_demos) writes those to a Robomimic-format HDF5 file.
 
 - lift, `top`: turn to the nearest cube-face-aligned yaw, hover above the cube, descend, grasp.
   lift, `side`: turn to the other face-aligned yaw (45-90 degrees away), come down beside the cube
@@ -20,24 +16,16 @@ and an episode ends (done = 1) at its first success.
 """
 from __future__ import annotations
 
-import argparse
-import itertools
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
-from mvp_ros.data.contract import Contract, load_contract
-from mvp_ros.data.robomimic import Episode, write_robomimic
-from mvp_ros.resources import package_file
-from mvp_ros.sim.envs import SimEnv, env_args_for, make_env
+from mvp_ros.data.robomimic import Episode
+from mvp_ros.sim.envs import SimEnv
 
-LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos", "object")
-IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
 OPEN, CLOSED = -1.0, 1.0
 
 # OSC_POSE maps an action of 1 to 0.05 m of position and 0.5 rad of rotation per step.
@@ -267,68 +255,3 @@ def successful_demos(
                 stats.successes += 1
                 progress.update(1)
                 yield attempt.episode
-
-
-def demos_contract(episode: Episode) -> dict:
-    """The simulated Panda's contract, fitted to the episodes of a run (like `episode`): the task's
-    `object` size, and each camera written as an rgb8 sensor_msgs/Image on /<camera>/image_raw."""
-    contract = load_contract(package_file("config", "panda_sim_contract.yaml")).to_dict()
-    observations = contract["observations"]
-    observations["object"]["size"] = episode.obs["object"].shape[1]
-    for key in IMAGE_KEYS:
-        if key in episode.obs:
-            height, width = episode.obs[key].shape[1:3]
-            observations[key] = {"type": "sensor_msgs/msg/Image", "topic": f"/{key.removesuffix('_image')}/image_raw",
-                                 "image": {"width": width, "height": height, "encoding": "rgb8"}}
-    return Contract.from_dict(contract, source="the mvp demos contract").to_dict()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=sorted(PLANNERS), help="robosuite task")
-    parser.add_argument("--episodes", type=int, required=True, help="successful demonstrations to write")
-    parser.add_argument("--out", type=Path, required=True, help="output Robomimic-format HDF5 file")
-    parser.add_argument("--images", action="store_true", help=f"also store {' and '.join(IMAGE_KEYS)}")
-    parser.add_argument("--image-size", type=int, default=84, help="image height and width (default 84)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the whole run (default 0)")
-    parser.add_argument(
-        "--max-attempts", type=int, default=None, help="give up after this many episodes (default 2 x episodes + 20)"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.episodes < 1:
-        raise SystemExit(f"mvp demos: --episodes must be at least 1, got {args.episodes}")
-    max_attempts = args.max_attempts if args.max_attempts is not None else 2 * args.episodes + 20
-    if max_attempts < args.episodes:
-        raise SystemExit(f"mvp demos: --max-attempts ({max_attempts}) is less than --episodes ({args.episodes})")
-    if args.image_size < 1:
-        raise SystemExit(f"mvp demos: --image-size must be positive, got {args.image_size}")
-    if not args.out.parent.is_dir():
-        raise SystemExit(f"mvp demos: output directory {args.out.parent} does not exist")
-    env_args = env_args_for(args.task, images=args.images, image_size=args.image_size)
-    env = make_env(env_args)
-    obs_keys = LOW_DIM_KEYS + (IMAGE_KEYS if args.images else ())
-    stats = DemoStats()
-    provenance = {
-        "source": "mvp demos (scripted experts, mvp_ros.data.demos)",
-        "task": args.task,
-        "seed": args.seed,
-        "images": bool(args.images),
-        "max_attempts": max_attempts,
-    }
-    try:
-        demos = successful_demos(env, args.task, args.episodes, args.seed, max_attempts, obs_keys, stats)
-        first = next(demos)
-        provenance["contract"] = demos_contract(first)
-        write_robomimic(args.out, itertools.chain([first], demos), env_args, seed=args.seed, attrs=provenance)
-    except DemoError as error:
-        print(f"mvp demos: {error}; nothing written", file=sys.stderr)
-        return 1
-    finally:
-        env.close()
-    print(
-        f"{args.task}: {stats.attempts} attempts, {stats.successes} successes, "
-        f"success rate {stats.successes / stats.attempts:.3f}, "
-        f"{stats.seconds / stats.successes:.2f} s per demonstration -> {args.out}"
-    )
-    return 0
