@@ -10,7 +10,8 @@ Three parts, each optional:
              missed ticks (mvp_ros/ros/tick_bench.py)
   training   steps per second of the MVP loss (with its JVP) against flow matching, diffusion, MLP:
              low-dim, and two 84x84 cameras with the random crops image policies train with, at
-             batch 64 and 256, on one torch thread per core unless --train-threads says otherwise
+             batch 64 and 256, on as many torch threads as `mvp train` takes unless --train-threads
+             says otherwise
 
     mvp bench --json benchmarks/results/bench_cpu.json --plot benchmarks/results/bench_cpu.png
 """
@@ -43,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-batch-sizes", default="64,256",
                         help="comma-separated batch sizes of the two-camera training rows (default 64,256)")
     parser.add_argument("--train-threads", type=int, default=0,
-                        help="torch threads of the training part (default 0: one per core, as mvp train)")
+                        help="torch threads of the training part (default 0: as mvp train, OMP_NUM_THREADS if set,"
+                             " else one per core)")
     parser.add_argument("--ros-duration", type=float, default=60.0,
                         help="seconds of the low-dim ROS tick at --ros-rate (0: skip)")
     parser.add_argument("--ros-rate", type=float, default=100.0, help="low-dim control rate of the ROS tick (Hz)")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     image_batch_sizes = _positive_integers("--image-batch-sizes", args.image_batch_sizes)
     if args.train_threads < 0:
-        raise ValueError(f"--train-threads must be >= 0 (0: one per core), got {args.train_threads}")
+        raise ValueError(f"--train-threads must be >= 0 (0: as mvp train), got {args.train_threads}")
     result = benchmark(device, args.repeats, args.image_repeats, args.train_repeats, args.batch_size,
                        args.width, args.depth, modes, heads, args.image_train_repeats, image_batch_sizes,
                        args.train_threads or None)

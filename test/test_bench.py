@@ -97,7 +97,7 @@ def test_bench_without_ros_runs_inference_and_training(tmp_path):
     (["--ros-priority", "120"], "--ros-priority: thread_priority must be 0 (the normal scheduler) or a SCHED_FIFO priority"),
     (["--image-batch-sizes", "64,x"], "--image-batch-sizes takes comma-separated positive integers; got '64,x'"),
     (["--image-batch-sizes", "0"], "--image-batch-sizes takes comma-separated positive integers"),
-    (["--train-threads", "-1"], "--train-threads must be >= 0 (0: one per core), got -1"),
+    (["--train-threads", "-1"], "--train-threads must be >= 0 (0: as mvp train), got -1"),
 ])
 def test_bench_refuses_bad_settings(arguments, message, capsys):
     assert main(["bench", *arguments]) == 2

@@ -188,3 +188,22 @@ def test_a_checkpoint_trained_on_mvp_demos_carries_the_simulated_pandas_contract
                      "--batch-size", "4") == 0
     panda = load_contract(package_file("config", "panda_sim_contract.yaml"))
     assert stored_contract(tmp_path / "run") == panda.to_dict()
+
+
+def test_training_takes_a_thread_per_core_unless_told_and_gives_the_callers_count_back(dataset, tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    def trained_threads(name, *extra):
+        out = tmp_path / name
+        main(["train", "--dataset", str(dataset), "--out", str(out), "--obs-keys", "position", "--steps", "2",
+              "--batch-size", "4", "--no-progress", *extra])
+        return json.loads((out / "config.json").read_text())["training"]["threads"]
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert trained_threads("cores") == os.cpu_count()
+    assert trained_threads("flag", "--threads", "3") == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert trained_threads("environment") == 1
+    assert torch.get_num_threads() == 1  # the suite's one thread, restored after every run

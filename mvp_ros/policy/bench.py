@@ -23,6 +23,7 @@ from .config import PolicyConfig
 from .execution import CAPTURING_MODES, graph_capturable, make_sampler, use_inference_layout
 from .model import ChunkPolicyModel
 from .normalizer import Normalization
+from .train import default_threads
 
 ACTION_DIM, HORIZON, LOWDIM = 7, 5, 19
 IMAGE_SHAPE = (84, 84, 3)
@@ -166,7 +167,7 @@ def percentile(values: list[float], q: float) -> float:
 def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repeats: int, batch_size: int,
               width: int, depth: int, modes: list[str], heads: list[str], image_train_repeats: int = 0,
               image_batch_sizes: tuple[int, ...] = (), train_threads: int | None = None) -> dict:
-    """`train_threads`: torch threads of the training part (one per core if None, as `mvp train`)."""
+    """`train_threads`: torch threads of the training part (if None, as many as `mvp train` takes)."""
     inference = []
     for kind, count in (("lowdim", repeats), ("image", image_repeats)):
         if count <= 0:
@@ -189,7 +190,7 @@ def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repe
     training = []
     groups = [("lowdim", batch_size, train_repeats)] + [("image", size, image_train_repeats) for size in image_batch_sizes]
     threads = torch.get_num_threads()
-    torch.set_num_threads(train_threads or os.cpu_count() or 1)
+    torch.set_num_threads(train_threads or default_threads())
     try:
         for kind, size, count in groups:
             if count <= 0:

@@ -58,7 +58,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.995
     device: str = "auto"
-    threads: int = 0  # torch CPU threads; 0: one per core
+    threads: int = 0  # torch CPU threads; 0: OMP_NUM_THREADS if set, else one per core
     seed: int = 0
     log_every: int = 100
     validate_every: int = 500
@@ -80,7 +80,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.threads < 0:
-            raise ConfigError(f"threads: must be >= 0 (0: one per core), got {self.threads}")
+            raise ConfigError(f"threads: must be >= 0 (0: OMP_NUM_THREADS if set, else one per core), got {self.threads}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.algo not in ALGOS:
@@ -257,10 +257,17 @@ def plot_losses(log_path: Path, plot_path: Path) -> None:
     plt.close(figure)
 
 
+def default_threads() -> int:
+    """One torch thread per core, unless OMP_NUM_THREADS names a number (on a CPU shared with other
+    work one thread can be much faster than two that wait for each other)."""
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    return int(requested) if requested.isdigit() and int(requested) > 0 else os.cpu_count() or 1
+
+
 def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
-    """Trains on `config.threads` torch threads (one per core if 0), restoring the caller's count after."""
+    """Trains on `config.threads` torch threads (default_threads() if 0), restoring the caller's count after."""
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    torch.set_num_threads(config.threads or default_threads())
     try:
         return _train(config, progress, resume)
     finally:
@@ -304,7 +311,8 @@ def _train(config: TrainConfig, progress: bool, resume: bool) -> Path:
         save_training_state(out, step, {"model": model}, {"optimizer": (optimizer, model)}, rng, generator)
         training = {"settings": dataclasses.asdict(config), "step": step, "dataset_demos": len(train_set.demo_names),
                     "dataset_windows": len(train_set), "valid_demos": len(valid_set.demo_names) if valid_set else 0,
-                    "metrics": metrics, "device": str(device), "ema_decay": config.ema_decay}
+                    "metrics": metrics, "device": str(device), "threads": torch.get_num_threads(),
+                    "ema_decay": config.ema_decay}
         path = save_checkpoint(out, ema, normalization, env_args=train_set.env_args, contract=contract,
                                training=training)
         plot_losses(out / LOG_FILE, out / PLOT_FILE)
@@ -359,7 +367,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", dest="batch_size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default 0: one per core)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default 0: OMP_NUM_THREADS if set, else one per core)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
