@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("mvp_ros.ros.recorder_node", "record an observation contract's topics to a rosbag2 bag (MCAP)"),
     "policy-node": ("mvp_ros.ros.policy_node", "run a policy as a ROS 2 lifecycle node on the contract's topics"),
     "sim-node": ("mvp_ros.ros.sim_node", "run the robosuite simulation as a ROS 2 node publishing the contract's topics"),
-    "demo": ("mvp_ros.ros.demo", "closed-loop demo: the simulation and policy nodes over DDS, success rate and tick latency"),
+    "demo": ("mvp_ros.ros.closed_loop", "closed-loop demo: the simulation and policy nodes over DDS, success rate and tick latency"),
 }
 
 

@@ -33,7 +33,7 @@ def test_the_tick_core_imports_no_ros() -> None:
 
 
 def test_the_simulation_bridge_and_mvp_demo_load_no_torch_and_no_evaluation_command() -> None:
-    modules = loaded_modules("import mvp_ros.ros.sim_node, mvp_ros.ros.demo, mvp_ros.ros.demo_client")
+    modules = loaded_modules("import mvp_ros.ros.sim_node, mvp_ros.ros.closed_loop, mvp_ros.ros.closed_loop_client")
     assert {"mvp_ros.ros.sim_node", "mvp_ros.sim.success"} <= modules
     for unwanted in ("torch", "mvp_ros.sim.evaluate", "mvp_ros.policy"):
         assert unwanted not in modules, unwanted

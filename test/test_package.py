@@ -167,7 +167,8 @@ def test_colcon_builds_the_package_in_a_fresh_workspace(tmp_path):
                                capture_output=True, text=True, timeout=120)
     assert installed.returncode == 0, installed.stderr
     assert str(site_packages) in installed.stdout
-    contract = subprocess.run([sys.executable, "-c", "from mvp_ros.ros.demo import DEFAULT_CONTRACT; print(DEFAULT_CONTRACT)"],
+    contract = subprocess.run([sys.executable, "-c",
+                               "from mvp_ros.ros.closed_loop import DEFAULT_CONTRACT; print(DEFAULT_CONTRACT)"],
                               env={**environment, "PYTHONPATH": str(site_packages)}, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
     assert contract.stdout.strip() == str(share / "config" / "panda_sim_contract.yaml"), contract.stderr

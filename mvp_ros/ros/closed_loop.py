@@ -123,9 +123,9 @@ def _check_arguments(args: argparse.Namespace) -> int:
 
 def _run_episodes(args: argparse.Namespace, max_steps: int, domain_id: int, nodes: dict[str, subprocess.Popen],
                   logs: dict[str, Path]) -> dict[str, Any]:
-    from mvp_ros.ros.demo_client import DemoClient  # rclpy: imported once the arguments are known to be good
+    from mvp_ros.ros.closed_loop_client import ClosedLoopClient  # rclpy: imported once the arguments are known to be good
 
-    client = DemoClient(domain_id, args.contract, POLICY_STATUS, logs)
+    client = ClosedLoopClient(domain_id, args.contract, POLICY_STATUS, logs)
     try:
         client.wait_until_ready(nodes, STARTUP_TIMEOUT_S)
         results = []

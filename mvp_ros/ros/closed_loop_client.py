@@ -19,7 +19,7 @@ from mvp_ros.ros.parent_node import ParentNode
 from mvp_ros.ros.qos import EVENT_QOS, RELIABLE_QOS
 
 
-class DemoClient(ParentNode):
+class ClosedLoopClient(ParentNode):
     def __init__(self, domain_id: int, contract_path: Path, policy_status: str, logs: dict[str, Path]) -> None:
         super().__init__("mvp_demo", domain_id, logs)
         self.contract = load_contract(contract_path)
