@@ -3,8 +3,6 @@ recorder process on a domain of their own; the bags are read back with rosbags."
 from __future__ import annotations
 
 import importlib.util
-import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,12 +16,13 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 from mvp_ros.cli import main as mvp_main
+from mvp_ros.ros.node_process import isolated_ros_environment
 
 HELPERS = Path(__file__).parent / "helpers"
 sys.path.insert(0, str(HELPERS))
 import publish_fixture as fixture  # noqa: E402
+from ros_peer import MVP  # noqa: E402
 
-MVP = [sys.executable, "-m", "mvp_ros.cli"]
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 STATIC_TOPIC = "/fixture/static:std_msgs/msg/String"
 RELIABLE_TOPICS = ["/joint_states", "/policy/command"]
@@ -52,10 +51,7 @@ action:
 @pytest.fixture
 def ros_env() -> dict[str, str]:
     """A DDS domain of this test's own, kept on this machine."""
-    return os.environ | {
-        "ROS_DOMAIN_ID": str(random.SystemRandom().randint(1, 100)),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-    }
+    return isolated_ros_environment()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""Node processes for the commands that run nodes as children (`mvp demo`, `mvp bench`): started as
-`mvp ...` with the output to a log file, stopped with SIGINT (what Ctrl-C sends) or the signal that
-stopped the parent, so they publish their safe action and exit cleanly."""
+"""Node processes for the commands that run nodes as children (`mvp demo`, `mvp bench`) and for the
+node tests: on a DDS domain of their own, started as `mvp ...` with the output to a log file, stopped
+with SIGINT (what Ctrl-C sends) or the signal that stopped the parent, so they publish their safe
+action and exit cleanly."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 STOP_TIMEOUT_S = 30.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -52,10 +54,12 @@ def isolated_ros_environment(domain_id: str | None = None) -> dict[str, str]:
     }
 
 
-def start_node_process(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """`mvp ARGUMENTS...` in a child process, stdout and stderr to `log`."""
+def start_node_process(arguments: list[str], env: dict[str, str], log: Path,
+                       prefix: Sequence[str] = ()) -> subprocess.Popen:
+    """`mvp ARGUMENTS...` in a child process, run through the command `prefix` if given (such as
+    prlimit or setpriv, which change the rights it runs with), stdout and stderr to `log`."""
     with log.open("w") as output:  # the child keeps its own descriptor
-        return subprocess.Popen([sys.executable, "-m", "mvp_ros.cli", *arguments], env=env,
+        return subprocess.Popen([*prefix, sys.executable, "-m", "mvp_ros.cli", *arguments], env=env,
                                 stdout=output, stderr=subprocess.STDOUT)
 
 

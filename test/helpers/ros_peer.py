@@ -1,17 +1,17 @@
-"""Test-side plumbing for the ROS node tests: node processes on a DDS domain of their own, and a
-peer node in the test process (its own rclpy context, spun on a background thread) that publishes,
-records what arrives, and calls services. Everything goes over real Fast DDS between processes.
+"""Test-side plumbing for the ROS node tests: node processes on a DDS domain of their own (started
+and stopped as the package's commands do, mvp_ros.ros.node_process), and a peer node in the test
+process (its own rclpy context, spun on a background thread) that publishes, records what arrives,
+and calls services. Everything goes over real Fast DDS between processes.
 """
 from __future__ import annotations
 
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,15 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from mvp_ros.ros.diagnostics import values_of
+from mvp_ros.ros.node_process import isolated_ros_environment, start_node_process, stop_node_processes
 
 REPO = Path(__file__).resolve().parents[2]
 MVP = [sys.executable, "-m", "mvp_ros.cli"]
 
 
 def domain_environment() -> dict[str, str]:
-    """A DDS domain of this test module's own, kept on this machine."""
-    return os.environ | {
-        "ROS_DOMAIN_ID": str(random.SystemRandom().randint(101, 200)),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+    """A DDS domain of this test module's own (101-200), kept on this machine, with offscreen rendering."""
+    return isolated_ros_environment(str(random.SystemRandom().randint(101, 200))) | {
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
     }
 
@@ -39,11 +38,9 @@ class NodeProcess:
     """`mvp <command> ...` as a child process, run through `prefix` (a command such as setpriv) if
     given; its output goes to a file (no pipe to fill up)."""
 
-    def __init__(self, arguments: list[str], env: dict[str, str], log: Path, prefix: list[str] | None = None) -> None:
+    def __init__(self, arguments: list[str], env: dict[str, str], log: Path, prefix: Sequence[str] = ()) -> None:
         self.log = log
-        self._log_file = log.open("w")
-        self.popen = subprocess.Popen([*(prefix or []), *MVP, *arguments], env=env, cwd=REPO, stdout=self._log_file,
-                                      stderr=subprocess.STDOUT)
+        self.popen = start_node_process(arguments, env, log, prefix)
 
     def output(self) -> str:
         return self.log.read_text()
@@ -52,15 +49,12 @@ class NodeProcess:
         return self.popen.poll() is None
 
     def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> int:
-        if self.alive():
-            self.popen.send_signal(sig)
-        try:
-            return self.popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
+        """Send `sig`, wait up to `timeout_s`; the exit status. A process still running then is killed
+        and fails the test."""
+        status = stop_node_processes({"node": self.popen}, sig, timeout_s)["node"]
+        if status == -signal.SIGKILL and sig != signal.SIGKILL:
             raise AssertionError(f"{self.popen.args} did not stop within {timeout_s} s:\n{self.output()}")
-        finally:
-            self._log_file.close()
+        return status
 
 
 class Peer:
