@@ -36,10 +36,11 @@ def test_bench_writes_every_part_side_by_side(tmp_path):
         tick = result[key]
         assert set(tick) >= {"rate_hz", "p50_ms", "p99_ms", "missed_ticks"}
         assert (tick["obs"], tick["rate_hz"], tick["ticks"]) == (obs, rate, ticks)
-        # every tick reached the node and was answered with a policy command (a loaded machine may make
-        # some late, which is what missed_ticks counts, but none may be lost or held)
-        assert tick["node_ticks"] == tick["node_commands"] == ticks and tick["node_holds"] == 0
-        assert tick["commands_received"] == ticks and 0 < tick["p50_ms"] <= tick["p99_ms"]
+        # every tick the node ran was answered with a policy command, none held; a loaded machine may
+        # make the node's timer skip a tick, which the node counts as missed, but none may go unaccounted
+        assert tick["node_ticks"] == tick["node_commands"] and tick["node_holds"] == 0
+        assert tick["node_ticks"] + tick["node_missed_ticks"] == ticks
+        assert tick["commands_received"] == tick["node_commands"] and 0 < tick["p50_ms"] <= tick["p99_ms"]
         # the node publishes, then DDS delivers here, then this process's executor runs the callback
         assert 0 < tick["command_published_p50_ms"] <= tick["p50_ms"] <= tick["callback_p50_ms"]
         assert tick["command_published_p99_ms"] <= tick["p99_ms"] <= tick["callback_p99_ms"]

@@ -5,7 +5,8 @@ publishes /clock, then every contract topic stamped with that time (the lockstep
 `mvp sim-node`), and a command subscriber (this process too) takes the node's answers. The node
 runs on that sim time, so each command (a JointTrajectory stamped with the node's clock) names the
 tick it answers:
-  latency       observations published -> command received: two DDS hops, the node's executor and
+  latency       observations published (from the first message of the tick, so the driver's own
+                publishing counts too) -> command received: two DDS hops, the node's executor and
                 its wait for a complete observation, inference, the limits. "Received" is the
                 reception time DDS records for the command (rmw MessageInfo), so this process's own
                 Python executor, which a C++ controller on a robot would not have, is not counted;
@@ -162,12 +163,14 @@ class TickDriver(ParentNode):
         for index in range(round(duration_s * rate_hz)):
             stamp_ns = first_tick_ns + index * period_ns
             stamp = Time(nanoseconds=stamp_ns).to_msg()
-            self.clock_publisher.publish(ClockMsg(clock=stamp))
-            for topic, msg in self.messages.items():
+            for msg in self.messages.values():
                 if hasattr(msg, "header"):
                     msg.header.stamp = stamp
-                self.publishers[topic].publish(msg)
+            # Taken as the first message goes out: the node may answer before the last publish call returns
             published[stamp_ns] = time.time_ns()
+            self.clock_publisher.publish(ClockMsg(clock=stamp))
+            for topic, msg in self.messages.items():
+                self.publishers[topic].publish(msg)
             stamps.append(stamp_ns)
             self.next_tick_ns = stamp_ns + period_ns
             next_at += period_s
