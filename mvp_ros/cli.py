@@ -17,12 +17,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mvp_ros.policy.train", "train a policy on a Robomimic-format HDF5 dataset"),
     "bag2hdf5": ("mvp_ros.data.bag2hdf5", "convert rosbag2 bags to Robomimic-format HDF5 through an observation contract"),
     "demos": ("mvp_ros.sim.write_demos", "write scripted-expert robosuite demonstrations to Robomimic-format HDF5"),
-    "bench": ("mvp_ros.bench", "inference latency of every head, the policy node's ROS tick and training cost, side by side (JSON, plot)"),
+    "bench": ("mvp_ros.bench",
+              "inference latency of every head, the policy node's ROS tick and training cost, side by side (JSON, plot)"),
     "eval": ("mvp_ros.sim.evaluate", "success rate of a checkpoint in its MuJoCo simulation (seeded episodes, JSON, video)"),
     "record": ("mvp_ros.ros.recorder_node", "record an observation contract's topics to a rosbag2 bag (MCAP)"),
     "policy-node": ("mvp_ros.ros.policy_node", "run a policy as a ROS 2 lifecycle node on the contract's topics"),
     "sim-node": ("mvp_ros.ros.sim_node", "run the robosuite simulation as a ROS 2 node publishing the contract's topics"),
-    "demo": ("mvp_ros.ros.closed_loop", "closed-loop demo: the simulation and policy nodes over DDS, success rate and tick latency"),
+    "demo": ("mvp_ros.ros.closed_loop",
+             "closed-loop demo: the simulation and policy nodes over DDS, success rate and tick latency"),
 }
 
 

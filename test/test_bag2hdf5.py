@@ -206,7 +206,8 @@ def awkward_scenario(seed: int = 0) -> Scenario:
         stamp = T0 + n * 20 * MS
         pose = np.array([0.1 * n, 0.0, 0.5, *rotation_z(0.01 * n)])
         others = [transform(stamp, "world", "base", np.array([1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0]))] if n % 5 == 0 else []
-        messages.append(("/tf", "tf2_msgs/msg/TFMessage", stamp + MS, tf_message([*others, transform(stamp, "link1", "link2", pose)])))
+        transforms = tf_message([*others, transform(stamp, "link1", "link2", pose)])
+        messages.append(("/tf", "tf2_msgs/msg/TFMessage", stamp + MS, transforms))
         dynamic.append((stamp, pose, len(messages)))
     return Scenario(messages, streams, static, dynamic)
 
@@ -469,7 +470,8 @@ def test_missing_topic_and_wrong_type(tmp_path: Path, capsys) -> None:
 
     wrong = small_bag(tmp_path, "sqlite3", cmd_type="std_msgs/msg/Float32MultiArray")
     error = convert_error(tmp_path, capsys, wrong)
-    assert f"{wrong}: topic /cmd is std_msgs/msg/Float32MultiArray in the bag, the contract reads std_msgs/msg/Float64MultiArray" in error
+    assert (f"{wrong}: topic /cmd is std_msgs/msg/Float32MultiArray in the bag, the contract reads"
+            " std_msgs/msg/Float64MultiArray") in error
 
 
 def test_empty_bag_and_topic_without_messages(tmp_path: Path, capsys) -> None:
@@ -539,7 +541,8 @@ def test_tf_without_a_chain(tmp_path: Path, capsys) -> None:
     bag = write_bag(tmp_path / "bag", messages)
     contract = {**CONTRACT, "observations": {"tool_pose": CONTRACT["observations"]["tool_pose"]}}
     error = convert_error(tmp_path, capsys, bag, contract)
-    assert f"{bag}: /tf, /tf_static: no chain of transforms from 'base' to 'tool' for tool_pose (frames in the bag: ['base', 'link1'])" in error
+    assert (f"{bag}: /tf, /tf_static: no chain of transforms from 'base' to 'tool' for tool_pose"
+            " (frames in the bag: ['base', 'link1'])") in error
 
 
 # ---- messages the live node rejects are dropped, counted by reason ---------------------------------------

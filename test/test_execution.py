@@ -45,7 +45,8 @@ def test_compiled_policy_acts_like_the_eager_one(mode, head, overrides):
 @pytest.mark.parametrize("head, overrides", [("mvp", {}), ("flow", {}), ("diffusion", {"diffusion_sampler": "ddim"})])
 def test_cuda_graph_replay_gives_the_eager_chunks_for_new_inputs(head, overrides):
     model = unsaturated(head, **overrides).cuda().eval()
-    inputs = {"joints": torch.zeros(1, 1, 3, device="cuda"), "camera": torch.zeros(1, 1, 12, 12, 3, dtype=torch.uint8, device="cuda")}
+    inputs = {"joints": torch.zeros(1, 1, 3, device="cuda"),
+              "camera": torch.zeros(1, 1, 12, 12, 3, dtype=torch.uint8, device="cuda")}
     with torch.inference_mode():
         graph = make_sampler(model, inputs, 4, "cuda_graph")
         for seed in range(3):  # new observations and noise written into the captured buffers

@@ -461,9 +461,11 @@ def test_with_the_simulation_clock_dead_the_watchdog_publishes_the_safe_action(t
         ticking.clear()  # the simulation dies
         died = time.monotonic()
         time.sleep(2.0)
-        error = peer.wait_for(lambda: [status for msg in peer.messages("/diagnostics", died + 0.5) for status in msg.status
-                                       if status.name == "mvp_policy_simclock: control" and status.level == DiagnosticStatus.ERROR],
-                              5, "an ERROR status")[-1]
+        def errors() -> list:
+            return [status for msg in peer.messages("/diagnostics", died + 0.5) for status in msg.status
+                    if status.name == "mvp_policy_simclock: control" and status.level == DiagnosticStatus.ERROR]
+
+        error = peer.wait_for(errors, 5, "an ERROR status")[-1]
     finally:
         stream.running.clear()
         ticking.clear()
@@ -546,7 +548,8 @@ def test_configure_names_the_missing_tf2_ros(tmp_path, capsys) -> None:
 def test_configure_checks_the_contract_stored_in_the_checkpoint(tmp_path, capsys, stored, message) -> None:
     checkpoint = write_tiny_checkpoint(tmp_path / "trained_with_contract", OBS_SHAPES, contract=stored)
     error = configure_error(tmp_path, capsys, checkpoint, CONTRACT)
-    assert f"mvp policy-node: error: contract {tmp_path / 'contract.yaml'} differs from the contract {checkpoint} was trained with" in error
+    assert (f"mvp policy-node: error: contract {tmp_path / 'contract.yaml'} differs from the contract {checkpoint}"
+            " was trained with") in error
     assert message in error
 
 

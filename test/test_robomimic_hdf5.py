@@ -293,7 +293,8 @@ def test_reader_errors_name_the_problem(tmp_path: Path, dataset_path: Path):
         RobomimicDataset(no_data, ["x"])
     with pytest.raises(DatasetError, match="no 'data' group"):
         read_env_args(no_data)
-    with pytest.raises(DatasetError, match=r"obs key 'wrist' not in data/demo_0/obs \(available: camera_image, eef_pos, gripper\)"):
+    with pytest.raises(DatasetError,
+                       match=r"obs key 'wrist' not in data/demo_0/obs \(available: camera_image, eef_pos, gripper\)"):
         RobomimicDataset(dataset_path, ["eef_pos", "wrist"])
     with pytest.raises(DatasetError, match=r"filter key 'test' not in mask/ \(available: train, valid\)"):
         RobomimicDataset(dataset_path, ["eef_pos"], filter_key="test")

@@ -207,7 +207,8 @@ class RecordingEnv:
 
 
 def offline_actions(checkpoint: Path, seed: int, steps: int) -> list[np.ndarray]:
-    """What `mvp eval --seed SEED --temporal-ensemble` (the policy node's default) applies in `steps` steps of its first episode."""
+    """What `mvp eval --seed SEED --temporal-ensemble` (the policy node's default) applies in `steps` steps of
+    its first episode."""
     policy = Policy.load(checkpoint, device="cpu")
     environment = build_env(policy.info.env_args, seed, offscreen_render=False)
     try:
@@ -277,7 +278,8 @@ def test_free_run_steps_at_the_control_rate_and_holds_without_commands(tmp_path,
      "contract key 'object' has shape (9,), the simulation's object has (10,)"),
     (lambda c: c["action"].update(names=["a", "b"], limits={"lower": [-1, -1], "upper": [1, 1]},
                                   safe_action={"rule": "hold"}),
-     "the simulation takes 7-dim Float64MultiArray commands; the contract's action is std_msgs/msg/Float64MultiArray with 2 names"),
+     "the simulation takes 7-dim Float64MultiArray commands; the contract's action is std_msgs/msg/Float64MultiArray"
+     " with 2 names"),
 ])
 def test_a_contract_the_simulation_cannot_serve_is_named(tmp_path, files, capsys, change, message) -> None:
     contract = yaml.safe_load(PANDA_CONTRACT.read_text())

@@ -9,7 +9,8 @@ Notation (design.md section 1): noise at t = 0, action at t = 1.
     L = L_MF + lambda * L_IVC
     one-step action:  a = eps + u_theta(eps, 0, 1)
 
-`net(a, cond, t, r)` is the backbone and `cond` the encoded observations, one row per sample. Each squared error may be divided by (||delta||^2 + c)^p (adaptive weighting).
+`net(a, cond, t, r)` is the backbone and `cond` the encoded observations, one row per sample. Each
+squared error may be divided by (||delta||^2 + c)^p (adaptive weighting).
 """
 from __future__ import annotations
 

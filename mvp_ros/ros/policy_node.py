@@ -68,24 +68,63 @@ TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 PARAMETERS: dict[str, ParameterSpec] = {
     "checkpoint": ParameterSpec("", "policy checkpoint directory (model.safetensors + config.json)"),
     "contract": ParameterSpec("", "observation contract YAML: topics, keys, action limits, safe action"),
-    "device": ParameterSpec("auto", "torch device for inference: auto (cuda when available), cpu or cuda", choices=("auto", "cpu", "cuda")),
-    "control_rate_hz": ParameterSpec(0.0, "control ticks per second on the node's clock; 0: the contract's rate (a different rate than the checkpoint was trained at is refused)", minimum=0.0, maximum=10_000.0),
-    "execute_steps": ParameterSpec(0, "actions executed from each chunk before re-planning; 0: the whole chunk (1 with temporal_ensemble)", minimum=0, maximum=10_000),
+    "device": ParameterSpec("auto",
+        "torch device for inference: auto (cuda when available), cpu or cuda",
+        choices=("auto", "cpu", "cuda")),
+    "control_rate_hz": ParameterSpec(0.0,
+        "control ticks per second on the node's clock; 0: the contract's rate (a different rate than the "
+        "checkpoint was trained at is refused)",
+        minimum=0.0, maximum=10_000.0),
+    "execute_steps": ParameterSpec(0,
+        "actions executed from each chunk before re-planning; 0: the whole chunk (1 with "
+        "temporal_ensemble)",
+        minimum=0, maximum=10_000),
     "temporal_ensemble": ParameterSpec(True, "average the overlapping predictions of successive chunks (ACT)"),
-    "ensemble_decay": ParameterSpec(0.01, "temporal ensembling: weight exp(-decay * i), oldest prediction i = 0", minimum=0.0, maximum=100.0),
-    "max_observation_age_s": ParameterSpec(0.0, "cap on every key's age limit in seconds; 0: the contract's limits only", minimum=0.0, maximum=3600.0),
-    "execution": ParameterSpec("auto", "how inference runs: auto (a captured CUDA graph on a GPU, eager on a CPU), eager, compile (torch.compile at configure: seconds to minutes), aot (AOTInductor at configure, a CPU only: the least time per call), cuda_graph",
-                   choices=("auto", "eager", "compile", "aot", "cuda_graph")),
-    "torch_threads": ParameterSpec(1, "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small network on a busy CPU", minimum=1, maximum=1024),
-    "thread_priority": ParameterSpec(0, "SCHED_FIFO real-time priority (1-99) of the thread that runs the ticks while active, as ros2_control's thread_priority; 0: the normal scheduler. Needs CAP_SYS_NICE or an rtprio limit; if refused, the node warns and ticks under the normal scheduler", minimum=0, maximum=99),
-    "warmup_iterations": ParameterSpec(10, "inference calls at configure (at least one, whose outputs must be finite), so the first real tick is not slow", minimum=0, maximum=100_000),
-    "inference_timeout_s": ParameterSpec(0.0, "a tick slower than this (observation ready -> command) publishes the safe action instead; 0: one control period", minimum=0.0, maximum=60.0),
-    "watchdog_timeout_s": ParameterSpec(0.0, "while active, publish the safe action whenever no command went out for this long on the steady clock (a starved executor, a dead simulation clock); 0: five control periods", minimum=0.0, maximum=60.0),
-    "allow_checkpoint_without_contract": ParameterSpec(False, "run a checkpoint that stores no data contract (older checkpoints), which cannot be checked against the node's contract; warns at every configure"),
-    "max_delta": ParameterSpec(Parameter.Type.DOUBLE_ARRAY, "largest change of each action dim per tick; unset: the contract's max_delta", minimum=1e-9, maximum=1e9),
+    "ensemble_decay": ParameterSpec(0.01,
+        "temporal ensembling: weight exp(-decay * i), oldest prediction i = 0",
+        minimum=0.0, maximum=100.0),
+    "max_observation_age_s": ParameterSpec(0.0,
+        "cap on every key's age limit in seconds; 0: the contract's limits only",
+        minimum=0.0, maximum=3_600.0),
+    "execution": ParameterSpec("auto",
+        "how inference runs: auto (a captured CUDA graph on a GPU, eager on a CPU), eager, compile "
+        "(torch.compile at configure: seconds to minutes), aot (AOTInductor at configure, a CPU only: the"
+        " least time per call), cuda_graph",
+        choices=("auto", "eager", "compile", "aot", "cuda_graph")),
+    "torch_threads": ParameterSpec(1,
+        "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small "
+        "network on a busy CPU",
+        minimum=1, maximum=1024),
+    "thread_priority": ParameterSpec(0,
+        "SCHED_FIFO real-time priority (1-99) of the thread that runs the ticks while active, as "
+        "ros2_control's thread_priority; 0: the normal scheduler. Needs CAP_SYS_NICE or an rtprio limit; "
+        "if refused, the node warns and ticks under the normal scheduler",
+        minimum=0, maximum=99),
+    "warmup_iterations": ParameterSpec(10,
+        "inference calls at configure (at least one, whose outputs must be finite), so the first real "
+        "tick is not slow",
+        minimum=0, maximum=100_000),
+    "inference_timeout_s": ParameterSpec(0.0,
+        "a tick slower than this (observation ready -> command) publishes the safe action instead; 0: one"
+        " control period",
+        minimum=0.0, maximum=60.0),
+    "watchdog_timeout_s": ParameterSpec(0.0,
+        "while active, publish the safe action whenever no command went out for this long on the steady "
+        "clock (a starved executor, a dead simulation clock); 0: five control periods",
+        minimum=0.0, maximum=60.0),
+    "allow_checkpoint_without_contract": ParameterSpec(False,
+        "run a checkpoint that stores no data contract (older checkpoints), which cannot be checked "
+        "against the node's contract; warns at every configure"),
+    "max_delta": ParameterSpec(Parameter.Type.DOUBLE_ARRAY,
+        "largest change of each action dim per tick; unset: the contract's max_delta",
+        minimum=1e-9, maximum=1e9),
     "autostart": ParameterSpec(True, "configure and activate at start (no lifecycle manager needed)"),
-    "seed": ParameterSpec(0, "seed of the policy's sampling noise, used at activation and by ~/reset", minimum=0, maximum=2**63 - 1),
-    "reset_topic": ParameterSpec("", "std_msgs/Int64 topic announcing a new episode and its seed (e.g. /mvp_sim/episode_start); empty: none"),
+    "seed": ParameterSpec(0,
+        "seed of the policy's sampling noise, used at activation and by ~/reset",
+        minimum=0, maximum=2**63 - 1),
+    "reset_topic": ParameterSpec("",
+        "std_msgs/Int64 topic announcing a new episode and its seed (e.g. /mvp_sim/episode_start); empty:"
+        " none"),
 }
 
 
@@ -205,7 +244,8 @@ class PolicyNode(LifecycleNode):
         self._create_runtime_entities()
         self.get_logger().info(
             f"configured: {checkpoint} ({self.policy.config.head}, horizon {self.policy.horizon},"
-            f" {self.policy.device}, {self.policy.execution}) with {contract_path}; loaded and warmed up in {time.perf_counter() - started:.2f} s;"
+            f" {self.policy.device}, {self.policy.execution}) with {contract_path};"
+            f" loaded and warmed up in {time.perf_counter() - started:.2f} s;"
             f" executing {self.core.chunks.execute} of {self.policy.horizon} actions per chunk"
             f"{' with temporal ensembling' if self.core.chunks.temporal_ensemble else ''}; position targets limited"
             f" from the measured joints: {[joint.name for joint in self.core.guard.measured] or 'none'}"
@@ -438,7 +478,8 @@ class PolicyNode(LifecycleNode):
             level, message = DiagnosticStatus.OK, "ticking"
         robot = self.contract.robot if self.contract else ""
         self._diagnostics.publish(
-            diagnostic_array(self.get_clock().now().to_msg(), status(f"{self.get_name()}: control", level, message, robot, values))
+            diagnostic_array(self.get_clock().now().to_msg(),
+                             status(f"{self.get_name()}: control", level, message, robot, values))
         )
 
 

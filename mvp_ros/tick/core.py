@@ -163,7 +163,8 @@ class TickCore:
         else:
             reason = self.buffer.accept(topic, msg, receive_ns, receive_ns, arrived_s)
         if reason is not None:
-            self.log_throttled("warn", (topic, reason), f"rejected a message on {topic} ({reason}): {self.buffer.last_reject[topic]}")
+            self.log_throttled("warn", (topic, reason),
+                               f"rejected a message on {topic} ({reason}): {self.buffer.last_reject[topic]}")
             return reason
         if topic in self._measuring_topics:
             self.guard.measure({key: self.buffer.samples[key].value for key in self.guard.keys if key in self.buffer.samples})

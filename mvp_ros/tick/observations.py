@@ -55,7 +55,8 @@ class ObservationBuffer:
         for key, (_, stamp_ns) in values.items():
             held = self.samples.get(key)
             if held is not None and stamp_ns < held.stamp_ns:
-                return self.reject(topic, "out_of_order", f"{key}: stamp {stamp_ns} ns is before the held sample's {held.stamp_ns} ns")
+                return self.reject(topic, "out_of_order",
+                                   f"{key}: stamp {stamp_ns} ns is before the held sample's {held.stamp_ns} ns")
             if stamp_ns > now_ns + self.period_ns:
                 return self.reject(topic, "future_stamp", f"{key}: stamp {stamp_ns} ns is ahead of the clock ({now_ns} ns)")
         self.store(values, arrived_s)

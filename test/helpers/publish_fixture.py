@@ -1,8 +1,8 @@
 """Publishes known test messages over real DDS, for the `mvp record` tests (run as its own process);
 also a load generator for measuring the recorder (--rate, --image-size).
 
-Header stamps are the publisher's clock at publishing. Message i on each topic carries its index, so a test can check every recorded message against
-what was published:
+Header stamps are the publisher's clock at publishing. Message i on each topic carries its index, so
+a test can check every recorded message against what was published:
   /joint_states       sensor_msgs/JointState, reliable; frame_id str(i); joint names in an order
                       that rotates every message, positions joint_positions(i) by name
   /camera/image_raw   sensor_msgs/Image rgb8 IMAGE_WIDTH x IMAGE_HEIGHT, best effort (sensor data

@@ -82,7 +82,8 @@ class Peer:
     def record(self, message_type: type, topic: str, reliable: bool = True, qos: QoSProfile | None = None) -> None:
         """Keep every message on `topic` with its arrival time (time.monotonic())."""
         self.received[topic] = []
-        profile = qos or QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+        reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+        profile = qos or QoSProfile(depth=1000, reliability=reliability)
 
         def keep(msg: Any) -> None:
             with self.lock:
