@@ -1,11 +1,15 @@
-"""The docs name tests as evidence for what they claim: every test they name exists."""
+"""The docs name tests as evidence for what they claim: every test they name exists. Every figure
+the README and docs/ keep from a committed result file is that file's value, formatted as shown,
+and every relative link in them points to a file of the repository."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def defined_tests() -> set[str]:
@@ -15,23 +19,202 @@ def defined_tests() -> set[str]:
     return names
 
 
+def read(relative: str) -> str:
+    return (ROOT / relative).read_text()
+
+
+def result(relative: str) -> dict:
+    return json.loads((ROOT / relative).read_text())
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return centre - half, centre + half
+
+
+# The tables and sentences below are what the docs show; the docs were written from them.
+
+def demo_lines(demo: dict) -> list[str]:
+    low, high = demo["success_rate_ci95"]
+    return [
+        f"success rate {demo['success_rate']:.3f} ({demo['successes']}/{demo['episodes']}, "
+        f"95% interval {low:.3f}-{high:.3f}) over ROS 2 topics, seeds {demo['seeds'][0]}-{demo['seeds'][-1]}",
+        f"tick latency (observation ready -> command published): p50 {demo['tick_latency_ms_p50']:.3f} ms, "
+        f"p99 {demo['tick_latency_ms_p99']:.3f} ms; inference p50 {demo['inference_ms_p50']:.3f} ms; "
+        f"{demo['ticks']} ticks, {demo['missed_ticks']} missed, {demo['stale_ticks']} stale, "
+        f"{demo['held_steps']} simulation steps without a command; {demo['seconds']:.1f} s",
+    ]
+
+
+def eval_cells(evaluation: dict) -> str:
+    low, high = evaluation["success_rate_ci95"]
+    return (f"| {evaluation['success_rate']:.2f} ({low:.2f}-{high:.2f}) | "
+            f"{evaluation['inference_ms_p50']:.2f} / {evaluation['inference_ms_p99']:.2f} ms |")
+
+
+def heads_rows(compare: dict) -> list[str]:
+    rows = []
+    for row in compare["rows"]:
+        low, high = wilson_interval(row["successes"], row["episodes"])
+        rows.append(f"| {row['variant']} | {row['success_rate']:.2f} ({low:.2f}-{high:.2f}) | "
+                    f"{row['inference_ms_p50']:.2f} ms | {row['inference_ratio_to_mvp']:.1f} |")
+    return rows
+
+
+def inference_rows(bench: dict) -> list[str]:
+    cases = {(row["head"], row["obs"], row["mode"]): row for row in bench["inference"]}
+    rows = []
+    for head in dict.fromkeys(row["head"] for row in bench["inference"]):
+        eager, compiled = cases[head, "lowdim", "eager"], cases[head, "lowdim", "compile"]
+        aot = cases.get((head, "lowdim", "aot"))
+        images = " / ".join(f"{cases[head, 'image', mode]['p50_ms']:.1f}" if (head, "image", mode) in cases else "-"
+                            for mode in ("eager", "compile", "aot"))
+        aot_cells = f"{aot['p50_ms']:.2f} | {aot['ratio_to_mvp']:.2f}" if aot else "- | -"
+        rows.append(f"| {head} | {eager['steps']} | {eager['p50_ms']:.2f} / {eager['p99_ms']:.2f} | "
+                    f"{eager['ratio_to_mvp']:.2f} | {compiled['p50_ms']:.2f} | {compiled['ratio_to_mvp']:.2f} | "
+                    f"{aot_cells} | {images} |")
+    return rows
+
+
+def tick_row(name: str, tick: dict) -> str:
+    return (f"| {name} | {tick['p50_ms']:.2f} / {tick['p99_ms']:.2f} ms | "
+            f"{tick['node_tick_p50_ms']:.2f} / {tick['node_tick_p99_ms']:.2f} ms | "
+            f"{tick['missed_ticks']} of {tick['ticks']} |")
+
+
+def training_sentence(bench: dict) -> str:
+    steps = {row["head"]: row for row in bench["training"]}
+    return (f"an MVP step takes {steps['mvp']['step_ms_p50']:.1f} ms, {steps['mvp']['ratio_to_flow']:.2f}x a "
+            f"flow-matching step of the same network ({steps['flow']['step_ms_p50']:.1f} ms); diffusion "
+            f"{steps['diffusion']['step_ms_p50']:.1f} ms, MLP {steps['mlp']['step_ms_p50']:.1f} ms")
+
+
+def ivc_rows(summary: dict, power: str) -> list[str]:
+    return [f"| {power} | {weight} | {values['near_mode']['mean']:.3f} | {values['between_modes']['mean']:.3f} | "
+            f"{values['balance']['mean']:.3f} | {values['boundary_error']['mean']:.3f} |"
+            for weight, values in summary.items()]
+
+
+def conversion_sentence(mcap: dict, sqlite: dict) -> str:
+    return (f"{mcap['joint_state_messages_per_s'] / 1000:.0f}k JointState messages/s from MCAP "
+            f"(load average {mcap['load_average_1min']:.1f}) and {sqlite['joint_state_messages_per_s'] / 1000:.0f}k/s "
+            f"from sqlite3 (load average {sqlite['load_average_1min']:.1f})")
+
+
+# Tests.
+
 def test_every_test_the_safety_doc_names_exists() -> None:
-    named = set(re.findall(r"`(test_\w+)`", (ROOT / "docs" / "safety.md").read_text()))
+    named = set(re.findall(r"`(test_\w+)`", read("docs/safety.md")))
     assert len(named) >= 15
     assert named - defined_tests() == set()
 
 
+def test_every_test_the_docs_name_exists() -> None:
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        named = set(re.findall(r"`(test_\w+)`", path.read_text()))
+        assert named - defined_tests() == set(), path.name
+
+
 def test_the_readme_points_to_the_safety_doc() -> None:
-    assert "[docs/safety.md](docs/safety.md)" in (ROOT / "README.md").read_text()
+    assert "[docs/safety.md](docs/safety.md)" in read("README.md")
 
 
 def test_the_readme_flood_figures_are_the_result_files() -> None:
-    readme = (ROOT / "README.md").read_text()
-    flood = json.loads((ROOT / "benchmarks" / "results" / "flood.json").read_text())["phases"]["flood"]
-    assert f"published {flood['commands_per_s']} commands/s" in readme
-    assert f"{flood['longest_gap_ms']} ms (`.venv/bin/python benchmarks/bench_flood.py" in readme
-    previous = [run["phases"]["flood"] for run in
-                json.loads((ROOT / "benchmarks" / "results" / "flood_previous_node.json").read_text())["runs"]]
+    """The flood figures moved with the benchmarks to docs/benchmarks.md."""
+    doc = read("docs/benchmarks.md")
+    flood = result("benchmarks/results/flood.json")["phases"]["flood"]
+    assert f"published {flood['commands_per_s']} commands/s" in doc
+    assert f"{flood['longest_gap_ms']} ms (`.venv/bin/python benchmarks/bench_flood.py" in doc
+    previous = [run["phases"]["flood"] for run in result("benchmarks/results/flood_previous_node.json")["runs"]]
     rates = sorted(phase["commands_per_s"] for phase in previous)
-    assert f"published {rates[0]}-{rates[-1]} commands/s" in readme
-    assert f"gaps up to {max(phase['longest_gap_ms'] for phase in previous)} ms" in readme
+    assert f"published {rates[0]}-{rates[-1]} commands/s" in doc
+    assert f"gaps up to {max(phase['longest_gap_ms'] for phase in previous)} ms" in doc
+
+
+def test_every_relative_link_in_the_readme_and_docs_points_to_a_file() -> None:
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(documents) >= 6
+    for document in documents:
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = (document.parent / target.split("#")[0]).resolve()
+            assert path.exists(), f"{document.name} links {target}, which does not exist"
+            assert ROOT.resolve() in path.parents or path == ROOT.resolve(), f"{document.name} links outside: {target}"
+
+
+def test_nothing_refers_outside_the_repository() -> None:
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        for outside in ("../shared", "design.md", "/tmp/"):
+            assert outside not in text, f"{path.name} refers to {outside}"
+
+
+def test_the_readme_demo_block_is_the_committed_demo_run() -> None:
+    readme = read("README.md")
+    demo = result("benchmarks/results/demo_lift_lowdim.json")
+    assert demo["node_exit_codes"] == {"sim": 0, "policy": 0}
+    for line in demo_lines(demo):
+        assert line in readme
+    assert "benchmarks/results/demo_lift_lowdim.json" in readme
+
+
+def test_the_readme_evaluation_table_is_the_committed_evaluations() -> None:
+    readme = read("README.md")
+    for name in ("eval_50_temporal_ensemble", "eval_50_open_loop"):
+        evaluation = result(f"models/lift_lowdim/{name}.json")
+        assert evaluation["episodes"] == 50 and evaluation["seeds"] == list(range(50))
+        assert eval_cells(evaluation) in readme, name
+        low, high = wilson_interval(evaluation["successes"], evaluation["episodes"])
+        assert math.isclose(low, evaluation["success_rate_ci95"][0]) and math.isclose(high, evaluation["success_rate_ci95"][1])
+
+
+def test_the_readme_figures_all_come_from_a_result_file() -> None:
+    """The README keeps no measurement of its own: the demo block and the evaluation table are all."""
+    readme = read("README.md")
+    allowed = {line for line in demo_lines(result("benchmarks/results/demo_lift_lowdim.json"))}
+    for line in readme.splitlines():
+        if re.search(r"\d ms\b|commands/s|\bx MVP\b|messages/s", line) and not any(part in line for part in allowed):
+            assert "models/lift_lowdim" in line and "eval" in line, f"README figure without a result file: {line}"
+
+
+def test_the_benchmark_doc_figures_are_the_result_files() -> None:
+    doc = read("docs/benchmarks.md")
+    for row in heads_rows(result("benchmarks/results/compare_heads.json")):
+        assert row in doc
+    bench = result("benchmarks/results/bench_cpu.json")
+    for row in inference_rows(bench):
+        assert row in doc
+    assert tick_row("low-dim, 100 Hz", bench["ros_tick"]) in doc
+    assert tick_row("two 84x84 cameras, 30 Hz", bench["ros_tick_image"]) in doc
+    assert training_sentence(bench) in doc
+    assert f"takes {bench['ros_tick']['node_inference_p50_ms']:.2f} ms at p50 (`node_inference_p50_ms`" in doc
+    busy = result("benchmarks/results/bench_cpu_busy_day.json")
+    assert (f"in the node at 100 Hz with aot p99 {busy['ros_tick']['node_tick_p99_ms']:.2f} ms and "
+            f"{busy['ros_tick']['missed_ticks']} of {busy['ros_tick']['ticks']} ticks missed") in doc
+    assert conversion_sentence(result("benchmarks/results/bag_conversion_mcap.json"),
+                               result("benchmarks/results/bag_conversion_sqlite3.json")) in doc
+    runs = result("benchmarks/results/thread_priority_ab.json")["runs"]
+    fifo = [run for run in runs if run["thread_priority"]]
+    normal = [run for run in runs if not run["thread_priority"]]
+    def listed(runs: list[dict], key: str, form: str) -> str:
+        return ", ".join(format(run[key], form) for run in runs)
+
+    assert (f"node p99 {listed(fifo, 'node_tick_p99_ms', '.1f')} ms against {listed(normal, 'node_tick_p99_ms', '.1f')}"
+            f" ms, missed ticks {listed(fifo, 'missed_ticks', 'd')} against {listed(normal, 'missed_ticks', 'd')}") in doc
+    wakeup = result("benchmarks/results/wakeup_cpu.json")
+    for part in ("torch_op", "weights", "policy"):
+        figures = wakeup[part]
+        assert (f"{figures['back_to_back_p50_ms']:.{3 if part == 'torch_op' else 2}f} | "
+                f"{figures['paced_p50_ms']:.2f} | {figures['busy_wait_p50_ms']:.2f} |") in doc, part
+
+
+def test_the_method_doc_ablation_is_the_result_files() -> None:
+    doc = read("docs/method.md")
+    for name, power in (("ivc_ablation", "0.5"), ("ivc_ablation_p0", "0")):
+        summary = result(f"benchmarks/results/{name}.json")["summary"]
+        for row in ivc_rows(summary, power):
+            assert row in doc, row
