@@ -14,7 +14,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("mvp_ros.policy.train", "train a policy on a Robomimic-format HDF5 dataset"),
+    "train": ("mvp_ros.training.command", "train a policy on a Robomimic-format HDF5 dataset"),
     "bag2hdf5": ("mvp_ros.data.bag2hdf5", "convert rosbag2 bags to Robomimic-format HDF5 through an observation contract"),
     "demos": ("mvp_ros.sim.write_demos", "write scripted-expert robosuite demonstrations to Robomimic-format HDF5"),
     "bench": ("mvp_ros.bench",

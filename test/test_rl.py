@@ -20,10 +20,10 @@ from mvp_ros.data.robomimic import Episode, RobomimicDataset, read_file_attrs, w
 from mvp_ros.policy import CheckpointError, Policy, PolicyConfig, load_checkpoint
 from mvp_ros.policy.model import ChunkPolicyModel
 from mvp_ros.policy.normalizer import Normalization
-from mvp_ros.policy.train import TrainConfig
 from mvp_ros.rl import RLConfig, best_of_n, chunk_td_target, load_critic
-from mvp_ros.rl.offline import MvpRlLearner
+from mvp_ros.rl.learner import MvpRlLearner
 from mvp_ros.rl.replay import episode_rewards, replay_from_dataset
+from mvp_ros.training.workspace import TrainConfig
 
 SMALL_POLICY = {"hidden_dim": 64, "depth": 2}
 SMALL_RL = {"critic_hidden_dim": 64, "critic_depth": 2, "num_candidates": 8}

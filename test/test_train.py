@@ -13,8 +13,8 @@ from mvp_ros.data.contract import Contract, load_contract
 from mvp_ros.data.robomimic import Episode, write_robomimic
 from mvp_ros.policy import Policy
 from mvp_ros.policy.config import ConfigError
-from mvp_ros.policy.train import load_train_config
 from mvp_ros.resources import package_file
+from mvp_ros.training.workspace import load_train_config
 
 SMALL_NET = {"hidden_dim": 64, "depth": 2}
 TOY_CONTRACT = {  # what `mvp bag2hdf5` stores as the file attr `contract` of the files it writes

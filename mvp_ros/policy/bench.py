@@ -23,7 +23,7 @@ from .config import PolicyConfig
 from .execution import CAPTURING_MODES, graph_capturable, make_sampler, use_inference_layout
 from .model import ChunkPolicyModel
 from .normalizer import Normalization
-from .train import default_threads
+from .threads import default_threads
 
 ACTION_DIM, HORIZON, LOWDIM = 7, 5, 19
 IMAGE_SHAPE = (84, 84, 3)

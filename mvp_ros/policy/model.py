@@ -1,4 +1,6 @@
-"""`ChunkPolicyModel`: observation encoder + shared backbone + one head (mvp, flow, diffusion, mlp)."""
+"""`ChunkPolicyModel`: observation encoder + shared backbone + one head (mvp, flow, diffusion, mlp);
+`update_ema`, the step of the exponential moving average of its weights that training keeps and
+checkpoints store."""
 from __future__ import annotations
 
 import torch
@@ -79,3 +81,9 @@ class ChunkPolicyModel(nn.Module):
         chunks = self.sample_normalized(cond, noise, generator)
         chunks = self.action_scaler.unnormalize(chunks.view(-1, self.config.horizon, self.config.action_dim))
         return chunks.view(batch, num_candidates, self.config.horizon, self.config.action_dim)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for ema_parameter, parameter in zip(ema.parameters(), model.parameters()):
+        ema_parameter.lerp_(parameter, 1.0 - decay)

@@ -1,23 +1,18 @@
-"""Online fine-tuning: act in the robosuite task with best-of-N chunks, grow the replay buffer.
-
-Each chunk is executed open loop, stopping early when the episode ends (success, or the task's
-horizon). After every environment step the caller's `after_env_step` runs (the gradient updates
-and the log). Whole episodes enter the replay buffer when they end: a success terminates the
-episode (no bootstrap past it), a time limit does not; the episode the step budget cuts short is
-added as not terminated. The buffer already holds the offline data, so updates keep drawing on it.
+"""The pieces of online fine-tuning (the loop is mvp_ros.training.rl's `fine_tune_online`):
+`FrameStack`, the policy's stacked observations while acting; `EpisodeRecord`, the running episode,
+stored whole into the replay buffer when it ends (a success terminates the episode, no bootstrap
+past it; a time limit does not); `check_env`, the environment against the policy it serves.
 """
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..policy.config import ConfigError
-from ..sim.envs import SimEnv, make_env
-from .offline import MvpRlLearner
+from ..sim.envs import SimEnv
+from .learner import MvpRlLearner
 from .replay import ChunkReplay, episode_rewards
 
 
@@ -80,42 +75,3 @@ def check_env(env: SimEnv, obs: dict[str, np.ndarray], learner: MvpRlLearner) ->
     if env.action_dim != config.action_dim:
         raise ConfigError(f"the environment {env.env_args['env_name']} takes {env.action_dim}-d actions, the policy "
                           f"makes {config.action_dim}-d ones")
-
-
-def fine_tune_online(learner: MvpRlLearner, replay: ChunkReplay, env_args: dict, env_steps: int,
-                     rng: np.random.Generator, generator: torch.Generator, device: torch.device, reward_mode: str,
-                     after_env_step: Callable[[dict], None], progress: bool = True) -> dict:
-    """Runs `env_steps` environment steps; returns {env_steps, episodes, success_rate} (finished episodes)."""
-    env = make_env(env_args)
-    try:
-        keys = list(learner.model.config.obs_shapes)
-        stack = FrameStack(keys, learner.model.config.frame_stack)
-        stats = {"env_steps": 0, "episodes": 0, "success_rate": 0.0}
-        successes = 0
-        bar = tqdm(total=env_steps, desc="online mvp-rl", unit="env step", disable=not progress)
-        while stats["env_steps"] < env_steps:
-            obs = env.reset(seed=int(rng.integers(2**31)))
-            check_env(env, obs, learner)
-            stack.reset(obs)
-            episode, done = EpisodeRecord(keys), False
-            while not done and stats["env_steps"] < env_steps:
-                chunk = learner.act(stack.batch(device), generator)[0].cpu().numpy()
-                for action in chunk:  # open loop, until the episode or the step budget ends
-                    next_obs, reward, done, info = env.step(action)
-                    episode.add(obs, action, reward, bool(info["success"]))
-                    obs = next_obs
-                    stack.push(obs)
-                    stats["env_steps"] += 1
-                    bar.update(1)
-                    if done:
-                        stats["episodes"] += 1
-                        successes += bool(info["success"])
-                        stats["success_rate"] = successes / stats["episodes"]
-                    after_env_step(dict(stats))
-                    if done or stats["env_steps"] == env_steps:
-                        break
-            episode.store(replay, reward_mode)
-        bar.close()
-        return stats
-    finally:
-        env.close()

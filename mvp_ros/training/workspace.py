@@ -1,9 +1,12 @@
-"""`mvp train`: behaviour cloning of any head on a Robomimic-format HDF5 dataset.
+"""What both training loops (behaviour cloning and mvp-rl) share: the settings, the data, the model, the
+checkpoint directory.
 
-Settings come from dataclass defaults, then an optional YAML `--config`, then command-line
-flags; the merged settings are stored in the checkpoint so a run can be repeated.
+`TrainConfig` and `load_train_config` (dataclass defaults, then an optional YAML `--config`, then
+command-line flags; the merged settings are stored in the checkpoint so a run can be repeated);
+the datasets and the contract they were made with; the model and its normalization built from the
+data; batches as tensors; the validation loss; the resume state; the loss log and its plot.
 
-The output directory holds the checkpoint (`model.safetensors` with the EMA weights +
+A training run's output directory holds the checkpoint (`model.safetensors` with the EMA weights +
 `config.json`), `train_log.csv`, `loss.png`, and `training_state.safetensors` +
 `training_state.json` (raw weights, optimizer moments, step, random states) for `--resume`.
 config.json carries the contract the dataset was made with (its file attr `contract`), which the
@@ -11,14 +14,10 @@ policy node compares with the contract it is deployed with.
 """
 from __future__ import annotations
 
-import argparse
-import copy
 import csv
 import dataclasses
 import json
-import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,15 +25,13 @@ import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from ..data.contract import Contract
 from ..data.robomimic import RobomimicDataset, open_hdf5, read_file_attrs
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
-from .config import HEADS, ConfigError, PolicyConfig
-from .model import ChunkPolicyModel
-from .normalizer import Normalization
-from .policy import resolve_device
+from ..policy.checkpoint import CheckpointError, read_checkpoint_info
+from ..policy.config import ConfigError, PolicyConfig
+from ..policy.model import ChunkPolicyModel
+from ..policy.normalizer import Normalization
 
 ALGOS = ("bc", "mvp-rl")  # behaviour cloning; offline (-to-online) RL with best-of-N (mvp_ros.rl)
 
@@ -156,12 +153,6 @@ def build_model(config: TrainConfig, dataset: RobomimicDataset) -> tuple[ChunkPo
 
 
 @torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for ema_parameter, parameter in zip(ema.parameters(), model.parameters()):
-        ema_parameter.lerp_(parameter, 1.0 - decay)
-
-
-@torch.no_grad()
 def validation_loss(model: ChunkPolicyModel, dataset: RobomimicDataset, device: torch.device,
                     batch_size: int, seed: int, max_batches: int = 8) -> float:
     """Mean loss over fixed windows with fixed noise, so successive values are comparable."""
@@ -255,135 +246,3 @@ def plot_losses(log_path: Path, plot_path: Path) -> None:
     figure.tight_layout()
     figure.savefig(plot_path, dpi=100)
     plt.close(figure)
-
-
-def default_threads() -> int:
-    """One torch thread per core, unless OMP_NUM_THREADS names a number (on a CPU shared with other
-    work one thread can be much faster than two that wait for each other)."""
-    requested = os.environ.get("OMP_NUM_THREADS", "")
-    return int(requested) if requested.isdigit() and int(requested) > 0 else os.cpu_count() or 1
-
-
-def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
-    """Trains on `config.threads` torch threads (default_threads() if 0), restoring the caller's count after."""
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads or default_threads())
-    try:
-        return _train(config, progress, resume)
-    finally:
-        torch.set_num_threads(previous_threads)
-
-
-def _train(config: TrainConfig, progress: bool, resume: bool) -> Path:
-    if config.algo == "mvp-rl":
-        from ..rl.offline import train_mvp_rl
-
-        return train_mvp_rl(config, progress=progress, resume=resume)
-    device = resolve_device(config.device)
-    out = Path(config.out)
-    if resume:
-        check_resumable(out, config)
-    elif (out / "config.json").exists():
-        raise ConfigError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
-
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    train_set, valid_set = load_datasets(config)
-    contract = dataset_contract(config.dataset)
-    model, normalization = build_model(config, train_set)
-    # the encoders take channels-last images (networks.py); weights in that layout too save a
-    # reorder per convolution and step (checkpoints still store contiguous tensors)
-    model.obs_encoder.image_encoders.to(memory_format=torch.channels_last)
-    model.to(device)
-    # eval mode: validation sees the inference transform of images, not random augmentation
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    start = 0
-    if resume:
-        start = restore_training_state(out, {"model": model}, {"optimizer": (optimizer, model)}, rng, generator)["step"]
-        if start >= config.steps:
-            raise ConfigError(f"{out} is already trained to step {start}; pass a larger --steps to continue")
-        ema.load_state_dict(load_checkpoint(out, device)[0].state_dict())
-    out.mkdir(parents=True, exist_ok=True)
-
-    def save(step: int, metrics: dict) -> Path:
-        save_training_state(out, step, {"model": model}, {"optimizer": (optimizer, model)}, rng, generator)
-        training = {"settings": dataclasses.asdict(config), "step": step, "dataset_demos": len(train_set.demo_names),
-                    "dataset_windows": len(train_set), "valid_demos": len(valid_set.demo_names) if valid_set else 0,
-                    "metrics": metrics, "device": str(device), "threads": torch.get_num_threads(),
-                    "ema_decay": config.ema_decay}
-        path = save_checkpoint(out, ema, normalization, env_args=train_set.env_args, contract=contract,
-                               training=training)
-        plot_losses(out / LOG_FILE, out / PLOT_FILE)
-        return path
-
-    log_path = out / LOG_FILE
-    columns = ["step", "seconds", *_metric_names(config.head), "valid_loss"]
-    append = resume and log_path.exists()
-    started = time.perf_counter()
-    metrics: dict = {}
-    with log_path.open("a" if append else "w", newline="") as log_file:
-        log = csv.DictWriter(log_file, fieldnames=columns)
-        if not append:
-            log.writeheader()
-        bar = tqdm(range(start + 1, config.steps + 1), desc=f"train {config.head}", disable=not progress,
-                   unit="step", initial=start, total=config.steps)
-        for step in bar:
-            obs, actions = to_tensors(train_set.get_batch(rng.integers(len(train_set), size=config.batch_size)), device)
-            loss, metrics = model.loss(obs, actions, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            update_ema(ema, model, config.ema_decay if step > 1 else 0.0)
-            last = step == config.steps
-            if valid_set is not None and (step % config.validate_every == 0 or last):
-                metrics["valid_loss"] = validation_loss(ema, valid_set, device, config.batch_size, config.seed)
-            if step % config.log_every == 0 or last or "valid_loss" in metrics:
-                log.writerow({"step": step, "seconds": round(time.perf_counter() - started, 3), **metrics})
-                log_file.flush()
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-            if step % config.checkpoint_every == 0 and not last:
-                save(step, metrics)
-    return save(config.steps, metrics)
-
-
-def _metric_names(head: str) -> list[str]:
-    return ["loss", "loss_mf", "loss_ivc"] if head == "mvp" else ["loss"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file with training settings (flags override it)")
-    parser.add_argument("--dataset", help="Robomimic-format HDF5 file")
-    parser.add_argument("--out", help="checkpoint directory to write")
-    parser.add_argument("--obs-keys", dest="obs_keys", help="comma-separated observation keys, e.g. robot0_eef_pos,object")
-    parser.add_argument("--head", choices=HEADS)
-    parser.add_argument("--algo", choices=ALGOS, help="bc (default) or mvp-rl: offline RL with a critic and best-of-N")
-    parser.add_argument("--online-steps", dest="online_steps", type=int,
-                        help="mvp-rl: environment steps of online fine-tuning in the dataset's robosuite task")
-    parser.add_argument("--steps", type=int, help="total optimizer steps (with --resume: the new total)")
-    parser.add_argument("--horizon", type=int, help="action chunk length")
-    parser.add_argument("--frame-stack", dest="frame_stack", type=int)
-    parser.add_argument("--batch-size", dest="batch_size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--threads", type=int,
-                        help="torch CPU threads (default 0: OMP_NUM_THREADS if set, else one per core)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = {name: getattr(args, name) for name in
-                 ("dataset", "out", "obs_keys", "head", "steps", "horizon", "frame_stack", "batch_size", "lr",
-                  "device", "threads", "seed", "algo", "online_steps")}
-    base = None
-    if args.resume:
-        if not args.out:
-            raise ConfigError("--resume needs --out, the directory of the run to continue")
-        base = read_checkpoint_info(args.out).training.get("settings")
-    config = load_train_config(args.config, overrides, base)
-    checkpoint = train(config, progress=not args.no_progress, resume=args.resume)
-    print(f"saved checkpoint to {checkpoint}")
-    return 0

@@ -1,13 +1,6 @@
-"""`mvp train --algo mvp-rl`: offline RL with best-of-N on a Robomimic HDF5 file, then optionally
-online fine-tuning in the dataset's robosuite task (`--online-steps N`).
-
-One update, on one batch of chunk windows from the replay buffer (mvp_ros.rl.replay):
-  policy  L_MF + lambda * L_IVC on the replay action chunks, exactly the behaviour-cloning loss (the
-          critic sends no gradient into the generator), then the EMA weights follow.
-  critic  sum over the ensemble of mean (Q_j(s_k, A_k) - y_k)^2, with the chunked TD target y_k of
-          mvp_ros.rl.td; its bootstrap action is the best of N one-step samples of the EMA policy at
-          s_{k+h} under the target critic. Then the target critic moves towards the critic by tau.
-The EMA policy is the one that acts (online, and in `best_of_n` at evaluation) and the one saved.
+"""The loops of `mvp train --algo mvp-rl`: offline RL with best-of-N on a Robomimic HDF5 file
+(`train_mvp_rl`), then optionally online fine-tuning in the dataset's robosuite task
+(`--online-steps N`, `fine_tune_online`). The update they drive is mvp_ros.rl.learner's `MvpRlLearner`.
 
 The output directory is a policy checkpoint (`Policy.load` reads it) plus `critic.safetensors` and
 `critic.json` (`load_critic` reads them), `train_log.csv` and `loss.png`. Online steps continue
@@ -15,14 +8,20 @@ the step count of the log after the offline steps, one row per `log_every` envir
 `training_state.*` holds the raw policy, both critics, their optimizers and the random states, so
 `--resume` continues the offline phase exactly (and then runs the online phase, if any); a run saved
 during its online phase cannot be resumed, because the online transitions are not saved.
+
+Online, each chunk is executed open loop, stopping early when the episode ends (success, or the
+task's horizon). After every environment step the caller's `after_env_step` runs (the gradient
+updates and the log). Whole episodes enter the replay buffer when they end; the episode the step
+budget cuts short is added as not terminated. The buffer already holds the offline data, so updates
+keep drawing on it.
 """
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,76 +29,16 @@ from tqdm import tqdm
 
 from ..policy.checkpoint import load_checkpoint, save_checkpoint
 from ..policy.config import ConfigError
-from ..policy.model import ChunkPolicyModel
-from ..policy.normalizer import Normalization
 from ..policy.policy import resolve_device
-from ..policy.train import (LOG_FILE, PLOT_FILE, TrainConfig, build_model, check_resumable, dataset_contract,
-                            load_datasets, plot_losses, restore_training_state, save_training_state, update_ema,
-                            validation_loss)
-from .config import RLConfig
-from .critic import ChunkCritic, best_of_n, polyak_update, save_critic
-from .replay import ChunkBatch, replay_from_dataset
-from .td import chunk_td_target
+from ..rl.config import RLConfig
+from ..rl.critic import save_critic
+from ..rl.learner import MvpRlLearner
+from ..rl.replay import ChunkReplay, replay_from_dataset
+from .workspace import (LOG_FILE, PLOT_FILE, TrainConfig, build_model, check_resumable, dataset_contract,
+                        load_datasets, plot_losses, restore_training_state, save_training_state, validation_loss)
 
 LOG_COLUMNS = ["step", "seconds", "loss", "loss_mf", "loss_ivc", "loss_critic", "q_mean", "target_mean",
                "valid_loss", "env_steps", "episodes", "success_rate"]
-
-
-class MvpRlLearner:
-    """The policy (raw and EMA weights), the critic ensemble and its target, their optimizers, one update."""
-
-    def __init__(self, model: ChunkPolicyModel, normalization: Normalization, config: TrainConfig,
-                 rl: RLConfig, device: torch.device):
-        self.rl = rl
-        self.ema_decay = config.ema_decay
-        self.model = model.to(device)
-        self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        self.critic = ChunkCritic(model.config, normalization, rl.critic_config()).to(device)
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.policy_optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
-                                                  weight_decay=config.weight_decay)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=rl.critic_lr)
-        self.updates = 0
-
-    def update(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
-        metrics = self.update_policy(batch, generator)
-        metrics.update(self.update_critic(batch, generator))
-        self.updates += 1
-        return metrics
-
-    def update_policy(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
-        loss, metrics = self.model.loss(batch.obs, batch.actions, generator)
-        self.policy_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.policy_optimizer.step()
-        update_ema(self.ema, self.model, self.ema_decay if self.updates > 0 else 0.0)
-        return metrics
-
-    def td_target(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> torch.Tensor:
-        """y = sum_{i<h} gamma^i r_{k+i} + gamma^h Qbar(s_{k+h}, a*'), a*' the best of N EMA-policy samples."""
-        with torch.no_grad():
-            _, next_value = best_of_n(self.ema, self.target_critic, batch.next_obs, self.rl.num_candidates, generator)
-            return chunk_td_target(batch.rewards, batch.step_mask, batch.bootstrap, next_value, self.rl.gamma)
-
-    def update_critic(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
-        target = self.td_target(batch, generator)
-        q_values = self.critic(batch.obs, batch.actions[:, None])[..., 0]  # (K, B): each member on the replay chunk
-        loss = (q_values - target).pow(2).mean(dim=1).sum()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_optimizer.step()
-        polyak_update(self.target_critic, self.critic, self.rl.tau)
-        return {"loss_critic": loss.item(), "q_mean": q_values.mean().item(), "target_mean": target.mean().item()}
-
-    def state(self) -> tuple[dict[str, torch.nn.Module], dict[str, tuple[torch.optim.Optimizer, torch.nn.Module]]]:
-        """What `--resume` saves and restores (the EMA policy is the checkpoint itself)."""
-        modules = {"model": self.model, "critic": self.critic, "target_critic": self.target_critic}
-        optimizers = {"optimizer": (self.policy_optimizer, self.model), "critic_optimizer": (self.critic_optimizer, self.critic)}
-        return modules, optimizers
-
-    def act(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
-        """The chunk to execute: best of N EMA-policy samples under the critic, (B, horizon, action_dim)."""
-        return best_of_n(self.ema, self.critic, obs, self.rl.num_candidates, generator)[0]
 
 
 def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
@@ -176,8 +115,6 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
             if step % config.log_every == 0:
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", critic=f"{metrics['loss_critic']:.4f}")
         if config.online_steps:
-            from .online import fine_tune_online  # imports robosuite, only needed here
-
             def after_env_step(stats: dict) -> None:
                 nonlocal metrics
                 online.update(stats)
@@ -188,3 +125,45 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
             fine_tune_online(learner, replay, train_set.env_args, config.online_steps, rng, generator, device,
                              rl.reward_mode, after_env_step, progress)
     return save(total_steps, metrics)
+
+
+def fine_tune_online(learner: MvpRlLearner, replay: ChunkReplay, env_args: dict, env_steps: int,
+                     rng: np.random.Generator, generator: torch.Generator, device: torch.device, reward_mode: str,
+                     after_env_step: Callable[[dict], None], progress: bool = True) -> dict:
+    """Runs `env_steps` environment steps; returns {env_steps, episodes, success_rate} (finished episodes)."""
+    from ..rl.online import EpisodeRecord, FrameStack, check_env  # import robosuite, only needed here
+    from ..sim.envs import make_env
+
+    env = make_env(env_args)
+    try:
+        keys = list(learner.model.config.obs_shapes)
+        stack = FrameStack(keys, learner.model.config.frame_stack)
+        stats = {"env_steps": 0, "episodes": 0, "success_rate": 0.0}
+        successes = 0
+        bar = tqdm(total=env_steps, desc="online mvp-rl", unit="env step", disable=not progress)
+        while stats["env_steps"] < env_steps:
+            obs = env.reset(seed=int(rng.integers(2**31)))
+            check_env(env, obs, learner)
+            stack.reset(obs)
+            episode, done = EpisodeRecord(keys), False
+            while not done and stats["env_steps"] < env_steps:
+                chunk = learner.act(stack.batch(device), generator)[0].cpu().numpy()
+                for action in chunk:  # open loop, until the episode or the step budget ends
+                    next_obs, reward, done, info = env.step(action)
+                    episode.add(obs, action, reward, bool(info["success"]))
+                    obs = next_obs
+                    stack.push(obs)
+                    stats["env_steps"] += 1
+                    bar.update(1)
+                    if done:
+                        stats["episodes"] += 1
+                        successes += bool(info["success"])
+                        stats["success_rate"] = successes / stats["episodes"]
+                    after_env_step(dict(stats))
+                    if done or stats["env_steps"] == env_steps:
+                        break
+            episode.store(replay, reward_mode)
+        bar.close()
+        return stats
+    finally:
+        env.close()

@@ -1,0 +1,66 @@
+"""`mvp train`: behaviour cloning of any head (`--algo bc`, mvp_ros.training.behaviour_cloning) or
+offline(-to-online) RL with best-of-N (`--algo mvp-rl`, mvp_ros.training.rl) on a Robomimic-format
+HDF5 dataset. `train(config)` runs the configured loop; `add_arguments` and `run` are the command.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..policy.checkpoint import read_checkpoint_info
+from ..policy.config import HEADS, ConfigError
+from ..policy.threads import default_threads
+from .behaviour_cloning import train_bc
+from .rl import train_mvp_rl
+from .workspace import ALGOS, TrainConfig, load_train_config
+
+
+def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
+    """Runs `config.algo`'s loop on `config.threads` torch threads (default_threads() if 0), restoring
+    the caller's count after."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or default_threads())
+    try:
+        loop = train_mvp_rl if config.algo == "mvp-rl" else train_bc
+        return loop(config, progress=progress, resume=resume)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file with training settings (flags override it)")
+    parser.add_argument("--dataset", help="Robomimic-format HDF5 file")
+    parser.add_argument("--out", help="checkpoint directory to write")
+    parser.add_argument("--obs-keys", dest="obs_keys", help="comma-separated observation keys, e.g. robot0_eef_pos,object")
+    parser.add_argument("--head", choices=HEADS)
+    parser.add_argument("--algo", choices=ALGOS, help="bc (default) or mvp-rl: offline RL with a critic and best-of-N")
+    parser.add_argument("--online-steps", dest="online_steps", type=int,
+                        help="mvp-rl: environment steps of online fine-tuning in the dataset's robosuite task")
+    parser.add_argument("--steps", type=int, help="total optimizer steps (with --resume: the new total)")
+    parser.add_argument("--horizon", type=int, help="action chunk length")
+    parser.add_argument("--frame-stack", dest="frame_stack", type=int)
+    parser.add_argument("--batch-size", dest="batch_size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default 0: OMP_NUM_THREADS if set, else one per core)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {name: getattr(args, name) for name in
+                 ("dataset", "out", "obs_keys", "head", "steps", "horizon", "frame_stack", "batch_size", "lr",
+                  "device", "threads", "seed", "algo", "online_steps")}
+    base = None
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out, the directory of the run to continue")
+        base = read_checkpoint_info(args.out).training.get("settings")
+    config = load_train_config(args.config, overrides, base)
+    checkpoint = train(config, progress=not args.no_progress, resume=args.resume)
+    print(f"saved checkpoint to {checkpoint}")
+    return 0
