@@ -17,9 +17,7 @@ keep drawing on it.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -27,52 +25,40 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..policy.checkpoint import load_checkpoint, save_checkpoint
 from ..policy.config import ConfigError
-from ..policy.policy import resolve_device
 from ..rl.config import RLConfig
 from ..rl.critic import save_critic
 from ..rl.learner import MvpRlLearner
 from ..rl.replay import ChunkReplay, replay_from_dataset
-from .workspace import (LOG_FILE, PLOT_FILE, TrainConfig, build_model, check_resumable, dataset_contract,
-                        load_datasets, plot_losses, restore_training_state, save_training_state, validation_loss)
+from .workspace import TrainConfig, Workspace, validation_loss
 
 LOG_COLUMNS = ["step", "seconds", "loss", "loss_mf", "loss_ivc", "loss_critic", "q_mean", "target_mean",
                "valid_loss", "env_steps", "episodes", "success_rate"]
 
 
 def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
-    out = Path(config.out)
-    if resume:
-        check_resumable(out, config)
-    elif (out / "config.json").exists():
-        raise ConfigError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
-    rl = RLConfig.from_dict(config.rl)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    train_set, valid_set = load_datasets(config)
+    """Trains the MVP policy and its critic into `config.out`: `config.steps` offline updates, then
+    `config.online_steps` environment steps online (continuing the run there if `resume`); returns
+    the checkpoint directory."""
+    workspace = Workspace.open(config, resume)
+    device, rng, generator = workspace.device, workspace.rng, workspace.generator
+    train_set, valid_set = workspace.train_set, workspace.valid_set
     if config.online_steps and not train_set.env_args:
         raise ConfigError(f"{config.dataset} has no env_args (data.attrs['env_args']): online fine-tuning "
                           "(--online-steps) cannot build its environment")
-    contract = dataset_contract(config.dataset)
-    model, normalization = build_model(config, train_set)
+    rl = RLConfig.from_dict(config.rl)
     replay = replay_from_dataset(train_set, config.horizon, config.frame_stack, rl.reward_mode, rl.success_reward,
                                  extra_capacity=config.online_steps)
-    learner = MvpRlLearner(model, normalization, config, rl, device)
+    learner = MvpRlLearner(workspace.model, workspace.normalization, config, rl, device)
     total_steps = config.steps + config.online_steps
     start = 0
     if resume:
-        document = restore_training_state(out, *learner.state(), rng, generator)
+        document = workspace.resume(*learner.state(), learner.ema, total_steps)
         start, learner.updates = int(document["step"]), int(document["updates"])
-        if start >= total_steps:
-            raise ConfigError(f"{out} is already trained to step {start}; pass a larger --steps to continue")
         if start > config.steps:
-            raise ConfigError(f"{out} was saved at step {start}, inside its online phase (offline steps: "
+            raise ConfigError(f"{workspace.out} was saved at step {start}, inside its online phase (offline steps: "
                               f"{config.steps}); the online transitions are not saved, so it cannot be resumed")
-        learner.ema.load_state_dict(load_checkpoint(out, device)[0].state_dict())
-    out.mkdir(parents=True, exist_ok=True)
+    workspace.out.mkdir(parents=True, exist_ok=True)
     online: dict = {}
 
     def save(step: int, metrics: dict) -> Path:
@@ -80,19 +66,11 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
                     "step": step, "dataset_demos": len(train_set.demo_names), "replay_steps": replay.size,
                     "replay_episodes": replay.num_episodes, "online": dict(online), "metrics": metrics,
                     "device": str(device), "ema_decay": config.ema_decay}
-        save_training_state(out, step, *learner.state(), rng, generator, extra={"updates": learner.updates})
-        save_checkpoint(out, learner.ema, normalization, env_args=train_set.env_args, contract=contract,
-                        training=training)
-        save_critic(out, learner.critic)
-        plot_losses(out / LOG_FILE, out / PLOT_FILE)
-        return out
+        path = workspace.save(step, *learner.state(), learner.ema, training, extra={"updates": learner.updates})
+        save_critic(workspace.out, learner.critic)
+        return path
 
-    started = time.perf_counter()
-    append = resume and (out / LOG_FILE).exists()
-    with (out / LOG_FILE).open("a" if append else "w", newline="") as log_file:
-        log = csv.DictWriter(log_file, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        if not append:
-            log.writeheader()
+    with workspace.log(LOG_COLUMNS, resume) as log:
 
         def train_step(step: int) -> dict:
             """One update; validation, a log row and a checkpoint when their step comes."""
@@ -101,8 +79,7 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
             if valid_set is not None and (step % config.validate_every == 0 or last):
                 metrics["valid_loss"] = validation_loss(learner.ema, valid_set, device, config.batch_size, config.seed)
             if step % config.log_every == 0 or last or "valid_loss" in metrics:
-                log.writerow({"step": step, "seconds": round(time.perf_counter() - started, 3), **online, **metrics})
-                log_file.flush()
+                log(step, {**online, **metrics})
             if step % config.checkpoint_every == 0 and not last:
                 save(step, metrics)
             return metrics

@@ -3,8 +3,10 @@ checkpoint directory.
 
 `TrainConfig` and `load_train_config` (dataclass defaults, then an optional YAML `--config`, then
 command-line flags; the merged settings are stored in the checkpoint so a run can be repeated);
-the datasets and the contract they were made with; the model and its normalization built from the
-data; batches as tensors; the validation loss; the resume state; the loss log and its plot.
+`Workspace`, a run as both loops start it (its directory, device, seeded random state, data,
+contract and freshly built model), resume it, log it and save it; and the parts it is made of: the
+datasets and the contract they were made with; the model and its normalization built from the data;
+batches as tensors; the validation loss; the resume state; the loss log and its plot.
 
 A training run's output directory holds the checkpoint (`model.safetensors` with the EMA weights +
 `config.json`), `train_log.csv`, `loss.png`, and `training_state.safetensors` +
@@ -14,12 +16,15 @@ policy node compares with the contract it is deployed with.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,10 +33,11 @@ from safetensors.torch import load_file, save_file
 
 from ..data.contract import Contract
 from ..data.robomimic import RobomimicDataset, open_hdf5, read_file_attrs
-from ..policy.checkpoint import CheckpointError, read_checkpoint_info
+from ..policy.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
 from ..policy.config import ConfigError, PolicyConfig
 from ..policy.model import ChunkPolicyModel
 from ..policy.normalizer import Normalization
+from ..policy.policy import resolve_device
 
 ALGOS = ("bc", "mvp-rl")  # behaviour cloning; offline (-to-online) RL with best-of-N (mvp_ros.rl)
 
@@ -246,3 +252,78 @@ def plot_losses(log_path: Path, plot_path: Path) -> None:
     figure.tight_layout()
     figure.savefig(plot_path, dpi=100)
     plt.close(figure)
+
+
+@dataclass
+class Workspace:
+    """A run as both loops start it: its directory, its device, its random state (numpy's for the
+    batches, a torch generator for the noise; torch's global one seeded before the weights are drawn),
+    the data, the contract the data was made with, and the model built on the data."""
+
+    config: TrainConfig
+    out: Path
+    device: torch.device
+    rng: np.random.Generator
+    generator: torch.Generator
+    train_set: RobomimicDataset
+    valid_set: RobomimicDataset | None
+    contract: dict | None
+    model: ChunkPolicyModel
+    normalization: Normalization
+
+    @classmethod
+    def open(cls, config: TrainConfig, resume: bool) -> Workspace:
+        """A new run, refusing a directory that holds a checkpoint; with `resume`, the run in it, which
+        must train the same thing on the same data (its state is restored by `resume`)."""
+        out = Path(config.out)
+        if resume:
+            check_resumable(out, config)
+        elif (out / "config.json").exists():
+            raise ConfigError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
+        device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        train_set, valid_set = load_datasets(config)
+        contract = dataset_contract(config.dataset)
+        model, normalization = build_model(config, train_set)
+        return cls(config, out, device, rng, generator, train_set, valid_set, contract, model, normalization)
+
+    def resume(self, modules: dict[str, torch.nn.Module], optimizers: Optimizers, ema: torch.nn.Module,
+               total_steps: int) -> dict:
+        """Restores what `save` saved (`modules`, `optimizers`, the random state, and the EMA weights
+        from the checkpoint); returns the training state's JSON document (step, ...)."""
+        document = restore_training_state(self.out, modules, optimizers, self.rng, self.generator)
+        if document["step"] >= total_steps:
+            raise ConfigError(f"{self.out} is already trained to step {document['step']}; pass a larger --steps "
+                              "to continue")
+        ema.load_state_dict(load_checkpoint(self.out, self.device)[0].state_dict())
+        return document
+
+    @contextlib.contextmanager
+    def log(self, columns: list[str], resume: bool) -> Iterator[Callable[[int, dict], None]]:
+        """`write(step, values)`: a row of train_log.csv (appended to a resumed run's log), with the
+        seconds since the log was opened, flushed at once; values outside `columns` are left out."""
+        path = self.out / LOG_FILE
+        append = resume and path.exists()
+        started = time.perf_counter()
+        with path.open("a" if append else "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
+            if not append:
+                writer.writeheader()
+
+            def write(step: int, values: dict) -> None:
+                writer.writerow({"step": step, "seconds": round(time.perf_counter() - started, 3), **values})
+                stream.flush()
+
+            yield write
+
+    def save(self, step: int, modules: dict[str, torch.nn.Module], optimizers: Optimizers, ema: torch.nn.Module,
+             training: dict, extra: dict | None = None) -> Path:
+        """The training state (for `--resume`), the checkpoint of the EMA weights with `training` as its
+        record, and the loss plot; returns the checkpoint directory."""
+        save_training_state(self.out, step, modules, optimizers, self.rng, self.generator, extra)
+        path = save_checkpoint(self.out, ema, self.normalization, env_args=self.train_set.env_args,
+                               contract=self.contract, training=training)
+        plot_losses(self.out / LOG_FILE, self.out / PLOT_FILE)
+        return path
