@@ -1,5 +1,7 @@
 """ROS-free offline and offline-to-online RL for the MVP policy: a critic ensemble over action
-chunks, best-of-N acting, the chunked TD target (`mvp train --algo mvp-rl`).
+chunks, best-of-N acting, the chunked TD target, the replay buffer, the update (`MvpRlLearner`) and
+the pieces of acting online; the loops of `mvp train --algo mvp-rl` that drive them are
+mvp_ros.training.rl's.
 
 For evaluation with best-of-N on a checkpoint trained with --algo mvp-rl:
 
