@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.mvp-setup-done
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo clean
+.PHONY: setup test lint demo clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,11 @@ $(STAMP): requirements.txt requirements-test.txt setup.py setup.cfg package.xml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-test: setup
+test: setup lint
 	MUJOCO_GL=egl $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check mvp_ros test benchmarks launch
 
 demo: setup
 	MUJOCO_GL=egl $(VENV)/bin/mvp demo --checkpoint models/lift_lowdim --temporal-ensemble --episodes 10 --json demo_results.json

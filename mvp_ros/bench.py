@@ -179,7 +179,8 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(row["obs"], row["mode"]) for row in result["inference"]}, key=lambda p: (p[0] != "lowdim", p[0], MODES.index(p[1])))
+    panels = sorted({(row["obs"], row["mode"]) for row in result["inference"]},
+                    key=lambda p: (p[0] != "lowdim", p[0], MODES.index(p[1])))
     ticks = [result[key] for key in ("ros_tick", "ros_tick_image") if result.get(key)]
     count = len(panels) + bool(ticks)
     columns = min(count, 3)
