@@ -71,8 +71,8 @@ class PolicyConfig:
     # about 5 ms on one CPU thread, where (32, 64, 128) took 11.5 ms (`mvp bench`).
     image_encoder_widths: tuple[int, ...] = (16, 32, 64)
     # Residual blocks after each stage's stride-2 convolution. None: one block, on the last stage,
-    # whose maps are the smallest; for 84x84 cameras a block on every stage took 2.4 times the
-    # training step (benchmarks/image_step_ablation.py).
+    # whose maps are the smallest; for 84x84 cameras a block on every stage took twice the CPU
+    # time of a training step (benchmarks/image_step_ablation.py).
     image_encoder_blocks: tuple[int, ...] | None = None
     # Training only, on every image: "crop" takes a random (H - 2p) x (W - 2p) window (Robomimic; the
     # centre one at inference), "shift" moves the image by up to p pixels, repeating its border
