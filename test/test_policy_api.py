@@ -225,3 +225,19 @@ def test_image_policy_runs_channels_last_and_samples_what_the_checkpoint_does(tm
     first_conv = "obs_encoder.image_encoders.camera.stages.0.weight"
     resaved = Policy.load(tmp_path / "resaved", device="cpu").model.state_dict()[first_conv]
     np.testing.assert_array_equal(resaved.numpy(), model.state_dict()[first_conv].numpy())
+
+
+def test_the_shipped_camera_policy_sees_only_what_a_robot_measures():
+    """models/lift_image: the two cameras and proprioception, no simulator state such as `object`."""
+    from mvp_ros.resources import package_file
+
+    policy = Policy.load(package_file("models", "lift_image"), device="cpu")
+    assert policy.config.obs_shapes == {"agentview_image": (84, 84, 3), "robot0_eye_in_hand_image": (84, 84, 3),
+                                        "robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,)}
+    assert policy.config.image_augmentation == "crop"
+    assert policy.info.training["settings"]["obs_keys"] == list(policy.config.obs_shapes)
+    rng = np.random.default_rng(0)
+    obs = {key: rng.integers(0, 256, shape, dtype=np.uint8) if len(shape) == 3 else rng.normal(size=shape)
+           for key, shape in policy.config.obs_shapes.items()}
+    chunk = policy.act(obs)
+    assert chunk.shape == (5, 7) and np.all(np.isfinite(chunk))
