@@ -172,13 +172,20 @@ def test_the_readme_evaluation_table_is_the_committed_evaluations() -> None:
         assert math.isclose(low, evaluation["success_rate_ci95"][0]) and math.isclose(high, evaluation["success_rate_ci95"][1])
 
 
+def test_the_readme_camera_policy_figures_are_its_evaluation() -> None:
+    evaluation = result("models/lift_image/eval_50.json")
+    assert evaluation["episodes"] == 50 and evaluation["seeds"] == list(range(1_000_000, 1_000_050))
+    assert "--seed 1000000 --temporal-ensemble` " + eval_cells(evaluation) in read("README.md")
+
+
 def test_the_readme_figures_all_come_from_a_result_file() -> None:
     """The README keeps no measurement of its own: the demo block and the evaluation table are all."""
     readme = read("README.md")
     allowed = {line for line in demo_lines(result("benchmarks/results/demo_lift_lowdim.json"))}
     for line in readme.splitlines():
         if re.search(r"\d ms\b|commands/s|\bx MVP\b|messages/s", line) and not any(part in line for part in allowed):
-            assert "models/lift_lowdim" in line and "eval" in line, f"README figure without a result file: {line}"
+            assert ("models/lift_lowdim" in line or "models/lift_image" in line) and "eval" in line, \
+                f"README figure without a result file: {line}"
 
 
 def test_the_benchmark_doc_figures_are_the_result_files() -> None:
