@@ -78,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"demo: ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, {_pids(nodes)}, node logs in {log_dir}", flush=True)
             started = time.perf_counter()
             summary = _run_episodes(args, max_steps, int(env["ROS_DOMAIN_ID"]), nodes, logs)
-        except StopSignal:
-            pass  # the nodes get the signal below
+        except (StopSignal, Exception):
+            # A signal raised inside rclpy's C++ code surfaces as another error (pybind11 converts it):
+            # after a stop signal, whatever the interrupted call raised is that signal.
+            if signals.received is None:
+                raise
         finally:
             signals.raising = False
             if signals.received is None:
