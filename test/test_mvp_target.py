@@ -105,7 +105,7 @@ def test_swapping_t_and_r_does_not_give_a_fixed_point():
 
 
 def test_mean_flow_identity_alone_admits_offsets_that_ivc_excludes():
-    """u + C(z_r) / (r - t), with C constant along trajectories, also satisfies the identity (design.md, IVC)."""
+    """u + C(z_r) / (r - t), with C constant along trajectories, also satisfies the identity (docs/method.md, IVC)."""
     z, t, r = gaussian_points()
     v = exact_velocity(z, t)
 

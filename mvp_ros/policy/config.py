@@ -79,7 +79,7 @@ class PolicyConfig:
     # (DrQ; unchanged at inference). p = image_augmentation_pixels.
     image_augmentation: str = "none"
     image_augmentation_pixels: int = 4
-    # MVP (design.md section 1).
+    # MVP (docs/method.md).
     ivc_weight: float = 1.0
     equal_time_fraction: float = 0.5
     time_logit_mean: float = -0.4

@@ -1,6 +1,6 @@
 """Mean Velocity Policy head: MeanFlow loss + instantaneous velocity constraint, one-step sampling.
 
-Notation (design.md section 1): noise at t = 0, action at t = 1.
+Notation (docs/method.md): noise at t = 0, action at t = 1.
     a_t = (1 - t) * eps + t * a_star            v = a_star - eps
     u(a_t, t, r) = 1 / (r - t) * integral_t^r v(a_tau, tau) dtau        (r >= t)
     MeanFlow identity:  u = v + (r - t) * du/dt,   du/dt = v . d_a u + d_t u   (r fixed)

@@ -1,6 +1,6 @@
 """`RLConfig`: the settings of `mvp train --algo mvp-rl` (the `rl:` mapping of a training config).
 
-Defaults follow the reference setup in design.md section 1 (Q-chunking on Robomimic): 2 critics
+Defaults follow the reference setup of Q-chunking on Robomimic (docs/method.md): 2 critics
 combined by their mean, 4x512 GELU MLPs with layer norm, gamma 0.99, tau 0.005, N = 16.
 """
 from __future__ import annotations
