@@ -224,7 +224,9 @@ def test_closed_loop_equals_the_offline_loop_and_survives_a_simulation_restart(r
     steps = 12
     policy = NodeProcess(["policy-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(PANDA_CONTRACT),
                           "--ros-args", "-p", "device:=cpu", "-p", "use_sim_time:=true",
-                          "-p", "reset_topic:=/mvp_sim/episode_start", "-p", "inference_timeout_s:=5.0"],
+                          "-p", "reset_topic:=/mvp_sim/episode_start", "-p", "inference_timeout_s:=5.0",
+                          # between episodes the lockstep clock stands still; no safe action may slip in
+                          "-p", "watchdog_timeout_s:=60.0"],
                          env, tmp_path / "policy.log")
     sim_arguments = ["sim-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(PANDA_CONTRACT),
                      "--seed", "3", "--ros-args", "-p", f"max_steps:={steps}"]
@@ -241,7 +243,8 @@ def test_closed_loop_equals_the_offline_loop_and_survives_a_simulation_restart(r
             assert peer.call(Trigger, "/mvp_sim/reset").success
             result = values_of(peer.wait_for_messages("/mvp_sim/episode_result", done + 1, timeout_s=60)[done])
             assert (result["seed"], result["steps"], result["held_steps"]) == ("3", str(steps), "0")
-            ros_commands = [np.array(msg.data) for msg in peer.messages("/policy/command", started)][:steps]
+            episode_began = [arrived for arrived, _ in peer.received["/mvp_sim/episode_start"] if arrived >= started][0]
+            ros_commands = [np.array(msg.data) for msg in peer.messages("/policy/command", episode_began)][:steps]
             expected = offline_actions(files["checkpoint"], seed=3, steps=steps)
             np.testing.assert_array_equal(np.stack(ros_commands), np.stack(expected))
             assert sim.stop() == 0, sim.output()
