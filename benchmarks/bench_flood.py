@@ -34,7 +34,7 @@ from mvp_ros.data.contract import load_contract
 from mvp_ros.ros.diagnostics import values_of
 from mvp_ros.ros.node_process import isolated_ros_environment, start_node_process, stop_node_process
 from mvp_ros.ros.qos import RELIABLE_QOS
-from mvp_ros.ros.tick_bench import synthetic_messages, write_bench_policy
+from mvp_ros.bench.ros_tick import synthetic_messages, write_bench_policy
 
 PHASES = ("before", "flood", "after")
 COUNTS = ("commands", "holds", "stale_ticks", "watchdog", "rejected")

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from mvp_ros.policy import Policy
-from mvp_ros.policy.bench import machine
-from mvp_ros.ros.tick_bench import write_bench_policy
+from mvp_ros.bench.policy_timing import machine
+from mvp_ros.bench.ros_tick import write_bench_policy
 
 
 def python_work() -> int:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from mvp_ros.data.robomimic import Episode, RobomimicDataset, write_robomimic
-from mvp_ros.policy.bench import machine
+from mvp_ros.bench.policy_timing import machine
 from mvp_ros.policy.config import PolicyConfig
 from mvp_ros.policy.model import ChunkPolicyModel, update_ema
 from mvp_ros.policy.normalizer import Normalization

@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mvp_ros.training.command", "train a policy on a Robomimic-format HDF5 dataset"),
     "bag2hdf5": ("mvp_ros.data.bag2hdf5", "convert rosbag2 bags to Robomimic-format HDF5 through an observation contract"),
     "demos": ("mvp_ros.sim.write_demos", "write scripted-expert robosuite demonstrations to Robomimic-format HDF5"),
-    "bench": ("mvp_ros.bench",
+    "bench": ("mvp_ros.bench.command",
               "inference latency of every head, the policy node's ROS tick and training cost, side by side (JSON, plot)"),
     "eval": ("mvp_ros.sim.evaluate", "success rate of a checkpoint in its MuJoCo simulation (seeded episodes, JSON, video)"),
     "record": ("mvp_ros.ros.recorder_node", "record an observation contract's topics to a rosbag2 bag (MCAP)"),

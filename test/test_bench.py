@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mvp_ros.cli import main
-from mvp_ros.policy.bench import INFERENCE_CASES, TRAINING_HEADS
+from mvp_ros.bench.policy_timing import INFERENCE_CASES, TRAINING_HEADS
 
 TINY = ["--width", "32", "--depth", "2", "--batch-size", "8", "--train-repeats", "2", "--image-batch-sizes", "2,3",
         "--image-train-repeats", "2", "--train-threads", "1"]

@@ -4,10 +4,10 @@ Three parts, each optional:
   inference  every head's sampling call at batch 1, low-dim and two 84x84 cameras, per execution
              mode (eager, torch.compile, AOTInductor on a CPU, CUDA graph on a GPU), p50/p99 and the
              ratio to MVP 1-step
-             (mvp_ros/policy/bench.py)
+             (mvp_ros/bench/policy_timing.py)
   ros_tick   the policy node in its own process at 100 Hz (low-dim) and 30 Hz (two cameras), driven
              over DDS by a synthetic observation publisher; observation -> command latency and
-             missed ticks (mvp_ros/ros/tick_bench.py)
+             missed ticks (mvp_ros/bench/ros_tick.py)
   training   steps per second of the MVP loss (with its JVP) against flow matching, diffusion, MLP:
              low-dim, and two 84x84 cameras with the random crops image policies train with, at
              batch 64 and 256, on as many torch threads as `mvp train` takes unless --train-threads
@@ -21,7 +21,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mvp_ros.policy.bench import INFERENCE_CASES
+from mvp_ros.bench.policy_timing import INFERENCE_CASES
 from mvp_ros.policy.execution import DEVICE_OF_MODE, MODES
 
 
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mvp_ros.policy.bench import benchmark
+    from mvp_ros.bench.policy_timing import benchmark
     from mvp_ros.policy.policy import resolve_device
 
     device = resolve_device(args.device)
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                        args.train_threads or None)
     result["ros_tick"] = result["ros_tick_image"] = None
     if setups:
-        from mvp_ros.ros.tick_bench import NodeSettings, ros_tick  # rclpy only for this part
+        from mvp_ros.bench.ros_tick import NodeSettings, ros_tick  # rclpy only for this part
 
         node = NodeSettings(args.ros_execution, args.ros_threads, args.ros_priority, device.type)
         for row in ros_tick(setups, args.width, args.depth, node):
@@ -135,7 +135,7 @@ def _tick_setups(args: argparse.Namespace, device) -> list:
     if not runs:
         return []
     from mvp_ros.ros.realtime import check_priority
-    from mvp_ros.ros.tick_bench import TickSetup
+    from mvp_ros.bench.ros_tick import TickSetup
 
     for obs, rate, duration in runs:
         if rate <= 0 or duration * rate < 1:

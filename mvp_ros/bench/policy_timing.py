@@ -1,4 +1,4 @@
-"""The learning-core part of `mvp bench` (mvp_ros/bench.py): inference latency and training cost of
+"""The learning-core part of `mvp bench` (mvp_ros/bench/command.py): inference latency and training cost of
 every head on the same backbone.
 
 Inference runs each head's fixed-shape sampling call the way a deployed policy runs it
@@ -19,11 +19,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import PolicyConfig
-from .execution import CAPTURING_MODES, graph_capturable, make_sampler, use_inference_layout
-from .model import ChunkPolicyModel
-from .normalizer import Normalization
-from .threads import default_threads
+from ..policy.config import PolicyConfig
+from ..policy.execution import CAPTURING_MODES, graph_capturable, make_sampler, use_inference_layout
+from ..policy.model import ChunkPolicyModel
+from ..policy.normalizer import Normalization
+from ..policy.threads import default_threads
 
 ACTION_DIM, HORIZON, LOWDIM = 7, 5, 19
 IMAGE_SHAPE = (84, 84, 3)
