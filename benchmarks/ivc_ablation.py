@@ -3,7 +3,7 @@
     nice .venv/bin/python benchmarks/ivc_ablation.py --json benchmarks/results/ivc_ablation.json
 
 Each (lambda, seed) trains MVP with the same seeds for data, noise and initialization
-(mvp_ros.policy.toy.train_toy: Adam with cosine decay, fresh toy batches), then measures one-step
+(test/helpers/toy.py train_toy: Adam with cosine decay, fresh toy batches), then measures one-step
 samples a = eps + u(eps, 0, 1 | o):
   near_mode, between_modes, balance, sliced_w1   where the samples fall (see toy.mode_metrics);
   flow_map_error   mean |one-step sample - exact flow endpoint| (normalized units), the exact
@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from mvp_ros.policy.config import PolicyConfig
 from mvp_ros.policy.model import ChunkPolicyModel
-from mvp_ros.policy.toy import ToyTask, evaluate_toy, exact_flow, model_inputs, train_toy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test" / "helpers"))  # the toy task the tests use
+from toy import ToyTask, evaluate_toy, exact_flow, model_inputs, train_toy  # noqa: E402
 
 METRICS = ("near_mode", "between_modes", "balance", "sliced_wasserstein", "flow_map_error", "boundary_error",
            "train_seconds")

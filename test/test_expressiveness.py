@@ -1,6 +1,6 @@
 """One-step MVP keeps both modes of a bimodal conditional action distribution; MLP regression averages them.
 
-The toy (mvp_ros.policy.toy): o ~ U[-1, 1], a = (+-0.7, 0.5 o) + 0.05 N(0, I), both modes equally likely.
+The toy (helpers/toy.py): o ~ U[-1, 1], a = (+-0.7, 0.5 o) + 0.05 N(0, I), both modes equally likely.
 "Near a mode" is within 0.15 of a centre, "between modes" farther than 0.35 from both.
 Over seeds 0-5 one-step MVP gave near 0.86, between 0.07-0.08 and 0.40-0.46 of all samples on
 each mode; the MLP head gave near 0.00 and between 1.00. MVP_TEST_SEED picks another seed.
@@ -8,12 +8,16 @@ each mode; the MLP head gave near 0.00 and between 1.00. MVP_TEST_SEED picks ano
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from mvp_ros.policy.normalizer import ActionScaler
-from mvp_ros.policy.toy import ToyTask, evaluate_toy, exact_flow, mode_metrics, toy_normalization, train_toy
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from toy import ToyTask, evaluate_toy, exact_flow, mode_metrics, toy_normalization, train_toy  # noqa: E402
 
 SEED = int(os.environ.get("MVP_TEST_SEED", "0"))
 TASK = ToyTask()

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import PolicyConfig
-from .model import ChunkPolicyModel
-from .normalizer import Normalization
+from mvp_ros.policy.config import PolicyConfig
+from mvp_ros.policy.model import ChunkPolicyModel
+from mvp_ros.policy.normalizer import Normalization
 
 OBS_KEY = "o"
 
