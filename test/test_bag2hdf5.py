@@ -622,7 +622,8 @@ def test_messages_the_node_rejects_are_dropped_and_counted_by_reason(tmp_path: P
         "does not fit the contract: wrist_image: /wrist/compressed CompressedImage with format 'jpeg' could not be "
         "decoded (corrupt data))",
         f"/side/image_raw: dropped 2 message(s): 2 malformed (first: message 2 (receive time {T0 + 75 * MS} ns) does not "
-        "fit the contract: side_image: /side/image_raw Image is 4x3, the contract says 8x6 (resize upstream))",
+        "fit the contract: side_image: /side/image_raw Image is 4x3, the contract says 8x6 (set image.resize, or resize"
+        " upstream))",
         f"/eef_pose: dropped 1 message(s): 1 non_finite (first: message 63 (receive time {tick(24) + 5 * MS} ns) does not "
         "fit the contract: eef_pos: /eef_pose message has NaN or inf in [nan, 0.0, 0.0])",
         f"/tf: dropped 1 message(s): 1 malformed (first: message 77 (receive time {tick(30) + 7 * MS} ns) cannot be "

@@ -92,11 +92,29 @@ def test_another_observation_type_is_refused() -> None:
         "observation 'robot0_eef_pos': type geometry_msgs/msg/PoseStamped in training, tf deployed"]
 
 
+def test_an_image_sent_compressed_is_allowed_and_its_size_still_checked() -> None:
+    def compressed(contract: dict) -> None:
+        contract["observations"]["agentview_image"].update(type="sensor_msgs/msg/CompressedImage",
+                                                           topic="/agentview/image_raw/compressed")
+
+    diff = compare(deployed(compressed))
+    assert diff.refused == []
+    assert diff.allowed == [
+        "observation 'agentview_image': type sensor_msgs/msg/Image in training, sensor_msgs/msg/CompressedImage deployed",
+        "observation 'agentview_image': topic /agentview/image_raw in training, /agentview/image_raw/compressed deployed"]
+    smaller = deployed(lambda c: c["observations"]["agentview_image"].update(
+        image={"width": 64, "height": 84, "encoding": "rgb8"}), deployed(compressed))
+    assert compare(smaller).refused == ["observation 'agentview_image': image size 84x84 in training, 64x84 deployed"]
+
+
 @pytest.mark.parametrize("image, message", [
     ({"width": 64, "height": 84, "encoding": "rgb8"}, "image size 84x84 in training, 64x84 deployed"),
     ({"width": 84, "height": 84, "encoding": "mono8"}, "image encoding rgb8 in training, mono8 deployed"),
+    ({"width": 84, "height": 84, "encoding": "rgb8", "resize": "area"}, "image resize unset in training, area deployed"),
+    ({"width": 84, "height": 84, "encoding": "rgb8", "crop": {"x": 80, "width": 480, "height": 480}},
+     "image crop unset in training, {x: 80, y: 0, width: 480, height: 480} deployed"),
 ])
-def test_another_image_size_or_encoding_is_refused(image, message) -> None:
+def test_another_image_size_encoding_crop_or_resize_is_refused(image, message) -> None:
     diff = compare(deployed(lambda c: c["observations"]["agentview_image"].update(image=image)))
     assert diff.refused == [f"observation 'agentview_image': {message}"]
 

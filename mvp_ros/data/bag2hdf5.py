@@ -135,10 +135,15 @@ class Stream:
 
 
 def _topic_stream(key: str, spec: StreamSpec, contents: BagContents) -> Stream:
-    samples = contents.samples[key]
-    series = Series(samples.stamps, samples.values, spec.align.rule, spec.age_limit_s() * 1e9)
-    return Stream(key, spec.topic, spec, [series], contents.message_counts[spec.topic],
-                  contents.dropped[spec.topic].counts)
+    """A key read from its topic, or assembled from its streams (joint sources, action outputs), each
+    resampled on its own: a tick needs every stream within its limit."""
+    streams = spec.streams()
+    series = [Series(contents.samples[stream.key].stamps, contents.samples[stream.key].values, stream.align.rule,
+                     stream.age_limit_s() * 1e9) for stream in streams]
+    topics = list(dict.fromkeys(stream.topic for stream in streams))
+    dropped = sum((contents.dropped[topic].counts for topic in topics), Counter())
+    return Stream(key, "+".join(topics), spec, series, sum(contents.message_counts[topic] for topic in topics), dropped,
+                  compose=spec.assemble)
 
 
 # ---- transforms -----------------------------------------------------------------------------------

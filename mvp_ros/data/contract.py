@@ -9,6 +9,7 @@ alike; nothing here imports rclpy.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -19,14 +20,13 @@ from typing import Any, ClassVar
 import numpy as np
 import yaml
 
+from mvp_ros.data.images import CHANNELS, RESIZE_INTERPOLATIONS, Crop, ImageFit, decode_compressed, raw_pixels
+
 CONTRACT_VERSION = 1
 TF_TOPICS = {"/tf": "tf2_msgs/msg/TFMessage", "/tf_static": "tf2_msgs/msg/TFMessage"}
 ALIGN_RULES = ("asof", "hold", "next")
 STAMP_SOURCES = ("header", "receive")
 IMAGE_ENCODINGS = ("rgb8", "mono8")  # what a contract may store; messages may also be bgr8
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
-_JPEG_MAGIC = b"\xff\xd8"
-_PNG_MAGIC = b"\x89PNG"
 
 
 class ContractError(ValueError):
@@ -82,6 +82,20 @@ class StreamSpec:
         """The array for this stream, checked for structure (not for NaN); per message type."""
         raise NotImplementedError
 
+    def streams(self) -> tuple[StreamSpec, ...]:
+        """The topic-bound streams this key is read from (or, for the action, written to): itself,
+        or its sources or outputs; none for a tf key."""
+        return (self,) if self.topic is not None else ()
+
+    def applies(self, msg: Any) -> bool:
+        """Whether a message on this stream's topic carries this stream's values (a JointState
+        source shares its topic with other publishers)."""
+        return True
+
+    def assemble(self, values: list[np.ndarray]) -> np.ndarray:
+        """The key's array from its streams' arrays (same order as `streams()`; any leading axes)."""
+        return values[0]
+
     def extract(self, msg: Any) -> np.ndarray:
         """One message -> the array for this stream; MessageError (or NonFiniteError) if it doesn't fit."""
         array = self.values(msg)
@@ -128,7 +142,24 @@ class JointStateObservation(ObservationSpec):
 
     field: str
     joints: tuple[str, ...]
+    sources: tuple[JointStateObservation, ...] = ()  # several publishers, each a part of `joints`
+    partial: bool = False  # a source: messages on its topic without any of its joints are for another source
     _index_cache: dict = dataclass_field(default_factory=dict, compare=False, repr=False)
+
+    def streams(self) -> tuple[StreamSpec, ...]:
+        return self.sources or (self,)
+
+    def applies(self, msg: Any) -> bool:
+        return self.applies_to_names(tuple(msg.name))
+
+    def applies_to_names(self, names: tuple[str, ...]) -> bool:
+        return not self.partial or any(name in self.joints for name in names)
+
+    def assemble(self, values: list[np.ndarray]) -> np.ndarray:
+        if not self.sources:
+            return values[0]
+        published = [joint for source in self.sources for joint in source.joints]
+        return np.concatenate(values, axis=-1)[..., [published.index(joint) for joint in self.joints]]
 
     def joint_indices(self, names: tuple[str, ...]) -> np.ndarray:
         """Where each contract joint sits in a message whose joint names are `names` (cached)."""
@@ -156,7 +187,10 @@ class JointStateObservation(ObservationSpec):
         return self.select(tuple(msg.name), np.asarray(getattr(msg, self.field), dtype=np.float64))
 
     def _own_dict(self) -> dict:
-        return {"field": self.field, "joints": list(self.joints)}
+        fields = {"field": self.field, "joints": list(self.joints)}
+        if self.sources:
+            fields["sources"] = [{"topic": source.topic, "joints": list(source.joints)} for source in self.sources]
+        return fields
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,67 +225,38 @@ class ImageObservation(ObservationSpec):
     """sensor_msgs/Image (rgb8, bgr8, mono8; row padding per `step`) -> (H, W, C) uint8, row 0 on top.
 
     Stored as rgb8 (C=3) or mono8 (C=1); mono8 messages are replicated to rgb8 when asked, colour
-    messages are never turned grey. Images are not resized: the size must match the contract.
+    messages are never turned grey. `fit` crops and resizes to the policy's size
+    (mvp_ros.data.images); without `resize` the size must match the contract.
     """
 
-    encoding: str
+    fit: ImageFit
     dtype: ClassVar[np.dtype] = np.dtype(np.uint8)
 
-    def values(self, msg: Any) -> np.ndarray:
-        encoding = msg.encoding.lower()
-        if encoding not in _CHANNELS:
-            raise self._error(f"has encoding {msg.encoding!r}; supported: rgb8, bgr8, mono8")
-        height, width, channels = int(msg.height), int(msg.width), _CHANNELS[encoding]
-        step = int(msg.step)
-        data = np.frombuffer(msg.data, dtype=np.uint8)
-        if step < width * channels or len(data) < step * height:
-            raise self._error(
-                f"is inconsistent: {width}x{height} {encoding}, step {step}, {len(data)} data bytes"
-            )
-        rows = data[: step * height].reshape(height, step)
-        pixels = rows[:, : width * channels].reshape(height, width, channels)
-        return self._converted(pixels, encoding)
+    @property
+    def encoding(self) -> str:
+        return self.fit.encoding
 
-    def _converted(self, pixels: np.ndarray, encoding: str) -> np.ndarray:
-        height, width = self.shape[:2]
-        if pixels.shape[:2] != (height, width):
-            raise self._error(
-                f"is {pixels.shape[1]}x{pixels.shape[0]}, the contract says {width}x{height} (resize upstream)"
-            )
-        if self.encoding == "mono8":
-            if encoding != "mono8":
-                raise self._error(f"is {encoding}; the contract stores mono8 and does not convert colour to grey")
-            return np.ascontiguousarray(pixels)
-        if encoding == "bgr8":
-            return np.ascontiguousarray(pixels[..., ::-1])
-        if encoding == "mono8":
-            return np.repeat(pixels, 3, axis=2)
-        return np.ascontiguousarray(pixels)
+    def values(self, msg: Any) -> np.ndarray:
+        try:
+            return self.fit(raw_pixels(msg.encoding, int(msg.width), int(msg.height), int(msg.step), msg.data),
+                            msg.encoding.lower())
+        except ValueError as error:
+            raise self._error(str(error)) from None
 
     def _own_dict(self) -> dict:
-        return {"image": {"width": self.shape[1], "height": self.shape[0], "encoding": self.encoding}}
+        return {"image": self.fit.to_dict()}
 
 
 @dataclass(frozen=True, kw_only=True)
 class CompressedImageObservation(ImageObservation):
-    """sensor_msgs/CompressedImage holding a JPEG or PNG (8-bit grey or colour), decoded with OpenCV."""
+    """sensor_msgs/CompressedImage holding a JPEG or PNG (8-bit grey or colour), decoded with OpenCV
+    as its `format` says (mvp_ros.data.images.compressed_layout)."""
 
     def values(self, msg: Any) -> np.ndarray:
-        import cv2  # here, not at the top: it adds ~0.1 s to every import of the contract
-
-        data = np.frombuffer(msg.data, dtype=np.uint8)
-        if not (bytes(data[:2]) == _JPEG_MAGIC or bytes(data[:4]) == _PNG_MAGIC):
-            raise self._error(f"with format {msg.format!r} holds neither a JPEG nor a PNG")
-        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        if decoded is None:
-            raise self._error(f"with format {msg.format!r} could not be decoded (corrupt data)")
-        if decoded.dtype != np.uint8:
-            raise self._error(f"decodes to {decoded.dtype}; only 8-bit images are supported")
-        if decoded.ndim == 2:
-            return self._converted(decoded[..., None], "mono8")
-        if decoded.shape[2] == 4:
-            decoded = decoded[..., :3]  # OpenCV gives BGRA; the alpha channel is not observed
-        return self._converted(decoded, "bgr8")
+        try:
+            return self.fit(*decode_compressed(msg.format, msg.data))
+        except ValueError as error:
+            raise self._error(str(error)) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,7 +303,19 @@ class ActionSpec(StreamSpec):
     safe_value: np.ndarray | None = None  # rule constant: the action to send
     safe_zero: tuple[str, ...] = ()  # rule hold: dims set to zero (e.g. delta motion)
     safe_initial: tuple[tuple[str, float], ...] = ()  # rule hold: (name, value) held before any command was sent
-    key: ClassVar[str] = "action"
+    outputs: tuple[ActionSpec, ...] = ()  # several command topics, each a slice of `names` with its own fields
+    key: str = "action"  # an output: action[<index>]
+
+    def streams(self) -> tuple[ActionSpec, ...]:
+        return self.outputs or (self,)
+
+    def slices(self) -> list[slice]:
+        """Where each of `streams()` sits in the action vector."""
+        ends = np.cumsum([len(stream.names) for stream in self.streams()]).tolist()
+        return [slice(end - len(stream.names), end) for stream, end in zip(self.streams(), ends)]
+
+    def assemble(self, values: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(values, axis=-1)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActionSpec) and self.to_dict() == other.to_dict()
@@ -335,8 +352,12 @@ class ActionSpec(StreamSpec):
         `constant`: the contract's value. `hold`: the dims in `zero` are 0; every other dim keeps
         `previous` (the last command sent), or, with no previous command, the robot's `measured`
         position of the joint of that name, else the contract's `initial` value. None when a dim has
-        none of these (there is no safe command to send).
+        none of these (there is no safe command to send). With outputs, each output's own rule.
         """
+        if self.outputs:
+            parts = [output.safe_action(None if previous is None else previous[part], measured)
+                     for output, part in zip(self.outputs, self.slices())]
+            return None if any(part is None for part in parts) else np.concatenate(parts)
         if self.safe_rule == "constant":
             return self.safe_value.copy()
         if previous is not None:
@@ -352,12 +373,16 @@ class ActionSpec(StreamSpec):
     def unsafe_dims_without_command(self, measurable: tuple[str, ...] = ()) -> list[str]:
         """Names that `hold` cannot fill before a first command: not zeroed, not in `initial`, and not
         among the `measurable` joint names."""
+        if self.outputs:
+            return [name for output in self.outputs for name in output.unsafe_dims_without_command(measurable)]
         if self.safe_rule == "constant":
             return []
         known = {name for name, _ in self.safe_initial} | set(self.safe_zero) | set(measurable)
         return [name for name in self.names if name not in known]
 
     def to_dict(self) -> dict:
+        if self.outputs:
+            return {"outputs": [output.to_dict() for output in self.outputs]}
         fields = self._common_dict() | {
             "names": list(self.names),
             "limits": {"lower": self.lower.tolist(), "upper": self.upper.tolist()},
@@ -395,9 +420,8 @@ class Contract:
         for spec in self.observations.values():
             if isinstance(spec, TransformObservation):
                 topics.update(TF_TOPICS)
-            else:
-                topics[spec.topic] = spec.msgtype
-        topics[self.action.topic] = self.action.msgtype
+            topics.update({stream.topic: stream.msgtype for stream in spec.streams()})
+        topics.update({stream.topic: stream.msgtype for stream in self.action.streams()})
         return topics
 
     def to_dict(self) -> dict:
@@ -481,10 +505,11 @@ class _Section:
             raise self.error(f"must be a positive number, got {value!r}", name)
         return float(value)
 
-    def integer(self, name: str) -> int:
-        value = self.take(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.error(f"must be a positive integer, got {value!r}", name)
+    def integer(self, name: str, default: Any = _REQUIRED, minimum: int = 1) -> int:
+        value = self.take(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            kind = "positive" if minimum == 1 else "non-negative"
+            raise self.error(f"must be a {kind} integer, got {value!r}", name)
         return value
 
     def names(self, name: str, default: Any = _REQUIRED) -> tuple[str, ...]:
@@ -534,7 +559,7 @@ def _parse_stream(
 ) -> dict:
     """The fields every stream has: topic, align, stamp, max_age_s."""
     topic = None
-    if msgtype != "tf":
+    if msgtype != "tf" and "sources" not in section.data:
         topic = section.text("topic")
         if not topic.startswith("/"):
             raise section.error(f"{topic!r} must be an absolute topic name like '/{topic}'", "topic")
@@ -567,9 +592,9 @@ def _parse_observation(section: _Section, key: str, period_s: float) -> Observat
     common["key"] = key
     if msgtype == "sensor_msgs/msg/JointState":
         joints = section.names("joints")
-        spec = JointStateObservation(
-            field=section.text("field", "position", _JOINT_FIELDS), joints=joints, shape=(len(joints),), **common
-        )
+        joint_field = section.text("field", "position", _JOINT_FIELDS)
+        sources = _parse_sources(section, joints, joint_field, common) if "sources" in section.data else ()
+        spec = JointStateObservation(field=joint_field, joints=joints, sources=sources, shape=(len(joints),), **common)
     elif msgtype in ("geometry_msgs/msg/PoseStamped", "tf"):
         pose_field = section.text("field", "pose", tuple(POSE_FIELD_SIZES))
         shape = (POSE_FIELD_SIZES[pose_field],)
@@ -584,12 +609,9 @@ def _parse_observation(section: _Section, key: str, period_s: float) -> Observat
     elif msgtype == "std_msgs/msg/Float64MultiArray":
         spec = ArrayObservation(shape=(section.integer("size"),), **common)
     elif msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
-        image = section.section("image")
-        width, height = image.integer("width"), image.integer("height")
-        encoding = image.text("encoding", "rgb8", IMAGE_ENCODINGS)
-        image.finish()
+        fit = _parse_image(section.section("image"))
         image_class = ImageObservation if msgtype.endswith("/Image") else CompressedImageObservation
-        spec = image_class(encoding=encoding, shape=(height, width, _CHANNELS[encoding]), **common)
+        spec = image_class(fit=fit, shape=(fit.height, fit.width, CHANNELS[fit.encoding]), **common)
     else:
         supported = ["sensor_msgs/msg/JointState", "geometry_msgs/msg/PoseStamped", "std_msgs/msg/Float64MultiArray",
                      "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "tf"]
@@ -598,7 +620,84 @@ def _parse_observation(section: _Section, key: str, period_s: float) -> Observat
     return spec
 
 
+def _parse_sources(section: _Section, joints: tuple[str, ...], joint_field: str, common: dict
+                   ) -> tuple[JointStateObservation, ...]:
+    """`sources`: [{topic, joints}, ...], each joint of the key in exactly one source; a source is a
+    JointStateObservation of its own (key `<key>[<index>]`) sharing the key's field, alignment and limits."""
+    if "topic" in section.data:
+        raise section.error("give either topic or sources, not both", "sources")
+    listed = section.take("sources")
+    if not isinstance(listed, list) or len(listed) < 2:
+        raise section.error(f"must list at least two sources ({{topic, joints}}), got {listed!r}", "sources")
+    sources, owner = [], {}
+    for index, entry in enumerate(listed):
+        source = _Section(entry, f"{section.path}.sources[{index}]", section.source)
+        topic = source.text("topic")
+        if not topic.startswith("/"):
+            raise source.error(f"{topic!r} must be an absolute topic name like '/{topic}'", "topic")
+        source_joints = source.names("joints")
+        source.finish()
+        for joint in source_joints:
+            if joint not in joints:
+                raise source.error(f"{joint!r} is not one of the key's joints {list(joints)}", "joints")
+            if joint in owner:
+                raise source.error(f"{joint!r} is also in sources[{owner[joint]}]", "joints")
+            owner[joint] = index
+        key = f"{common['key']}[{index}]"
+        sources.append(JointStateObservation(**(common | {"topic": topic, "key": key}), field=joint_field,
+                                             joints=source_joints, shape=(len(source_joints),), partial=True))
+    missing = [joint for joint in joints if joint not in owner]
+    if missing:
+        raise section.error(f"no source publishes {missing}", "sources")
+    return tuple(sources)
+
+
+def _parse_image(image: _Section) -> ImageFit:
+    width, height = image.integer("width"), image.integer("height")
+    encoding = image.text("encoding", "rgb8", IMAGE_ENCODINGS)
+    crop = None
+    if "crop" in image.data:
+        section = image.section("crop")
+        crop = Crop(section.integer("x", 0, minimum=0), section.integer("y", 0, minimum=0), section.integer("width"),
+                    section.integer("height"))
+        section.finish()
+    resize = image.take("resize", None)
+    if resize is not None and resize not in RESIZE_INTERPOLATIONS:
+        raise image.error(f"is {resize!r}; expected one of {list(RESIZE_INTERPOLATIONS)} (the interpolation)", "resize")
+    image.finish()
+    return ImageFit(width, height, encoding, crop, resize)
+
+
 def _parse_action(section: _Section, period_s: float) -> ActionSpec:
+    if "outputs" not in section.data:
+        return _parse_output(section, period_s)
+    listed = section.take("outputs")
+    section.finish()
+    if not isinstance(listed, list) or len(listed) < 2:
+        raise section.error(f"must list at least two outputs (each a command topic), got {listed!r}", "outputs")
+    outputs = [dataclasses.replace(_parse_output(_Section(entry, f"action.outputs[{index}]", section.source), period_s),
+                                   key=f"action[{index}]") for index, entry in enumerate(listed)]
+    seen_names: dict[str, int] = {}
+    seen_topics: dict[str, int] = {}
+    for index, output in enumerate(outputs):
+        where = _Section({}, f"action.outputs[{index}]", section.source)
+        for name in output.names:
+            if seen_names.setdefault(name, index) != index:
+                raise where.error(f"{name!r} is also a name of outputs[{seen_names[name]}]", "names")
+        if seen_topics.setdefault(output.topic, index) != index:
+            raise where.error(f"{output.topic} is also the topic of outputs[{seen_topics[output.topic]}]", "topic")
+    deltas = [output.max_delta for output in outputs]
+    max_delta = None if all(delta is None for delta in deltas) else np.concatenate(
+        [np.full(len(output.names), np.inf) if delta is None else delta for output, delta in zip(outputs, deltas)])
+    first = outputs[0]
+    return ActionSpec(
+        topic=None, msgtype="outputs", align=first.align, stamp_source=first.stamp_source, outputs=tuple(outputs),
+        names=tuple(name for output in outputs for name in output.names),
+        lower=np.concatenate([output.lower for output in outputs]),
+        upper=np.concatenate([output.upper for output in outputs]), max_delta=max_delta)
+
+
+def _parse_output(section: _Section, period_s: float) -> ActionSpec:
     msgtype = _normalize_type(section)
     if msgtype not in _ACTION_TYPES:
         raise section.error(f"{msgtype!r} is not supported for actions; supported: {list(_ACTION_TYPES)}", "type")
@@ -675,8 +774,8 @@ def _parse_contract(data: Any, source: str) -> Contract:
 def _check_topic_types(contract: Contract, source: str) -> None:
     """A topic carries one type: two keys that disagree about it are a contract error."""
     seen: dict[str, tuple[str, str]] = {}
-    streams = [(key, spec) for key, spec in contract.observations.items() if spec.topic is not None]
-    for name, spec in [*streams, ("action", contract.action)]:
+    streams = [(key, stream) for key, spec in contract.observations.items() for stream in spec.streams()]
+    for name, spec in [*streams, *(("action", stream) for stream in contract.action.streams())]:
         where = f"observations.{name}" if name in contract.observations else name
         if spec.topic in TF_TOPICS:
             raise ContractError(f"{source}: {where}.topic: {spec.topic} is read by tf sources (type: tf)")

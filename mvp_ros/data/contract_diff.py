@@ -1,11 +1,13 @@
 """How the contract a policy is deployed with differs from the one its training data was made with.
 
 Refused: differences that change what the policy reads or commands. An observation key's message
-type, field, joints (or their order), image size or encoding; the action's message type, names (or
+type, field, joints (or their order), image size, encoding, crop or resize interpolation; the action's message type, names (or
 their order); the control rate (each step of a chunk would span another time); action limits
 wider than in training (commands the training data never held).
 Allowed: differences that keep the meaning. Topic names, alignment, stamp source and age limits;
-limits narrower than in training; max_delta; the safe action; the robot's name.
+an image's transport (sensor_msgs/Image or CompressedImage: both decode to the contract's pixels,
+exactly with PNG, approximately with JPEG); limits narrower than in training; max_delta; the safe
+action; the robot's name.
 Nothing here imports rclpy: the policy node and offline tools compare the same way.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mvp_ros.data.contract import ActionSpec, Contract, ObservationSpec
 TIMING_FIELDS = ("topic", "align", "stamp", "max_age_s")
 # How the node bounds and replaces commands, not what the policy's output means.
 ACTION_SAFETY_FIELDS = ("max_delta", "safe_action")
+IMAGE_TRANSPORTS = {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"}
 
 
 @dataclass
@@ -53,14 +56,14 @@ def _compare_observation(key: str, trained: ObservationSpec | None, deployed: Ob
         diff.refused.append(f"{subject} is not in {missing_from}")
         return
     before, after = trained.to_dict(), deployed.to_dict()
-    if before["type"] != after["type"]:
+    if before["type"] != after["type"] and {before["type"], after["type"]} - IMAGE_TRANSPORTS:
         diff.refused.append(_sentence(subject, "type", before["type"], after["type"]))
         return  # the other fields of two message types do not compare
     for name in _field_names(before, after):
         old, new = before.get(name), after.get(name)
         if old == new:
             continue
-        if name in TIMING_FIELDS:
+        if name in TIMING_FIELDS or name == "type":
             diff.allowed.append(_sentence(subject, name, old, new))
         elif name == "joints":
             diff.refused.append(_order_sentence(subject, "joints", old, new))
@@ -68,8 +71,9 @@ def _compare_observation(key: str, trained: ObservationSpec | None, deployed: Ob
             if (old["width"], old["height"]) != (new["width"], new["height"]):
                 diff.refused.append(_sentence(subject, "image size", f"{old['width']}x{old['height']}",
                                               f"{new['width']}x{new['height']}"))
-            if old["encoding"] != new["encoding"]:
-                diff.refused.append(_sentence(subject, "image encoding", old["encoding"], new["encoding"]))
+            for part in ("encoding", "crop", "resize"):
+                if old.get(part) != new.get(part):
+                    diff.refused.append(_sentence(subject, f"image {part}", old.get(part), new.get(part)))
         else:
             diff.refused.append(_sentence(subject, name, old, new))
 

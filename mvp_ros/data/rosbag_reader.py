@@ -92,7 +92,7 @@ class Transforms:
 @dataclass
 class BagContents:
     path: Path
-    samples: dict[str, Samples]  # observation keys (not tf ones) and "action"
+    samples: dict[str, Samples]  # per stream key: observation keys (not tf ones) or their sources, the action or its outputs
     transforms: Transforms
     markers: np.ndarray  # receive times (ns) of the split topic's messages
     message_counts: dict[str, int]  # topic -> messages read
@@ -150,14 +150,21 @@ class _ContractTopic(_Topic):
         super().__init__(topic, msgtype, typestore)
         self.collectors = collectors
 
-    def extract(self, raw: bytes, receive_ns: int, index: int) -> list[tuple[int, np.ndarray]] | None:
-        """Each key's (stamp, value) from one message, as the live node extracts them; None if dropped."""
+    def extract(self, raw: bytes, receive_ns: int, index: int) -> list[tuple[int, np.ndarray] | None] | None:
+        """Each key's (stamp, value) from one message, as the live node extracts them (None for a key
+        whose source the message is not from); None if dropped."""
         message = self.deserialize(raw, receive_ns, index)
         if message is None:
             return None
+        applies = [collector.spec.applies(message) for collector in self.collectors]
+        if not any(applies):
+            keys = [collector.spec.key for collector in self.collectors]
+            self.drop("malformed", f"does not fit the contract: {self.topic}: the message carries none of the joints of"
+                      f" {keys}", receive_ns, index)
+            return None
         try:
-            return [(collector.spec.stamp(message, receive_ns), collector.spec.extract(message))
-                    for collector in self.collectors]
+            return [(collector.spec.stamp(message, receive_ns), collector.spec.extract(message)) if applied else None
+                    for collector, applied in zip(self.collectors, applies)]
         except MessageError as error:
             reason = "non_finite" if isinstance(error, NonFiniteError) else "malformed"
             self.drop(reason, f"does not fit the contract: {error}", receive_ns, index)
@@ -177,9 +184,10 @@ class _MessageTopic(_ContractTopic):
 
     def add(self, raw: bytes, receive_ns: int) -> None:
         samples = self.extract(raw, receive_ns, self.count)
-        for (stamps, values), (stamp, value) in zip(self.rows, samples or []):
-            stamps.append(stamp)
-            values.append(value)
+        for (stamps, values), sample in zip(self.rows, samples or []):
+            if sample is not None:
+                stamps.append(sample[0])
+                values.append(sample[1])
         self.count += 1
 
     def finish(self) -> None:
@@ -211,27 +219,34 @@ class _JointStateTopic(_ContractTopic):
         one_by_one = np.ones(len(receive), dtype=bool)
         for batch in batches:
             one_by_one[batch.rows] = False
-        columns = []
+        columns = []  # per collector: stamps, values, and whether each message carries its joints
         for collector in self.collectors:
             spec: JointStateObservation = collector.spec
             stamps = np.zeros(len(receive), dtype=np.int64)
             values = np.zeros((len(receive), len(spec.joints)))
+            carries = np.ones(len(receive), dtype=bool)
             for batch in batches:
+                if not spec.applies_to_names(batch.names):
+                    carries[batch.rows] = False
+                    continue
                 try:
                     values[batch.rows] = spec.select(batch.names, batch.fields[spec.field])
                 except MessageError:
                     one_by_one[batch.rows] = True
                 stamps[batch.rows] = batch.header_stamps if spec.stamp_source == "header" else receive[batch.rows]
-            one_by_one |= ~np.isfinite(values).all(axis=1)
-            columns.append((stamps, values))
+            one_by_one |= carries & ~np.isfinite(values).all(axis=1)
+            columns.append((stamps, values, carries))
+        one_by_one |= ~np.logical_or.reduce([carries for _, _, carries in columns])
         accepted = ~one_by_one
         for row in np.flatnonzero(one_by_one).tolist():
             samples = self.extract(self.raws[row], int(receive[row]), self.count + row)
             accepted[row] = samples is not None
-            for (stamps, values), (stamp, value) in zip(columns, samples or []):
-                stamps[row], values[row] = stamp, value
-        for collector, (stamps, values) in zip(self.collectors, columns):
-            collector.add(stamps[accepted], values[accepted])
+            for (stamps, values, carries), sample in zip(columns, samples or [None] * len(columns)):
+                carries[row] = sample is not None
+                if sample is not None:
+                    stamps[row], values[row] = sample
+        for collector, (stamps, values, carries) in zip(self.collectors, columns):
+            collector.add(stamps[accepted & carries], values[accepted & carries])
         self.count += len(self.raws)
         self.raws, self.receive = [], []
 
@@ -330,9 +345,8 @@ def read_bag(path: Path, contract: Contract, typestore: Typestore, split_topic: 
     reader = open_bag(path)
     try:
         topics = _check_topics(reader, path, contract, split_topic)
-        collectors = {key: _Collector(spec) for key, spec in contract.observations.items()
-                      if not isinstance(spec, TransformObservation)}
-        collectors["action"] = _Collector(contract.action)
+        specs = [*contract.observations.values(), contract.action]
+        collectors = {stream.key: _Collector(stream) for spec in specs for stream in spec.streams()}
         transforms = Transforms()
         handlers = {}
         for topic, msgtype in topics.items():
@@ -352,6 +366,10 @@ def read_bag(path: Path, contract: Contract, typestore: Typestore, split_topic: 
         if isinstance(handler, _ContractTopic) and handler.accepted == 0:
             keys = [collector.spec.key for collector in handler.collectors]
             raise _unusable_topic(path, handler.topic, keys, handler.count, handler.dropped)
+        for collector in getattr(handler, "collectors", []):
+            if not collector.stamps or not sum(map(len, collector.stamps)):
+                raise BagError(f"{path}: {handler.topic}: no usable message carries the joints"
+                               f" {list(collector.spec.joints)} of {collector.spec.key}")
     markers = handlers.get(split_topic)
     return BagContents(
         path=path,

@@ -54,9 +54,11 @@ class CommandGuard:
         """ValueError if this action cannot be kept safe: position targets without max_delta, or a
         dim that `hold` has no value for before a first command."""
         measured = [joint.name for joint in self.measured]
-        if measured and self.action.max_delta is None:
+        max_delta = self.action.max_delta
+        unlimited = [joint.name for joint in self.measured if max_delta is None or not np.isfinite(max_delta[joint.dim])]
+        if unlimited:
             raise ValueError(
-                f"action dims {measured} are position targets of measured joints, and no max_delta limits how far a"
+                f"action dims {unlimited} are position targets of measured joints, and no max_delta limits how far a"
                 " command may be from where they are: give action.max_delta in the contract or the parameter 'max_delta'")
         undefined = self.action.unsafe_dims_without_command(tuple(measured))
         if undefined:

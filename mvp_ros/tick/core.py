@@ -89,7 +89,7 @@ class TickCore:
         self._deferred: dict[str, tuple[Any, int, float]] = {}  # topic -> (data, receive ns, arrival s), unread
         self._read_at_s: dict[str, float] = {}
         self.superseded: Counter = Counter()  # topic -> messages replaced by a newer one before being read
-        self._measuring_topics = {buffer.specs[key].topic for key in guard.keys}
+        self._measuring_topics = {stream.topic for key in guard.keys for stream in buffer.specs[key].streams()}
         self.active = False
         self.totals: Counter = Counter()  # since start: ticks, commands, holds, ... (the diagnostics' counts)
         self.period = PeriodSummary()
@@ -167,7 +167,7 @@ class TickCore:
                                f"rejected a message on {topic} ({reason}): {self.buffer.last_reject[topic]}")
             return reason
         if topic in self._measuring_topics:
-            self.guard.measure({key: self.buffer.samples[key].value for key in self.guard.keys if key in self.buffer.samples})
+            self.guard.measure(self.buffer.available(self.guard.keys))
         return None
 
     def _read_deferred(self) -> None:

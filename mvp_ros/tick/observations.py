@@ -4,6 +4,11 @@ A message is accepted only if every key read from its topic extracts cleanly thr
 observation contract; otherwise it is dropped whole, counted under its topic and a reason, and
 the previous samples stay. No rclpy here: the node passes messages, receive times and clock times.
 
+A JointState key with `sources` (several publishers, on one topic or several) keeps a sample per
+source, under the source's key `<key>[<index>]`: a message updates the sources whose joints it
+carries, each source's age is checked on its own, and the key's array is assembled from the
+latest sample of every source, as bag conversion assembles it.
+
 Reasons for a reject:
   non_finite    NaN or inf where the contract reads
   malformed     the message does not fit the contract (joint names, array length, image size or
@@ -36,18 +41,25 @@ class ObservationBuffer:
         self.specs = specs
         self.period_ns = period_ns
         self.topics: dict[str, list[ObservationSpec]] = {}
-        for spec in specs.values():
-            if spec.topic is not None:
-                self.topics.setdefault(spec.topic, []).append(spec)
-        self.age_limits_ns = {key: _limit_ns(spec.age_limit_s(), max_age_s) for key, spec in specs.items()}
+        self.parts: dict[str, list[str]] = {}  # key -> the keys its samples are held under
+        for key, spec in specs.items():
+            for stream in spec.streams():
+                self.topics.setdefault(stream.topic, []).append(stream)
+            self.parts[key] = [stream.key for stream in spec.streams()] or [key]
+        self.age_limits_ns = {part: _limit_ns(spec.age_limit_s(), max_age_s)
+                              for key, spec in specs.items() for part in self.parts[key]}
         self.samples: dict[str, Sample] = {}
         self.rejects: Counter[tuple[str, str]] = Counter()  # (topic, reason) -> messages
         self.last_reject: dict[str, str] = {}  # topic -> what was wrong with its latest rejected message
 
     def accept(self, topic: str, msg: Any, receive_ns: int, now_ns: int, arrived_s: float) -> str | None:
         """Store the samples of one message; the reason it was rejected, or None."""
+        specs = [spec for spec in self.topics[topic] if spec.applies(msg)]
+        if not specs:
+            keys = [spec.key for spec in self.topics[topic]]
+            return self.reject(topic, "malformed", f"{topic}: the message carries none of the joints of {keys}")
         try:
-            values = {spec.key: (spec.extract(msg), spec.stamp(msg, receive_ns)) for spec in self.topics[topic]}
+            values = {spec.key: (spec.extract(msg), spec.stamp(msg, receive_ns)) for spec in specs}
         except NonFiniteError as error:
             return self.reject(topic, "non_finite", str(error))
         except MessageError as error:
@@ -67,25 +79,29 @@ class ObservationBuffer:
             self.samples[key] = Sample(value, stamp_ns, arrived_s)
 
     def ages_s(self, now_ns: int) -> dict[str, float | None]:
-        """Each key's sample age in seconds (None: no sample yet)."""
+        """Each key's (or source's) sample age in seconds (None: no sample yet)."""
         return {
-            key: (now_ns - sample.stamp_ns) / 1e9 if (sample := self.samples.get(key)) else None
-            for key in self.specs
+            part: (now_ns - sample.stamp_ns) / 1e9 if (sample := self.samples.get(part)) else None
+            for part in self.age_limits_ns
         }
 
     def stale_keys(self, now_ns: int, taken_since_ns: int | None = None) -> list[str]:
-        """Keys with no sample, or one older than their age limit; with `taken_since_ns`, also the
-        keys with an age limit whose sample was taken before that time."""
+        """Keys (or sources) with no sample, or one older than their age limit; with `taken_since_ns`,
+        also those with an age limit whose sample was taken before that time."""
         fence = -math.inf if taken_since_ns is None else taken_since_ns
         return [
-            key for key in self.specs
-            if (sample := self.samples.get(key)) is None
-            or now_ns - sample.stamp_ns > self.age_limits_ns[key]
-            or (sample.stamp_ns < fence and self.age_limits_ns[key] != math.inf)
+            part for part, limit_ns in self.age_limits_ns.items()
+            if (sample := self.samples.get(part)) is None
+            or now_ns - sample.stamp_ns > limit_ns
+            or (sample.stamp_ns < fence and limit_ns != math.inf)
         ]
 
     def observation(self, keys: list[str]) -> dict[str, np.ndarray]:
-        return {key: self.samples[key].value for key in keys}
+        return {key: self.specs[key].assemble([self.samples[part].value for part in self.parts[key]]) for key in keys}
+
+    def available(self, keys: set[str]) -> dict[str, np.ndarray]:
+        """The arrays of those `keys` that have a sample from every source."""
+        return self.observation([key for key in keys if all(part in self.samples for part in self.parts[key])])
 
     def latest_arrival_s(self) -> float:
         return max((sample.arrived_s for sample in self.samples.values()), default=0.0)
