@@ -55,6 +55,13 @@ def test_the_simulation_bridge_builds_its_environment_without_torch_or_the_evalu
         assert unwanted not in modules, unwanted
 
 
+def test_reading_a_checkpoint_config_loads_no_torch() -> None:
+    modules = loaded_modules("from mvp_ros.policy.checkpoint_files import read_checkpoint_document\n"
+                             "from mvp_ros.resources import package_file\n"
+                             "assert read_checkpoint_document(package_file('models', 'lift_lowdim'))['env_args']")
+    assert "mvp_ros.policy.checkpoint_files" in modules and "torch" not in modules
+
+
 def import_graph(package: Path) -> dict[str, set[str]]:
     """Module -> the modules of `package` it imports, read with ast from every .py file below it.
 

@@ -1,7 +1,22 @@
-"""ROS-free learning core: networks, MVP and baseline heads, normalization, checkpoints, `Policy`."""
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import HEADS, ConfigError, PolicyConfig
-from .policy import ObservationError, Policy
+"""ROS-free learning core: networks, MVP and baseline heads, normalization, checkpoints, `Policy`.
 
-__all__ = ["HEADS", "CheckpointError", "ConfigError", "ObservationError", "Policy", "PolicyConfig",
-           "load_checkpoint", "save_checkpoint"]
+The names below are imported on first use, so a process that only reads a checkpoint's config.json
+(`mvp_ros.policy.checkpoint_files`: the simulation bridge, `mvp demo`) does not load torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULE_OF = {
+    "CheckpointError": "checkpoint_files", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "HEADS": "config", "ConfigError": "config", "PolicyConfig": "config",
+    "ObservationError": "policy", "Policy": "policy",
+}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
