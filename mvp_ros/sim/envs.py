@@ -15,7 +15,11 @@ Conventions fixed here for data generation, evaluation and the ROS simulation br
 - Offscreen rendering runs with shadows and reflections off: on a CPU (Mesa) reflections more
   than double the cost of an 84x84 image, and shadows are not needed for learning.
 - Observation keys follow robomimic's env wrapper: images, `object` (robosuite's `object-state`)
-  and the robot's own keys (`robot0_eef_pos`, `robot0_joint_pos`, ...).
+  and the robot's own keys (`robot0_eef_pos`, `robot0_joint_pos`, ...), with the end effector's
+  velocities (`robot0_eef_vel_lin`, `robot0_eef_vel_ang`) that Robomimic's low-dim datasets hold.
+- Files from robosuite before 1.5 (Robomimic's v1.4.1 datasets) run as they were made: their
+  controller settings are translated, their horizon is Robomimic's for the task, and `object` is
+  assembled as their robosuite did (mvp_ros.sim.robosuite_versions); a warning names both versions.
 - `ignore_done` is always true: robosuite never ends an episode itself. `SimEnv.step` reports
   `done` at success or when `horizon` steps have been taken.
 """
@@ -54,6 +58,15 @@ logging.getLogger("robosuite_logs").addFilter(_RobosuiteStartupNoise())
 import robosuite  # noqa: E402
 from robosuite import load_composite_controller_config  # noqa: E402
 
+from mvp_ros.sim.robosuite_versions import (  # noqa: E402
+    ROBOMIMIC_HORIZONS,
+    EnvArgsError,
+    eef_velocities,
+    object_state_of_version,
+    translate_controller_configs,
+    warn_if_other_version,
+)
+
 ROBOSUITE_ENV_TYPE = 1  # robomimic's EnvType.ROBOSUITE_TYPE
 DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
 
@@ -62,10 +75,6 @@ TASKS: dict[str, tuple[str, int]] = {
     "lift": ("Lift", 200),
     "can": ("PickPlaceCan", 400),
 }
-
-
-class EnvArgsError(ValueError):
-    """`env_args` that cannot build an environment; the message names the offending field."""
 
 
 def env_args_for(
@@ -180,6 +189,13 @@ class SimEnv:
         self._cold_start_solver()
         return self._fresh_observation()
 
+    def observe_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """The observations at a flattened state of the current model (e.g. `states[t]` of an episode
+        restored with `reset_to`), without a reset: how Robomimic recomputes a file's observations."""
+        self.unwrapped.sim.set_state_from_flattened(np.asarray(state, dtype=np.float64))
+        self.unwrapped.sim.forward()
+        return self._fresh_observation()
+
     def model_xml(self) -> str:
         """The MuJoCo model of the current episode (robomimic stores it as the demo's `model_file`)."""
         return self.unwrapped.sim.model.get_xml()
@@ -222,10 +238,10 @@ class SimEnv:
             if key.endswith(("_image", "_depth")):
                 observation[key] = np.ascontiguousarray(value[::-1])  # OpenGL bottom-up -> top-down
             elif key == "object-state":
-                observation["object"] = np.array(value)
+                observation["object"] = object_state_of_version(self.env_args["env_name"], self.env_args, raw, value)
             elif key.startswith(self._robot_prefix) and not key.endswith("proprio-state"):
                 observation[key] = np.array(value)
-        return observation
+        return {**observation, **eef_velocities(self.unwrapped)}
 
     def _use_own_render_context(self) -> None:
         # robosuite renders into whichever OpenGL context is current (that of the newest environment
@@ -249,8 +265,11 @@ def make_env(env_args: dict[str, Any] | str, *, offscreen_render: bool = False) 
     `offscreen_render` adds an offscreen renderer (for videos) without adding image observations.
     """
     env_args = _parse_env_args(env_args)
-    env_kwargs = copy.deepcopy(env_args["env_kwargs"])
+    warn_if_other_version(env_args)
+    env_kwargs = translate_controller_configs(copy.deepcopy(env_args["env_kwargs"]))
     env_kwargs["ignore_done"] = True
+    if env_args["env_name"] in ROBOMIMIC_HORIZONS:
+        env_kwargs.setdefault("horizon", ROBOMIMIC_HORIZONS[env_args["env_name"]])
     env_kwargs.setdefault("seed", 0)  # robosuite draws object sizes (Lift's cube) from it when it builds the model
     if offscreen_render:
         env_kwargs["has_offscreen_renderer"] = True
@@ -291,7 +310,7 @@ def _parse_env_args(env_args: dict[str, Any] | str) -> dict[str, Any]:
     env_kwargs = env_args["env_kwargs"]
     if not isinstance(env_kwargs, dict):
         raise EnvArgsError(f"env_args['env_kwargs'] must be a dict, got {type(env_kwargs).__name__}")
-    _check_env_kwargs(env_name, env_kwargs)
+    _check_env_kwargs(env_name, translate_controller_configs(env_kwargs))
     return env_args
 
 
