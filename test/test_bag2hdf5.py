@@ -696,3 +696,77 @@ def test_skip_bad_bags_converts_the_rest_and_lists_the_skipped(tmp_path: Path, c
     assert convert(tmp_path, empty, unusable, extra=("--skip-bad-bags",), contract=SMALL_CONTRACT) != 0
     assert "all 2 bag(s) were skipped, there is nothing to write" in capsys.readouterr().err
     assert not list(tmp_path.glob("*out.hdf5*"))
+
+
+# ---- real robots: joints from several publishers, the action over several controllers -------------------
+
+ARM, GRIPPER = ["shoulder", "elbow", "wrist"], ["finger"]
+
+
+def split_contract(gripper_topic: str) -> dict:
+    return {
+        "contract_version": 1, "robot": "arm_and_gripper", "control_rate_hz": 20,
+        "observations": {"joint_pos": {
+            "type": "sensor_msgs/msg/JointState", "joints": ["shoulder", "finger", "elbow", "wrist"],
+            "sources": [{"topic": "/joint_states", "joints": ARM}, {"topic": gripper_topic, "joints": GRIPPER}],
+            "align": {"rule": "asof", "tolerance_s": 0.05}}},
+        "action": {"outputs": [
+            {"type": "trajectory_msgs/msg/JointTrajectory", "topic": "/arm_controller/joint_trajectory", "names": ARM,
+             "limits": {"lower": [-9] * 3, "upper": [9] * 3}},
+            {"type": "std_msgs/msg/Float64MultiArray", "topic": "/gripper_controller/commands", "names": GRIPPER,
+             "limits": {"lower": [0], "upper": [1]}}]},
+    }
+
+
+def trajectory(names: list[str], positions: list[float]):
+    point = TYPES["trajectory_msgs/msg/JointTrajectoryPoint"](
+        positions=np.array(positions), velocities=np.zeros(0), accelerations=np.zeros(0), effort=np.zeros(0),
+        time_from_start=TYPES["builtin_interfaces/msg/Duration"](sec=0, nanosec=PERIOD))
+    return TYPES["trajectory_msgs/msg/JointTrajectory"](header=header(0), joint_names=names, points=[point])
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("gripper_topic", ["/joint_states", "/gripper/joint_states"])
+def test_arm_and_gripper_publishers_and_two_controllers_convert(tmp_path: Path, capsys, storage: str,
+                                                                 gripper_topic: str) -> None:
+    """The arm driver publishes at 100 Hz, the gripper driver at 25 Hz (on /joint_states too, or on a
+    topic of its own); a message with neither's joints is dropped as malformed. Each joint takes its
+    latest sample at the tick; the action is the arm's trajectory point then the gripper command."""
+    messages, arm_samples, gripper_samples, arm_commands, gripper_commands = [], [], [], [], []
+    for k in range(100):  # 1 s of arm states
+        stamp = T0 + k * 10 * MS
+        position = [k * 0.01, -k * 0.02, 0.5]
+        arm_samples.append((stamp, position))
+        messages.append(("/joint_states", "sensor_msgs/msg/JointState", stamp + MS, joint_state(stamp, ARM, position)))
+        if k % 4 == 1:
+            gripper_samples.append((stamp, [k * 0.001]))
+            messages.append((gripper_topic, "sensor_msgs/msg/JointState", stamp + 2 * MS,
+                             joint_state(stamp, GRIPPER, [k * 0.001])))
+        if k % 5 == 2:
+            arm_commands.append((stamp + 3 * MS, [k, -k, 0.0]))
+            messages.append(("/arm_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory", stamp + 3 * MS,
+                             trajectory(["wrist", "shoulder", "elbow"], [0.0, k, -k])))  # by name, in any order
+            gripper_commands.append((stamp + 4 * MS, [k / 100]))
+            messages.append(("/gripper_controller/commands", "std_msgs/msg/Float64MultiArray", stamp + 4 * MS,
+                             float_array([k / 100])))
+    messages.append(("/joint_states", "sensor_msgs/msg/JointState", T0 + 505 * MS,
+                     joint_state(T0 + 505 * MS, ["conveyor"], [1.0])))
+    messages.sort(key=lambda message: message[2])
+    bag = write_bag(tmp_path / "split", messages, storage)
+    assert convert(tmp_path, bag, contract=split_contract(gripper_topic)) == 0
+    printed = capsys.readouterr().out
+    assert "dropped 1 message(s): 1 malformed" in printed and "carries none of the joints of" in printed
+
+    def asof(samples, tick):
+        return next(value for stamp, value in reversed(samples) if stamp <= tick)
+
+    def following(samples, tick):
+        return next(value for stamp, value in samples if stamp >= tick)
+
+    first = T0 + 10 * MS  # both sources have a sample (the gripper's first)
+    ticks = [first + n * PERIOD for n in range(20)]  # until the last commands (T0 + 973 ms, 974 ms)
+    expected_obs = [[asof(arm_samples, t)[0], asof(gripper_samples, t)[0], *asof(arm_samples, t)[1:]] for t in ticks]
+    expected_actions = [following(arm_commands, t) + following(gripper_commands, t) for t in ticks]
+    found = datasets(tmp_path / "out.hdf5")
+    np.testing.assert_array_equal(found["data/demo_0/obs/joint_pos"], expected_obs)
+    np.testing.assert_array_equal(found["data/demo_0/actions"], expected_actions)

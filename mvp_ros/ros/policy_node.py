@@ -153,7 +153,7 @@ class PolicyNode(LifecycleNode):
         self._timer = None
         self.contract: Contract | None = None
         self.core: TickCore | None = None
-        self.command_publisher = None
+        self.command_publishers: list[tuple[slice, Any, Any, bool]] = []  # per output: its dims, publisher, message
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -290,16 +290,19 @@ class PolicyNode(LifecycleNode):
         self.policy.reset()
 
     def _create_runtime_entities(self) -> None:
-        action = self.action_spec
-        message_type = JointTrajectory if action.msgtype == TRAJECTORY else Float64MultiArray
-        self.command_publisher = self.create_publisher(message_type, action.topic, RELIABLE_QOS)
-        self._runtime_entities.append(self.command_publisher)
-        # One message, refilled every tick: names and the point are set once, not validated anew
-        if action.msgtype == TRAJECTORY:
-            self._command_msg = JointTrajectory(joint_names=list(action.names), points=[
-                JointTrajectoryPoint(time_from_start=_duration_msg(self.period_ns))])
-        else:
-            self._command_msg = Float64MultiArray()
+        self.command_publishers = []
+        for output, part in zip(self.action_spec.streams(), self.action_spec.slices()):
+            trajectory = output.msgtype == TRAJECTORY
+            publisher = self.create_publisher(JointTrajectory if trajectory else Float64MultiArray, output.topic,
+                                              RELIABLE_QOS)
+            # One message per output, refilled every tick: names and the point are set once, not validated anew
+            if trajectory:
+                message = JointTrajectory(joint_names=list(output.names), points=[
+                    JointTrajectoryPoint(time_from_start=_duration_msg(self.period_ns))])
+            else:
+                message = Float64MultiArray()
+            self.command_publishers.append((part, publisher, message, trajectory))
+            self._runtime_entities.append(publisher)
         reset_topic = self.get_parameter("reset_topic").value
         if reset_topic:
             # Created before the observation subscriptions: within one executor round the episode
@@ -314,13 +317,14 @@ class PolicyNode(LifecycleNode):
                                                                    SENSOR_QOS, raw=True))
 
     def _destroy_runtime(self) -> None:
+        publishers = [publisher for _, publisher, _, _ in self.command_publishers]
         for entity in self._runtime_entities:
-            if entity is self.command_publisher:
+            if entity in publishers:
                 self.destroy_publisher(entity)
             else:
                 self.destroy_subscription(entity)
         self._runtime_entities.clear()
-        self.command_publisher = None
+        self.command_publishers = []
 
     def _stop_ticking(self) -> None:
         self.destroy_timer(self._timer)
@@ -328,7 +332,8 @@ class PolicyNode(LifecycleNode):
         self._stop_watchdog()
         with self._lock:
             self.core.deactivate("deactivated", self._now_ns())
-        self.command_publisher.wait_for_all_acked(Duration(seconds=1))  # delivered before anything else happens
+        for _, publisher, _, _ in self.command_publishers:  # delivered before anything else happens
+            publisher.wait_for_all_acked(Duration(seconds=1))
         if self._scheduling_before is not None:  # idle work (a reconfigure's compile, say) must not run real-time
             restore_scheduling(self._scheduling_before)
             self._scheduling_before = None
@@ -420,14 +425,14 @@ class PolicyNode(LifecycleNode):
         return deserialize_message(data, self._message_classes[topic])
 
     def _publish(self, command: np.ndarray) -> None:
-        msg = self._command_msg
-        values = array.array("d", command.astype(np.float64).tobytes())  # taken as is, no per-element checks
-        if self.action_spec.msgtype == TRAJECTORY:
-            msg.points[0].positions = values
-            msg.header.stamp = self.get_clock().now().to_msg()
-        else:
-            msg.data = values
-        self.command_publisher.publish(msg)
+        for part, publisher, msg, trajectory in self.command_publishers:
+            values = array.array("d", command[part].astype(np.float64).tobytes())  # taken as is, no per-element checks
+            if trajectory:
+                msg.points[0].positions = values
+                msg.header.stamp = self.get_clock().now().to_msg()
+            else:
+                msg.data = values
+            publisher.publish(msg)
 
     def _log(self, level: str, text: str) -> None:
         {"info": self.get_logger().info, "warn": self.get_logger().warning, "error": self.get_logger().error}[level](text)
