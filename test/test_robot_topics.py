@@ -111,9 +111,9 @@ def env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def peer(env):
     peer = Peer(env)
-    peer.record(JointTrajectory, ARM_TOPIC)
-    peer.record(Float64MultiArray, GRIPPER_TOPIC)
-    peer.record(DiagnosticArray, "/diagnostics")
+    for message_type, topic in [(JointTrajectory, ARM_TOPIC), (Float64MultiArray, GRIPPER_TOPIC),
+                                (DiagnosticArray, "/diagnostics")]:
+        peer.record(message_type, topic)
     yield peer
     peer.close()
 
