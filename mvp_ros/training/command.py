@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", choices=ALGOS, help="bc (default) or mvp-rl: offline RL with a critic and best-of-N")
     parser.add_argument("--online-steps", dest="online_steps", type=int,
                         help="mvp-rl: environment steps of online fine-tuning in the dataset's robosuite task")
+    parser.add_argument("--filter-key", dest="filter_key",
+                        help="train on the demos of mask/FILTER_KEY, e.g. better or 20_percent (default: mask/train)")
+    parser.add_argument("--valid-filter-key", dest="valid_filter_key",
+                        help="validate on the demos of mask/KEY (default: mask/valid if the file has one)")
     parser.add_argument("--steps", type=int, help="total optimizer steps (with --resume: the new total)")
     parser.add_argument("--horizon", type=int, help="action chunk length")
     parser.add_argument("--frame-stack", dest="frame_stack", type=int)
@@ -54,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in
                  ("dataset", "out", "obs_keys", "head", "steps", "horizon", "frame_stack", "batch_size", "lr",
-                  "device", "threads", "seed", "algo", "online_steps")}
+                  "device", "threads", "seed", "algo", "online_steps", "filter_key", "valid_filter_key")}
     base = None
     if args.resume:
         if not args.out:

@@ -70,6 +70,8 @@ class TrainConfig:
     algo: str = "bc"
     rl: dict = field(default_factory=dict)  # mvp_ros.rl.config.RLConfig fields, e.g. {num_candidates: 32}
     online_steps: int = 0  # mvp-rl: environment steps of online fine-tuning after the offline steps
+    filter_key: str = ""  # mask/<key> of the demos to train on; "": mask/train if the file has one, else all
+    valid_filter_key: str = ""  # mask/<key> of the validation demos; "": mask/valid if the file has one
 
     def validate(self) -> None:
         if not self.dataset:
@@ -129,12 +131,15 @@ def to_tensors(batch: dict, device: torch.device) -> tuple[dict[str, torch.Tenso
 
 
 def load_datasets(config: TrainConfig) -> tuple[RobomimicDataset, RobomimicDataset | None]:
-    """Training windows from mask/train (all demos if there is none) and validation from mask/valid if it lists any."""
+    """Training windows from mask/<filter_key> (default mask/train, all demos if there is none) and validation
+    from mask/<valid_filter_key> (default mask/valid if it lists any)."""
     with open_hdf5(config.dataset) as file:
         masks = {name for name, demos in file["mask"].items() if len(demos)} if "mask" in file else set()
     options = dict(obs_keys=config.obs_keys, action_horizon=config.horizon, frame_stack=config.frame_stack)
-    train_set = RobomimicDataset(config.dataset, filter_key="train" if "train" in masks else None, **options)
-    valid_set = RobomimicDataset(config.dataset, filter_key="valid", **options) if "valid" in masks else None
+    train_key = config.filter_key or ("train" if "train" in masks else None)
+    valid_key = config.valid_filter_key or ("valid" if "valid" in masks else None)
+    train_set = RobomimicDataset(config.dataset, filter_key=train_key, **options)
+    valid_set = RobomimicDataset(config.dataset, filter_key=valid_key, **options) if valid_key else None
     return train_set, valid_set
 
 
@@ -222,7 +227,7 @@ def restore_training_state(out: Path, modules: dict[str, torch.nn.Module], optim
 def check_resumable(out: Path, config: TrainConfig) -> None:
     """A resumed run must train the same thing on the same data."""
     saved = read_checkpoint_info(out).training.get("settings", {})
-    for name in ("dataset", "obs_keys", "head", "horizon", "frame_stack", "algo"):
+    for name in ("dataset", "obs_keys", "head", "horizon", "frame_stack", "algo", "filter_key"):
         if name in saved and saved[name] != getattr(config, name):
             raise ConfigError(f"cannot resume {out}: {name} was {saved[name]!r}, now {getattr(config, name)!r}")
 
