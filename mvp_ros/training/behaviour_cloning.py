@@ -1,10 +1,13 @@
 """The behaviour-cloning loop of `mvp train` (`--algo bc`, the default): any head trained on the
-dataset's action chunks, with EMA weights, validation, periodic checkpoints and `--resume`.
+dataset's action chunks, with EMA weights, validation, periodic checkpoints and `--resume`; on
+several processes under torchrun (mvp_ros.training.distributed); with success evaluations in the
+dataset's simulated task (`--eval-every`, mvp_ros.training.evaluation).
 
 The output directory is laid out as mvp_ros.training.workspace describes.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from pathlib import Path
@@ -13,6 +16,8 @@ import torch
 from tqdm import tqdm
 
 from ..policy.model import update_ema
+from . import distributed
+from .evaluation import EVAL_COLUMNS, SuccessEvaluator
 from .workspace import TrainConfig, Workspace, to_tensors, validation_loss
 
 
@@ -21,6 +26,7 @@ def train_bc(config: TrainConfig, progress: bool = True, resume: bool = False) -
     `resume`); returns the checkpoint directory."""
     workspace = Workspace.open(config, resume)
     model, device, rng, generator = workspace.model, workspace.device, workspace.rng, workspace.generator
+    ranks = workspace.ranks
     train_set, valid_set = workspace.train_set, workspace.valid_set
     # the encoders take channels-last images (networks.py); weights in that layout too save a
     # reorder per convolution and step (checkpoints still store contiguous tensors)
@@ -32,34 +38,44 @@ def train_bc(config: TrainConfig, progress: bool = True, resume: bool = False) -
     modules, optimizers = {"model": model}, {"optimizer": (optimizer, model)}
     start = workspace.resume(modules, optimizers, ema, config.steps)["step"] if resume else 0
     workspace.out.mkdir(parents=True, exist_ok=True)
+    loss_function = distributed.loss_function(model, ranks, device)
 
-    def save(step: int, metrics: dict) -> Path:
-        training = {"settings": dataclasses.asdict(config), "step": step, "dataset_demos": len(train_set.demo_names),
-                    "dataset_windows": len(train_set), "valid_demos": len(valid_set.demo_names) if valid_set else 0,
-                    "metrics": metrics, "device": str(device), "threads": torch.get_num_threads(),
-                    "ema_decay": config.ema_decay}
-        return workspace.save(step, modules, optimizers, ema, training)
+    def record(step: int, metrics: dict) -> dict:
+        return {"settings": dataclasses.asdict(config), "step": step, "dataset_demos": len(train_set.demo_names),
+                "dataset_windows": len(train_set), "valid_demos": len(valid_set.demo_names) if valid_set else 0,
+                "metrics": metrics, "device": str(device), "threads": torch.get_num_threads(),
+                "world_size": ranks.world_size, "ema_decay": config.ema_decay}
 
     metrics: dict = {}
-    with workspace.log(["step", "seconds", *_metric_names(config.head), "valid_loss"], resume) as log:
-        bar = tqdm(range(start + 1, config.steps + 1), desc=f"train {config.head}", disable=not progress,
-                   unit="step", initial=start, total=config.steps)
+    evaluator = SuccessEvaluator(workspace, resume)
+    columns = ["step", "seconds", *_metric_names(config.head), "valid_loss", *EVAL_COLUMNS]
+    with contextlib.closing(evaluator), workspace.log(columns, resume) as log:
+        bar = tqdm(range(start + 1, config.steps + 1), desc=f"train {config.head}",
+                   disable=not (progress and ranks.is_main), unit="step", initial=start, total=config.steps)
         for step in bar:
-            obs, actions = to_tensors(train_set.get_batch(rng.integers(len(train_set), size=config.batch_size)), device)
-            loss, metrics = model.loss(obs, actions, generator)
+            batch = train_set.get_batch(rng.integers(len(train_set), size=config.batch_size))
+            obs, actions = to_tensors(batch, device)
+            loss, metrics = loss_function(obs, actions, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             update_ema(ema, model, config.ema_decay if step > 1 else 0.0)
             last = step == config.steps
-            if valid_set is not None and (step % config.validate_every == 0 or last):
-                metrics["valid_loss"] = validation_loss(ema, valid_set, device, config.batch_size, config.seed)
-            if step % config.log_every == 0 or last or "valid_loss" in metrics:
+            validating = valid_set is not None and (step % config.validate_every == 0 or last)
+            if step % config.log_every == 0 or last or validating:
+                metrics = distributed.mean_over_ranks(metrics, ranks, device)
+                if validating and ranks.is_main:
+                    metrics["valid_loss"] = validation_loss(ema, valid_set, device, config.batch_size, config.seed)
                 log(step, metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             if step % config.checkpoint_every == 0 and not last:
-                save(step, metrics)
-    return save(config.steps, metrics)
+                workspace.save(step, modules, optimizers, ema, record(step, metrics))
+            if evaluator.due(step, last):
+                evaluator.submit(step, ema, record(step, metrics))
+            evaluator.collect(log, step)
+        checkpoint = workspace.save(config.steps, modules, optimizers, ema, record(config.steps, metrics))
+        evaluator.finish(log, config.steps)
+    return checkpoint
 
 
 def _metric_names(head: str) -> list[str]:

@@ -1,6 +1,8 @@
 """`mvp train`: behaviour cloning of any head (`--algo bc`, mvp_ros.training.behaviour_cloning) or
 offline(-to-online) RL with best-of-N (`--algo mvp-rl`, mvp_ros.training.rl) on a Robomimic-format
 HDF5 dataset. `train(config)` runs the configured loop; `add_arguments` and `run` are the command.
+Under torchrun it is one of several processes (mvp_ros.training.distributed); docs/training.md is
+the guide.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 from ..policy.checkpoint import read_checkpoint_info
 from ..policy.config import HEADS, ConfigError
 from ..policy.threads import default_threads
+from . import distributed
 from .behaviour_cloning import train_bc
 from .rl import train_mvp_rl
 from .workspace import ALGOS, TrainConfig, load_train_config
@@ -20,6 +23,10 @@ from .workspace import ALGOS, TrainConfig, load_train_config
 def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
     """Runs `config.algo`'s loop on `config.threads` torch threads (default_threads() if 0), restoring
     the caller's count after."""
+    world_size = distributed.ranks_from_environment().world_size
+    if config.algo == "mvp-rl" and world_size > 1:
+        raise ConfigError(f"algo mvp-rl trains in one process, but torchrun started {world_size} (WORLD_SIZE="
+                          f"{world_size}): run `mvp train --algo mvp-rl` without torchrun, or train --algo bc")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads or default_threads())
     try:
@@ -27,6 +34,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> P
         return loop(config, progress=progress, resume=resume)
     finally:
         torch.set_num_threads(previous_threads)
+        distributed.leave()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default 0: OMP_NUM_THREADS if set, else one per core)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--eval-every", dest="eval_every", type=int,
+                        help="steps between success evaluations of the EMA policy in the dataset's simulated task, "
+                             "in a separate process (default 0: none)")
+    parser.add_argument("--eval-episodes", dest="eval_episodes", type=int, help="episodes per evaluation (default 10)")
+    parser.add_argument("--eval-max-steps", dest="eval_max_steps", type=int,
+                        help="steps per evaluation episode (default 0: the task's horizon)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
@@ -58,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in
                  ("dataset", "out", "obs_keys", "head", "steps", "horizon", "frame_stack", "batch_size", "lr",
-                  "device", "threads", "seed", "algo", "online_steps", "filter_key", "valid_filter_key")}
+                  "device", "threads", "seed", "algo", "online_steps", "filter_key", "valid_filter_key",
+                  "eval_every", "eval_episodes", "eval_max_steps")}
     base = None
     if args.resume:
         if not args.out:
@@ -66,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
         base = read_checkpoint_info(args.out).training.get("settings")
     config = load_train_config(args.config, overrides, base)
     checkpoint = train(config, progress=not args.no_progress, resume=args.resume)
-    print(f"saved checkpoint to {checkpoint}")
+    if distributed.ranks_from_environment().is_main:
+        print(f"saved checkpoint to {checkpoint}")
     return 0

@@ -8,6 +8,8 @@ the step count of the log after the offline steps, one row per `log_every` envir
 `training_state.*` holds the raw policy, both critics, their optimizers and the random states, so
 `--resume` continues the offline phase exactly (and then runs the online phase, if any); a run saved
 during its online phase cannot be resumed, because the online transitions are not saved.
+`--eval-every` evaluates the policy as in behaviour cloning (mvp_ros.training.evaluation); `best/`
+holds the policy, not its critic. The loop runs in one process: `mvp train` refuses it under torchrun.
 
 Online, each chunk is executed open loop, stopping early when the episode ends (success, or the
 task's horizon). After every environment step the caller's `after_env_step` runs (the gradient
@@ -17,6 +19,7 @@ keep drawing on it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Callable
@@ -30,10 +33,11 @@ from ..rl.config import RLConfig
 from ..rl.critic import save_critic
 from ..rl.learner import MvpRlLearner
 from ..rl.replay import ChunkReplay, replay_from_dataset
+from .evaluation import EVAL_COLUMNS, SuccessEvaluator
 from .workspace import TrainConfig, Workspace, validation_loss
 
 LOG_COLUMNS = ["step", "seconds", "loss", "loss_mf", "loss_ivc", "loss_critic", "q_mean", "target_mean",
-               "valid_loss", "env_steps", "episodes", "success_rate"]
+               "valid_loss", "env_steps", "episodes", "success_rate", *EVAL_COLUMNS]
 
 
 def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
@@ -61,16 +65,20 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
     workspace.out.mkdir(parents=True, exist_ok=True)
     online: dict = {}
 
+    def record(step: int, metrics: dict) -> dict:
+        return {"algo": "mvp-rl", "settings": dataclasses.asdict(config), "rl": dataclasses.asdict(rl),
+                "step": step, "dataset_demos": len(train_set.demo_names), "replay_steps": replay.size,
+                "replay_episodes": replay.num_episodes, "online": dict(online), "metrics": metrics,
+                "device": str(device), "ema_decay": config.ema_decay}
+
     def save(step: int, metrics: dict) -> Path:
-        training = {"algo": "mvp-rl", "settings": dataclasses.asdict(config), "rl": dataclasses.asdict(rl),
-                    "step": step, "dataset_demos": len(train_set.demo_names), "replay_steps": replay.size,
-                    "replay_episodes": replay.num_episodes, "online": dict(online), "metrics": metrics,
-                    "device": str(device), "ema_decay": config.ema_decay}
-        path = workspace.save(step, *learner.state(), learner.ema, training, extra={"updates": learner.updates})
+        path = workspace.save(step, *learner.state(), learner.ema, record(step, metrics),
+                              extra={"updates": learner.updates})
         save_critic(workspace.out, learner.critic)
         return path
 
-    with workspace.log(LOG_COLUMNS, resume) as log:
+    evaluator = SuccessEvaluator(workspace, resume)
+    with contextlib.closing(evaluator), workspace.log(LOG_COLUMNS, resume) as log:
 
         def train_step(step: int) -> dict:
             """One update; validation, a log row and a checkpoint when their step comes."""
@@ -82,6 +90,9 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
                 log(step, {**online, **metrics})
             if step % config.checkpoint_every == 0 and not last:
                 save(step, metrics)
+            if evaluator.due(step, last):
+                evaluator.submit(step, learner.ema, record(step, metrics))
+            evaluator.collect(log, step)
             return metrics
 
         metrics: dict = {}
@@ -101,7 +112,9 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
 
             fine_tune_online(learner, replay, train_set.env_args, config.online_steps, rng, generator, device,
                              rl.reward_mode, after_env_step, progress)
-    return save(total_steps, metrics)
+        checkpoint = save(total_steps, metrics)
+        evaluator.finish(log, total_steps)
+    return checkpoint
 
 
 def fine_tune_online(learner: MvpRlLearner, replay: ChunkReplay, env_args: dict, env_steps: int,

@@ -37,7 +37,8 @@ from ..policy.checkpoint import CheckpointError, load_checkpoint, read_checkpoin
 from ..policy.config import ConfigError, PolicyConfig
 from ..policy.model import ChunkPolicyModel
 from ..policy.normalizer import Normalization
-from ..policy.policy import resolve_device
+from . import distributed
+from .distributed import Ranks
 
 ALGOS = ("bc", "mvp-rl")  # behaviour cloning; offline (-to-online) RL with best-of-N (mvp_ros.rl)
 
@@ -72,6 +73,10 @@ class TrainConfig:
     online_steps: int = 0  # mvp-rl: environment steps of online fine-tuning after the offline steps
     filter_key: str = ""  # mask/<key> of the demos to train on; "": mask/train if the file has one, else all
     valid_filter_key: str = ""  # mask/<key> of the validation demos; "": mask/valid if the file has one
+    eval_every: int = 0  # steps between success evaluations in the dataset's simulated task; 0: none
+    eval_episodes: int = 10
+    eval_seed: int = 100000  # evaluation episode i uses seed eval_seed + i, at every evaluation of the run
+    eval_max_steps: int = 0  # steps per evaluation episode; 0: the task's horizon
 
     def validate(self) -> None:
         if not self.dataset:
@@ -88,6 +93,11 @@ class TrainConfig:
             raise ConfigError(f"threads: must be >= 0 (0: OMP_NUM_THREADS if set, else one per core), got {self.threads}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        for name in ("eval_every", "eval_seed", "eval_max_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.eval_episodes < 1:
+            raise ConfigError(f"eval_episodes: must be >= 1, got {self.eval_episodes}")
         if self.algo not in ALGOS:
             raise ConfigError(f"algo: unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
         if self.online_steps < 0 or (self.online_steps and self.algo != "mvp-rl"):
@@ -182,9 +192,17 @@ def validation_loss(model: ChunkPolicyModel, dataset: RobomimicDataset, device: 
 Optimizers = dict[str, tuple[torch.optim.Optimizer, torch.nn.Module]]  # name -> (optimizer, the module it steps)
 
 
+RandomState = tuple[dict, torch.Tensor]  # a numpy bit generator's state, a torch generator's state
+
+
+def random_state(rng: np.random.Generator, generator: torch.Generator) -> RandomState:
+    return rng.bit_generator.state, generator.get_state()
+
+
 def save_training_state(out: Path, step: int, modules: dict[str, torch.nn.Module], optimizers: Optimizers,
-                        rng: np.random.Generator, generator: torch.Generator, extra: dict | None = None) -> None:
-    """Raw weights, optimizer moments and random states, so `--resume` continues as if never stopped."""
+                        random_states: list[RandomState], extra: dict | None = None) -> None:
+    """Raw weights, optimizer moments and random states (one per rank, rank 0's first), so `--resume`
+    continues as if never stopped."""
     tensors = {}
     for prefix, module in modules.items():
         tensors |= {f"{prefix}.{name}": tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
@@ -193,15 +211,23 @@ def save_training_state(out: Path, step: int, modules: dict[str, torch.nn.Module
         for parameter, state in optimizer.state.items():
             for key, value in state.items():
                 tensors[f"{prefix}.{names[id(parameter)]}.{key}"] = value.detach().cpu().reshape(value.shape).contiguous()
-    tensors["generator_state"] = generator.get_state()
+    numpy_states = {}
+    for rank, (numpy_state, generator_state) in enumerate(random_states):
+        tensors[_rank_key("generator_state", rank)] = generator_state
+        numpy_states[_rank_key("numpy_rng", rank)] = numpy_state
     save_file(tensors, str(out / STATE_WEIGHTS))
-    (out / STATE_JSON).write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state, **(extra or {})},
-                                             indent=2))
+    (out / STATE_JSON).write_text(json.dumps({"step": step, **numpy_states, **(extra or {})}, indent=2))
+
+
+def _rank_key(name: str, rank: int) -> str:
+    """Rank 0's random states keep the names a single process saves them under."""
+    return name if rank == 0 else f"{name}.rank{rank}"
 
 
 def restore_training_state(out: Path, modules: dict[str, torch.nn.Module], optimizers: Optimizers,
-                           rng: np.random.Generator, generator: torch.Generator) -> dict:
-    """The inverse of `save_training_state`; returns its JSON document (step, ...)."""
+                           rng: np.random.Generator, generator: torch.Generator, rank: int = 0) -> dict:
+    """The inverse of `save_training_state`, restoring `rank`'s random states (a rank the run did not
+    have keeps the fresh ones it was seeded with); returns its JSON document (step, ...)."""
     for name in (STATE_WEIGHTS, STATE_JSON):
         if not (out / name).is_file():
             raise CheckpointError(f"cannot resume: {out / name} is missing (was the run saved with this mvp_ros?)")
@@ -219,8 +245,9 @@ def restore_training_state(out: Path, modules: dict[str, torch.nn.Module], optim
                      if key.startswith(f"{prefix}.{name}.")}
             if state:
                 optimizer.state[parameter] = {key: value.to(parameter.device) for key, value in state.items()}
-    generator.set_state(tensors["generator_state"])
-    rng.bit_generator.state = document["numpy_rng"]
+    if _rank_key("generator_state", rank) in tensors:
+        generator.set_state(tensors[_rank_key("generator_state", rank)])
+        rng.bit_generator.state = document[_rank_key("numpy_rng", rank)]
     return document
 
 
@@ -252,7 +279,17 @@ def plot_losses(log_path: Path, plot_path: Path) -> None:
     axis.set_ylabel("loss")
     axis.set_yscale("log")
     axis.grid(alpha=0.3)
-    axis.legend()
+    lines, labels = axis.get_legend_handles_labels()
+    success = sorted((int(row["eval_step"]), float(row["eval_success_rate"])) for row in rows
+                     if row.get("eval_success_rate") not in ("", None))
+    if success:
+        success_axis = axis.twinx()  # success rate of the EMA policy at the step it was evaluated
+        success_axis.plot(*zip(*success), color="black", marker="s", label="success rate")
+        success_axis.set_ylabel("success rate")
+        success_axis.set_ylim(-0.05, 1.05)
+        lines += success_axis.get_legend_handles_labels()[0]
+        labels.append("success rate")
+    axis.legend(lines, labels)
     axis.set_title(log_path.parent.name)
     figure.tight_layout()
     figure.savefig(plot_path, dpi=100)
@@ -263,10 +300,13 @@ def plot_losses(log_path: Path, plot_path: Path) -> None:
 class Workspace:
     """A run as both loops start it: its directory, its device, its random state (numpy's for the
     batches, a torch generator for the noise; torch's global one seeded before the weights are drawn),
-    the data, the contract the data was made with, and the model built on the data."""
+    the data, the contract the data was made with, and the model built on the data. Under torchrun
+    (mvp_ros.training.distributed) it is one rank's: its device, random state seeded with seed + rank,
+    and only rank 0 writes."""
 
     config: TrainConfig
     out: Path
+    ranks: Ranks
     device: torch.device
     rng: np.random.Generator
     generator: torch.Generator
@@ -285,20 +325,20 @@ class Workspace:
             check_resumable(out, config)
         elif (out / "config.json").exists():
             raise ConfigError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
-        device = resolve_device(config.device)
+        ranks, device = distributed.join(config.device)
         torch.manual_seed(config.seed)
-        rng = np.random.default_rng(config.seed)
-        generator = torch.Generator(device=device).manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed + ranks.rank)
+        generator = torch.Generator(device=device).manual_seed(config.seed + ranks.rank)
         train_set, valid_set = load_datasets(config)
-        contract = dataset_contract(config.dataset)
+        contract = dataset_contract(config.dataset) if ranks.is_main else None
         model, normalization = build_model(config, train_set)
-        return cls(config, out, device, rng, generator, train_set, valid_set, contract, model, normalization)
+        return cls(config, out, ranks, device, rng, generator, train_set, valid_set, contract, model, normalization)
 
     def resume(self, modules: dict[str, torch.nn.Module], optimizers: Optimizers, ema: torch.nn.Module,
                total_steps: int) -> dict:
         """Restores what `save` saved (`modules`, `optimizers`, the random state, and the EMA weights
         from the checkpoint); returns the training state's JSON document (step, ...)."""
-        document = restore_training_state(self.out, modules, optimizers, self.rng, self.generator)
+        document = restore_training_state(self.out, modules, optimizers, self.rng, self.generator, self.ranks.rank)
         if document["step"] >= total_steps:
             raise ConfigError(f"{self.out} is already trained to step {document['step']}; pass a larger --steps "
                               "to continue")
@@ -308,7 +348,11 @@ class Workspace:
     @contextlib.contextmanager
     def log(self, columns: list[str], resume: bool) -> Iterator[Callable[[int, dict], None]]:
         """`write(step, values)`: a row of train_log.csv (appended to a resumed run's log), with the
-        seconds since the log was opened, flushed at once; values outside `columns` are left out."""
+        seconds since the log was opened, flushed at once; values outside `columns` are left out. Only
+        rank 0 writes: on the other ranks `write` does nothing."""
+        if not self.ranks.is_main:
+            yield lambda step, values: None
+            return
         path = self.out / LOG_FILE
         append = resume and path.exists()
         started = time.perf_counter()
@@ -326,8 +370,13 @@ class Workspace:
     def save(self, step: int, modules: dict[str, torch.nn.Module], optimizers: Optimizers, ema: torch.nn.Module,
              training: dict, extra: dict | None = None) -> Path:
         """The training state (for `--resume`), the checkpoint of the EMA weights with `training` as its
-        record, and the loss plot; returns the checkpoint directory."""
-        save_training_state(self.out, step, modules, optimizers, self.rng, self.generator, extra)
+        record, and the loss plot; returns the checkpoint directory. All ranks call it together (each
+        hands rank 0 its random state); rank 0 writes."""
+        random_states = distributed.gather(random_state(self.rng, self.generator), self.ranks)
+        if not self.ranks.is_main:
+            return self.out
+        save_training_state(self.out, step, modules, optimizers, random_states,
+                            {"world_size": self.ranks.world_size, **(extra or {})})
         path = save_checkpoint(self.out, ema, self.normalization, env_args=self.train_set.env_args,
                                contract=self.contract, training=training)
         plot_losses(self.out / LOG_FILE, self.out / PLOT_FILE)
