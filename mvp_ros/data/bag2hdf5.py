@@ -77,10 +77,13 @@ class Series:
 
     def __init__(self, stamps: np.ndarray, values: np.ndarray, rule: str, limit_ns: float, static: bool = False):
         self.static = static  # a latched /tf_static transform: valid at every time
-        order = np.argsort(stamps, kind="stable")
-        stamps = stamps[order]
-        last_of_equal = np.append(stamps[1:] != stamps[:-1], True)
-        self.stamps, self.values = stamps[last_of_equal], values[order][last_of_equal]
+        if np.all(stamps[1:] > stamps[:-1]):  # the usual case: kept as is (a camera's frames are not copied)
+            self.stamps, self.values = stamps, values
+        else:
+            order = np.argsort(stamps, kind="stable")
+            stamps = stamps[order]
+            last_of_equal = np.append(stamps[1:] != stamps[:-1], True)
+            self.stamps, self.values = stamps[last_of_equal], values[order][last_of_equal]
         self.rule, self.limit_ns = rule, limit_ns
         self.used = np.zeros(len(self.stamps), dtype=bool)
 

@@ -113,6 +113,8 @@ class _Collector:
 
     def finish(self) -> Samples:
         """Called only for keys whose topic had usable messages."""
+        if len(self.values) == 1:  # one block (every topic but JointState): no copy
+            return Samples(self.stamps[0], self.values[0])
         return Samples(np.concatenate(self.stamps), np.concatenate(self.values))
 
 
@@ -193,7 +195,15 @@ class _MessageTopic(_ContractTopic):
     def finish(self) -> None:
         for collector, (stamps, values) in zip(self.collectors, self.rows):
             if values:
-                collector.add(np.array(stamps, dtype=np.int64), np.stack(values))
+                collector.add(np.array(stamps, dtype=np.int64), _stack_releasing(values))
+
+
+def _stack_releasing(values: list[np.ndarray]) -> np.ndarray:
+    """np.stack(values), releasing each element once copied: a camera's frames are held once, not twice."""
+    stacked = np.empty((len(values), *values[0].shape), dtype=values[0].dtype)
+    for index in range(len(values)):
+        stacked[index], values[index] = values[index], None
+    return stacked
 
 
 class _JointStateTopic(_ContractTopic):
