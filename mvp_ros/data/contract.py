@@ -774,15 +774,18 @@ def _parse_contract(data: Any, source: str) -> Contract:
 def _check_topic_types(contract: Contract, source: str) -> None:
     """A topic carries one type: two keys that disagree about it are a contract error."""
     seen: dict[str, tuple[str, str]] = {}
-    streams = [(key, stream) for key, spec in contract.observations.items() for stream in spec.streams()]
-    for name, spec in [*streams, *(("action", stream) for stream in contract.action.streams())]:
-        where = f"observations.{name}" if name in contract.observations else name
+    streams = [(f"observations.{key}" + (f".sources[{index}]" if len(spec.streams()) > 1 else ""), stream)
+               for key, spec in contract.observations.items() for index, stream in enumerate(spec.streams())]
+    outputs = contract.action.streams()
+    streams += [("action" + (f".outputs[{index}]" if len(outputs) > 1 else ""), stream)
+                for index, stream in enumerate(outputs)]
+    for where, spec in streams:
         if spec.topic in TF_TOPICS:
             raise ContractError(f"{source}: {where}.topic: {spec.topic} is read by tf sources (type: tf)")
-        other = seen.setdefault(spec.topic, (name, spec.msgtype))
+        other = seen.setdefault(spec.topic, (spec.key, spec.msgtype))
         if other[1] != spec.msgtype:
             raise ContractError(
                 f"{source}: {where}.type: {spec.topic} is {spec.msgtype} here but {other[1]} for {other[0]}"
             )
-        if name == "action" and other[0] != "action":
-            raise ContractError(f"{source}: action.topic: {spec.topic} is also the observation {other[0]}'s topic")
+        if spec.key.startswith("action") and not other[0].startswith("action"):
+            raise ContractError(f"{source}: {where}.topic: {spec.topic} is also the observation {other[0]}'s topic")
