@@ -372,3 +372,71 @@ def test_a_message_that_cannot_be_decoded_is_rejected_as_malformed() -> None:
     assert rig.core.observe("/target", b"\x00\x01", rig.now_ns) == "malformed"
     assert rig.core.buffer.rejects["/target", "malformed"] == 1
     assert "truncated CDR" in rig.core.buffer.last_reject["/target"]
+
+
+# ---- joints from several publishers, the action over several outputs -------------------------------
+
+def split_contract() -> dict:
+    """The arm joints j1, j2 and the gripper joint from two publishers of /joint_states; the arm's
+    command held (its measured position) and the gripper's a constant when the node holds."""
+    contract = contract_dict(["j1", "j2", "gripper"])
+    contract["observations"]["joint_pos"] = {
+        "type": "sensor_msgs/msg/JointState", "joints": [*JOINTS, "gripper"],
+        "sources": [{"topic": "/joint_states", "joints": JOINTS}, {"topic": "/joint_states", "joints": ["gripper"]}],
+        "align": {"rule": "asof", "tolerance_s": 0.1}}
+    contract["action"] = {"outputs": [
+        {"type": "trajectory_msgs/msg/JointTrajectory", "topic": "/arm", "names": JOINTS,
+         "limits": {"lower": [-3, -3], "upper": [3, 3]}, "max_delta": [MAX_DELTA, MAX_DELTA]},
+        {"type": "std_msgs/msg/Float64MultiArray", "topic": "/gripper", "names": ["gripper"],
+         "limits": {"lower": [0], "upper": [1]}, "max_delta": [0.5], "safe_action": {"rule": "constant", "value": [0.25]}},
+    ]}
+    return contract
+
+
+def publish_joints(rig: Rig, names: list[str], positions: list[float]) -> str | None:
+    msg = JointState(name=names, position=positions)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(rig.now_ns, 1_000_000_000)
+    return rig.core.observe("/joint_states", msg, rig.now_ns)
+
+
+def test_each_joint_source_is_checked_for_staleness_on_its_own() -> None:
+    rig = active(Rig(split_contract(), timeout_s=1.0))
+    for _ in range(2):  # the gripper driver is silent: its source is stale, the arm's is not
+        rig.now_ns += PERIOD_NS
+        publish_joints(rig, JOINTS, [0.5, -0.5])
+        rig.core.observe("/target", Float64MultiArray(data=[2.0, 2.0]), rig.now_ns)
+        rig.core.timer(rig.now_ns)
+    assert rig.core.stale_keys == ["joint_pos[1]"]
+    # Holding, with nothing to send: the arm's measured position comes with the whole key, which lacks the gripper
+    assert rig.published == []
+    assert rig.core.take_period().events["withheld"] >= 1
+    rig.now_ns += PERIOD_NS
+    rig.steady.advance(PERIOD_NS / 1e9)
+    publish_joints(rig, JOINTS, [0.5, -0.5])
+    assert publish_joints(rig, ["gripper"], [0.3]) is None  # right after the arm's: read, not superseded
+    rig.core.observe("/target", Float64MultiArray(data=[2.0, 2.0]), rig.now_ns)
+    rig.core.timer(rig.now_ns)
+    assert rig.core.superseded["/joint_states"] == 0
+    np.testing.assert_allclose(rig.published[-1], [0.5 + MAX_DELTA, -0.5 + MAX_DELTA, 0.75])  # gripper: 0.25 + 0.5
+    np.testing.assert_array_equal(rig.core.buffer.observation(["joint_pos"])["joint_pos"], [0.5, -0.5, 0.3])
+
+
+def test_a_message_with_none_of_a_topics_joints_is_rejected() -> None:
+    rig = active(Rig(split_contract()))
+    assert publish_joints(rig, ["conveyor"], [1.0]) == "malformed"
+    assert "carries none of the joints of ['joint_pos[0]', 'joint_pos[1]']" in rig.core.buffer.last_reject["/joint_states"]
+
+
+def test_a_hold_sends_each_outputs_own_safe_action() -> None:
+    rig = active(Rig(split_contract()))
+    rig.target = np.array([0.55, -0.45])
+    for _ in range(3):
+        rig.now_ns += PERIOD_NS
+        rig.steady.advance(PERIOD_NS / 1e9)
+        publish_joints(rig, JOINTS, [0.5, -0.5])
+        publish_joints(rig, ["gripper"], [0.3])
+        rig.core.observe("/target", Float64MultiArray(data=rig.target.tolist()), rig.now_ns)
+        rig.core.timer(rig.now_ns)
+    sent = rig.published[-1].copy()
+    rig.core.deactivate("deactivated", rig.now_ns)
+    np.testing.assert_array_equal(rig.published[-1], [sent[0], sent[1], 0.25])  # the arm holds, the gripper's constant

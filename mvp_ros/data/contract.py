@@ -73,6 +73,7 @@ class StreamSpec:
     align: Alignment
     stamp_source: str
     max_age_s: float | None = None
+    partial: bool = False  # one of several publishers of its topic: a message may be another's
 
     def stamp(self, msg: Any, receive_time_ns: int) -> int:
         """The sample time in ns: the header stamp, or the receive time, per the contract."""
@@ -143,7 +144,6 @@ class JointStateObservation(ObservationSpec):
     field: str
     joints: tuple[str, ...]
     sources: tuple[JointStateObservation, ...] = ()  # several publishers, each a part of `joints`
-    partial: bool = False  # a source: messages on its topic without any of its joints are for another source
     _index_cache: dict = dataclass_field(default_factory=dict, compare=False, repr=False)
 
     def streams(self) -> tuple[StreamSpec, ...]:

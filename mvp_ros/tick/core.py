@@ -141,13 +141,15 @@ class TickCore:
         A message that follows the last one read on its topic by less than a quarter period, while
         no tick waits, is kept unread: the next one replaces it (counted as superseded), and the
         tick reads the latest. So a flood costs a store per message, not a decode, and a topic at a
-        normal rate has every message read and checked as it comes.
+        normal rate has every message read and checked as it comes. A topic with several publishers
+        (joint sources) has every message read: one publisher's message must not replace another's.
         """
         self._give_up_if_late(now_ns)  # before the message replaces a sample: the stale keys are reported as they were
         arrived_s = self.steady()
         if self._deferred.pop(topic, None) is not None:
             self.superseded[topic] += 1
-        if self._pending is None and arrived_s - self._read_at_s.get(topic, -math.inf) < self.coalesce_s:
+        recently_read = arrived_s - self._read_at_s.get(topic, -math.inf) < self.coalesce_s
+        if self._pending is None and recently_read and topic not in self.buffer.shared_topics:
             self._deferred[topic] = (data, now_ns, arrived_s)
             return None
         reason = self._read(topic, data, now_ns, arrived_s)

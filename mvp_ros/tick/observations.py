@@ -46,6 +46,8 @@ class ObservationBuffer:
             for stream in spec.streams():
                 self.topics.setdefault(stream.topic, []).append(stream)
             self.parts[key] = [stream.key for stream in spec.streams()] or [key]
+        # Topics with several publishers (joint sources): each message must be read, none replaces another unread
+        self.shared_topics = {topic for topic, streams in self.topics.items() if any(s.partial for s in streams)}
         self.age_limits_ns = {part: _limit_ns(spec.age_limit_s(), max_age_s)
                               for key, spec in specs.items() for part in self.parts[key]}
         self.samples: dict[str, Sample] = {}
