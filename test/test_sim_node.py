@@ -14,17 +14,19 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, Int64
 from std_srvs.srv import Trigger
 
 from mvp_ros.cli import main as mvp_main
-from mvp_ros.data.contract import load_contract, stamp_ns
+from mvp_ros.data.contract import Contract, load_contract, stamp_ns
 from mvp_ros.policy import Policy
 from mvp_ros.policy.checkpoint import read_checkpoint_info
 from mvp_ros.policy.chunks import ChunkExecutor
 from mvp_ros.ros.diagnostics import values_of
+from mvp_ros.ros.sim_messages import ContractMessages
 from mvp_ros.ros.sim_node import bridge_env
 from mvp_ros.sim.envs import build_env
 from mvp_ros.sim.rollout import run_episode
@@ -185,6 +187,34 @@ def test_lockstep_bridge_publishes_what_the_simulation_sees_and_holds_without_a_
     log = process.output()
     assert "rejected a command: action: /policy/command message has NaN or inf" in log
     assert "rejected a command: action: /policy/command has 3 values for 7 names" in log
+
+
+@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+def test_a_compressed_image_decodes_through_the_contract_to_the_simulations_pixels(reference, image_format) -> None:
+    """PNG gives the simulator's image exactly; JPEG approximately, colours in place."""
+    environment, _ = reference
+    contract = yaml.safe_load(PANDA_CONTRACT.read_text())
+    contract["observations"] = {"agentview_image": {
+        "type": "sensor_msgs/msg/CompressedImage", "topic": "/agentview/image_raw/compressed",
+        "image": {"width": IMAGE_SIZE, "height": IMAGE_SIZE, "encoding": "rgb8"}}}
+    contract = Contract.from_dict(contract)
+    observation = environment.reset(seed=SEED)
+    messages = ContractMessages(contract, observation, [], image_format).build(observation, Time(nanoseconds=5).to_msg())
+    message = messages["/agentview/image_raw/compressed"]
+    assert message.format == f"rgb8; {image_format} compressed bgr8" and stamp_ns(message.header.stamp) == 5
+    decoded = contract.observations["agentview_image"].extract(message).astype(int)
+    simulated = observation["agentview_image"].astype(int)
+    if image_format == "png":
+        np.testing.assert_array_equal(decoded, simulated)
+    else:
+        error = np.abs(decoded - simulated).mean()
+        assert 0 < error < 3 < np.abs(decoded - simulated[..., ::-1]).mean(), error
+
+
+def test_an_unknown_compressed_image_format_is_refused(files, capsys) -> None:
+    assert mvp_main(["sim-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(PANDA_CONTRACT),
+                     "--ros-args", "-p", "compressed_image_format:=bmp"]) == 2
+    assert "parameter 'compressed_image_format' must be one of 'png', 'jpeg'; got 'bmp'" in capsys.readouterr().err
 
 
 class RecordingEnv:

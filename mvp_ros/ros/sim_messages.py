@@ -9,6 +9,9 @@ Contract observation keys are the simulator's observation keys (`robot0_eef_pos`
   geometry_msgs/PoseStamped      the keys read from it (field position / orientation / pose)
   std_msgs/Float64MultiArray     the key's values
   sensor_msgs/Image              the key's image, rgb8, right side up, data assigned as bytes
+  sensor_msgs/CompressedImage    the same image as PNG (lossless: it decodes to the same pixels) or
+                                 JPEG (lossy, quality 95), format as image_transport's
+                                 compressed plugin writes it ("rgb8; png compressed bgr8")
 Header stamps are the simulation time of the step (the /clock the bridge publishes).
 """
 from __future__ import annotations
@@ -18,12 +21,15 @@ from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservation, ObservationSpec, PoseObservation
+from mvp_ros.data.contract import (CompressedImageObservation, Contract, ImageObservation, JointStateObservation,
+                                   ObservationSpec, PoseObservation)
 
 FRAME_ID = "world"
+COMPRESSED_IMAGE_FORMATS = ("png", "jpeg")
+JPEG_QUALITY = 95  # image_transport's compressed plugin's default
 _POSE_SLICES = {"position": slice(0, 3), "orientation": slice(3, 7), "pose": slice(0, 7)}
 
 
@@ -43,7 +49,9 @@ class JointGroup:
 class ContractMessages:
     """Builds the messages of every observation topic of `contract` from a simulator observation."""
 
-    def __init__(self, contract: Contract, observation: dict[str, np.ndarray], joint_groups: list[JointGroup]) -> None:
+    def __init__(self, contract: Contract, observation: dict[str, np.ndarray], joint_groups: list[JointGroup],
+                 compressed_image_format: str = "png") -> None:
+        self.compressed_image_format = compressed_image_format
         self.joint_groups = joint_groups
         self.joint_names = [name for group in joint_groups for name in group.names]
         for group in joint_groups:
@@ -69,6 +77,8 @@ class ContractMessages:
                 )
             elif isinstance(spec, PoseObservation):
                 msg = _pose(specs, observation)
+            elif isinstance(spec, CompressedImageObservation):
+                msg = compressed_image(observation[spec.key], self.compressed_image_format)
             elif isinstance(spec, ImageObservation):
                 image = observation[spec.key]
                 msg = Image(height=image.shape[0], width=image.shape[1], encoding="rgb8", step=image.shape[1] * 3)
@@ -80,6 +90,19 @@ class ContractMessages:
             msg.header.frame_id = FRAME_ID
             messages[topic] = msg
         return messages
+
+
+def compressed_image(image: np.ndarray, image_format: str) -> CompressedImage:
+    """An rgb8 image (H, W, 3) as a CompressedImage; OpenCV encodes BGR, so the channels are swapped first."""
+    import cv2  # here, not at the top: only a bridge publishing compressed images needs it
+
+    parameters = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if image_format == "jpeg" else []
+    encoded, data = cv2.imencode(f".{image_format}", np.ascontiguousarray(image[..., ::-1]), parameters)
+    if not encoded:
+        raise BridgeError(f"OpenCV could not encode a {image.shape} image as {image_format}")
+    msg = CompressedImage(format=f"rgb8; {image_format} compressed bgr8")
+    msg.data = data.tobytes()
+    return msg
 
 
 def _pose(specs: list[ObservationSpec], observation: dict[str, np.ndarray]) -> PoseStamped:
@@ -103,7 +126,7 @@ def _check_key(spec: ObservationSpec, observation: dict[str, np.ndarray], joint_
         if spec.field == "effort":
             raise BridgeError(f"contract key {spec.key!r} reads joint effort, which the simulation bridge does not publish")
         return
-    if type(spec) not in (PoseObservation, ImageObservation) and spec.msgtype != "std_msgs/msg/Float64MultiArray":
+    if not isinstance(spec, (PoseObservation, ImageObservation)) and spec.msgtype != "std_msgs/msg/Float64MultiArray":
         raise BridgeError(f"contract key {spec.key!r} is a {spec.msgtype} source, which the simulation bridge cannot publish")
     if spec.key not in observation:
         raise BridgeError(f"contract key {spec.key!r} is not an observation of the simulation (it has {sorted(observation)})")

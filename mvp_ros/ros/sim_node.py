@@ -4,7 +4,8 @@ The environment is rebuilt from the `env_args` of a checkpoint or a Robomimic HD
 the cameras the contract's image keys name). Every step the node publishes, in this order:
   /clock                      rosgraph_msgs/Clock: the simulation time (one control period per step)
   the contract's topics       JointState (arm and gripper joints by name), the end-effector
-                              PoseStamped, the object state, rgb8 Images (right side up),
+                              PoseStamped, the object state, rgb8 Images (right side up) or
+                              CompressedImages (PNG or JPEG: `compressed_image_format`),
                               stamped with that time (see mvp_ros.ros.sim_messages)
   ~/success                   std_msgs/Bool: whether the task is solved now
 and it applies the latest command from the contract's action topic. With no new command for a
@@ -26,7 +27,8 @@ episode ends at success or after `max_steps`
 steps; the node then publishes `~/episode_result` (diagnostic_msgs/DiagnosticStatus: seed, success,
 steps, held steps; reliable, transient local) and waits for the next reset. At the start of each
 episode it publishes `~/episode_start` (std_msgs/Int64, the seed), which the policy node's
-`reset_topic` follows to reset its policy with the same seed as `mvp eval` does.
+`reset_topic` follows to reset its policy with the same seed as `mvp eval` does; in lockstep the
+episode's first observations wait until every subscriber has acknowledged it.
 
     mvp sim-node --checkpoint models/lift_lowdim --contract config/panda_sim_contract.yaml --ros-args -p autostart:=true
 """
@@ -42,6 +44,7 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -56,7 +59,8 @@ from mvp_ros.ros.diagnostics import RollingTimes, Throttle, diagnostic_array, st
 from mvp_ros.ros.node_main import add_ros_args_argument, console_main, overrides, ros_context
 from mvp_ros.ros.parameters import ParameterSpec, declare_parameters
 from mvp_ros.ros.qos import EVENT_QOS, RELIABLE_QOS
-from mvp_ros.ros.sim_messages import BridgeError, ContractMessages, JointGroup
+from mvp_ros.ros.sim_messages import (COMPRESSED_IMAGE_FORMATS, JPEG_QUALITY, BridgeError, ContractMessages,
+                                     JointGroup)
 
 NODE_NAME = "mvp_sim"
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -74,6 +78,9 @@ PARAMETERS: dict[str, ParameterSpec] = {
                              " environment's construction seed, as in mvp eval",
                           minimum=0, maximum=2**32 - 1),
     "max_steps": ParameterSpec(0, "steps per episode; 0: the env_args horizon", minimum=0, maximum=10_000_000),
+    "compressed_image_format": ParameterSpec("png", "how the contract's sensor_msgs/CompressedImage keys are encoded:"
+                                                    f" png (lossless) or jpeg (lossy, quality {JPEG_QUALITY})",
+                                             choices=COMPRESSED_IMAGE_FORMATS),
     "autostart": ParameterSpec(False, "start an episode at start-up instead of waiting for ~/reset"),
 }
 
@@ -95,7 +102,8 @@ class SimNode(Node):
         self.lockstep = self.get_parameter("lockstep").value
         self.lockstep_timeout_s = self.get_parameter("lockstep_timeout_s").value
         observation = self.env.reset(seed=0)
-        self.messages = ContractMessages(self.contract, observation, _joint_groups(self.env))
+        self.messages = ContractMessages(self.contract, observation, _joint_groups(self.env),
+                                         self.get_parameter("compressed_image_format").value)
         first_messages = self.messages.build(observation, Time().to_msg())
         _check_joint_keys(self.contract, observation, first_messages)
 
@@ -168,6 +176,10 @@ class SimNode(Node):
         self._due_at = time.perf_counter()
         observation = self.env.reset(seed=seed)
         self.episode_start_publisher.publish(Int64(data=seed))
+        if self.lockstep:
+            # The policy resets on this message: received after the episode's first observations
+            # (they travel on other topics), its first command would come from the last episode's state.
+            self.episode_start_publisher.wait_for_all_acked(Duration(seconds=self.lockstep_timeout_s))
         self._publish_step(observation)
 
     def _finish_episode(self, outcome: str) -> None:
