@@ -6,7 +6,13 @@ topics, and prints the success rate and the policy node's tick latency (observat
 command published, from its diagnostics). Episode i uses seed SEED + i for the environment and
 the policy's sampling noise, as `mvp eval` does, so the two can be compared episode by episode.
 
-    mvp demo --checkpoint models/lift_lowdim --episodes 10 --json demo.json
+The topics are those of a contract of the simulated Panda: config/panda_sim_camera_contract.yaml
+(joints, end-effector pose, two cameras, no simulator state) for a policy that reads images,
+config/panda_sim_contract.yaml otherwise, or `--contract`. The policy node checks it against the
+contract stored in the checkpoint, as on a robot.
+
+    mvp demo --checkpoint models/lift_image --episodes 10 --json demo.json
+    mvp demo --checkpoint models/lift_image --contract config/panda_sim_camera_compressed_contract.yaml
 """
 from __future__ import annotations
 
@@ -24,17 +30,25 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mvp_ros.data.contract import CompressedImageObservation, Contract, ImageObservation, load_contract
 from mvp_ros.resources import package_file
 from mvp_ros.ros.node_process import (STOP_TIMEOUT_S, StopSignal, StopSignals, isolated_ros_environment,
                                       start_node_process, stop_node_processes)
+from mvp_ros.ros.sim_messages import COMPRESSED_IMAGE_FORMATS
 from mvp_ros.sim.success import wilson_interval
 
 DEFAULT_CHECKPOINT = str(package_file("models", "lift_lowdim"))
 DEFAULT_CONTRACT = str(package_file("config", "panda_sim_contract.yaml"))
+DEFAULT_CAMERA_CONTRACT = str(package_file("config", "panda_sim_camera_contract.yaml"))
 POLICY_STATUS = "mvp_policy: control"
 EPISODE_START_TOPIC = "/mvp_sim/episode_start"
 STARTUP_TIMEOUT_S = 180.0
 STEP_TIMEOUT_S = 2.0  # the simulation's lockstep wait: a missing command holds after this long
+# The policy node's watchdog (steady clock). In lockstep the simulation sets the pace: rendering two
+# cameras on a loaded machine took longer than the default five periods (250 ms) between commands,
+# and a watchdog hold discards the temporal ensemble's plans mid-episode, so the episode drifted
+# from `mvp eval`'s. A silent policy is caught by the simulation's own wait, as long as this.
+WATCHDOG_TIMEOUT_S = STEP_TIMEOUT_S
 # How long the nodes get to exit after a SIGINT/SIGTERM is passed on, before SIGKILL: they took 2-5 s
 # on a busy host (most of it the interpreter's and libraries' teardown after the node stopped).
 SIGNAL_STOP_TIMEOUT_S = 10.0
@@ -43,8 +57,12 @@ SIGNAL_STOP_TIMEOUT_S = 10.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path(DEFAULT_CHECKPOINT),
                         help="policy checkpoint with env_args (default: the shipped models/lift_lowdim)")
-    parser.add_argument("--contract", type=Path, default=Path(DEFAULT_CONTRACT),
-                        help="observation contract (default: the shipped config/panda_sim_contract.yaml)")
+    parser.add_argument("--contract", type=Path,
+                        help="observation contract (default: the shipped config/panda_sim_camera_contract.yaml for a"
+                             " policy that reads images, config/panda_sim_contract.yaml otherwise)")
+    parser.add_argument("--compressed-image-format", choices=COMPRESSED_IMAGE_FORMATS, default="png",
+                        help="how the simulation encodes the contract's sensor_msgs/CompressedImage keys: png"
+                             " (lossless, default) or jpeg (lossy)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="episode i uses seed SEED + i (default 0)")
     parser.add_argument("--max-steps", type=int, default=0, help="steps per episode (default: the environment's horizon)")
@@ -59,25 +77,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """0: done; 1: a node exited with an error at the end; 128 + signal number: stopped by SIGINT
     or SIGTERM, which is passed on to the nodes."""
-    max_steps = _check_arguments(args)
+    max_steps, contract_path, contract = _check_arguments(args)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="mvp_demo_"))
     log_dir.mkdir(parents=True, exist_ok=True)
     env = isolated_ros_environment(os.environ.get("MVP_DEMO_DOMAIN_ID")) | {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    common = ["--checkpoint", str(args.checkpoint), "--contract", str(args.contract)]
+    common = ["--checkpoint", str(args.checkpoint), "--contract", str(contract_path)]
+    cameras = _camera_messages(contract, args.compressed_image_format)
     logs = {"sim": log_dir / "sim_node.log", "policy": log_dir / "policy_node.log"}
     nodes: dict[str, subprocess.Popen] = {}
     with StopSignals() as signals:
         try:
             nodes["sim"] = start_node_process(
                 ["sim-node", *common, "--seed", str(args.seed), "--ros-args",
-                 "-p", f"max_steps:={max_steps}", "-p", f"lockstep_timeout_s:={STEP_TIMEOUT_S}"], env, logs["sim"])
+                 "-p", f"max_steps:={max_steps}", "-p", f"lockstep_timeout_s:={STEP_TIMEOUT_S}",
+                 "-p", f"compressed_image_format:={args.compressed_image_format}"], env, logs["sim"])
             nodes["policy"] = start_node_process(
                 ["policy-node", *common, "--device", args.device, "--ros-args",
                  "-p", "use_sim_time:=true", "-p", f"reset_topic:={EPISODE_START_TOPIC}", "-p", "inference_timeout_s:=1.0",
+                 "-p", f"watchdog_timeout_s:={WATCHDOG_TIMEOUT_S}",
                  "-p", f"temporal_ensemble:={str(args.temporal_ensemble).lower()}"], env, logs["policy"])
+            print(f"demo: {args.checkpoint} with contract {contract_path}"
+                  + "".join(f"; {key} as {message}" for key, message in cameras.items()), flush=True)
             print(f"demo: ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, {_pids(nodes)}, node logs in {log_dir}", flush=True)
             started = time.perf_counter()
-            summary = _run_episodes(args, max_steps, int(env["ROS_DOMAIN_ID"]), nodes, logs)
+            summary = _run_episodes(args, contract_path, max_steps, int(env["ROS_DOMAIN_ID"]), nodes, logs)
         except (StopSignal, Exception):
             # A signal raised inside rclpy's C++ code surfaces as another error (pybind11 converts it):
             # after a stop signal, whatever the interrupted call raised is that signal.
@@ -95,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"demo: stopped by {signal.Signals(signals.received).name}, passed on to the nodes: "
               f"{nodes_stopped or 'none had started'}; node logs in {log_dir}", file=sys.stderr, flush=True)
         return 128 + signals.received
-    summary |= {"seconds": time.perf_counter() - started, "node_exit_codes": exit_codes, "logs": str(log_dir)}
+    summary |= {"seconds": time.perf_counter() - started, "node_exit_codes": exit_codes, "logs": str(log_dir),
+                "checkpoint": str(args.checkpoint), "contract": str(contract_path), "camera_messages": cameras}
     _report(summary, args.json)
     return 0 if all(code == 0 for code in exit_codes.values()) else 1
 
@@ -108,27 +132,36 @@ def _exit_status(code: int) -> str:
     return f"exit status {code}" if code >= 0 else f"ended by {signal.Signals(-code).name}"
 
 
-def _check_arguments(args: argparse.Namespace) -> int:
-    """The steps per episode, once the checkpoint, its env_args and the contract are known to be good."""
-    from mvp_ros.data.contract import load_contract
+def _check_arguments(args: argparse.Namespace) -> tuple[int, Path, Contract]:
+    """The steps per episode and the contract to run with (its path and contents), once the
+    checkpoint, its env_args and the contract are known to be good."""
     from mvp_ros.policy.checkpoint import read_checkpoint_info
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if args.max_steps < 0:
         raise ValueError(f"--max-steps must be >= 0, got {args.max_steps}")
-    env_args = read_checkpoint_info(args.checkpoint).env_args
-    if not env_args:
+    info = read_checkpoint_info(args.checkpoint)
+    if not info.env_args:
         raise ValueError(f"checkpoint {args.checkpoint} has no env_args, so there is no simulation to run it in")
-    load_contract(args.contract)
-    return args.max_steps or int(env_args["env_kwargs"]["horizon"])
+    contract_path = args.contract
+    if contract_path is None:
+        reads_images = any(len(shape) == 3 for shape in info.config.obs_shapes.values())
+        contract_path = Path(DEFAULT_CAMERA_CONTRACT if reads_images else DEFAULT_CONTRACT)
+    return args.max_steps or int(info.env_args["env_kwargs"]["horizon"]), contract_path, load_contract(contract_path)
 
 
-def _run_episodes(args: argparse.Namespace, max_steps: int, domain_id: int, nodes: dict[str, subprocess.Popen],
-                  logs: dict[str, Path]) -> dict[str, Any]:
+def _camera_messages(contract: Contract, compressed_image_format: str) -> dict[str, str]:
+    """image key -> the message the simulation sends it in, with the encoding of a compressed image."""
+    return {key: spec.msgtype + (f" ({compressed_image_format})" if isinstance(spec, CompressedImageObservation) else "")
+            for key, spec in contract.observations.items() if isinstance(spec, ImageObservation)}
+
+
+def _run_episodes(args: argparse.Namespace, contract_path: Path, max_steps: int, domain_id: int,
+                  nodes: dict[str, subprocess.Popen], logs: dict[str, Path]) -> dict[str, Any]:
     from mvp_ros.ros.closed_loop_client import ClosedLoopClient  # rclpy: imported once the arguments are known to be good
 
-    client = ClosedLoopClient(domain_id, args.contract, POLICY_STATUS, logs)
+    client = ClosedLoopClient(domain_id, contract_path, POLICY_STATUS, logs)
     try:
         client.wait_until_ready(nodes, STARTUP_TIMEOUT_S)
         results = []
