@@ -258,6 +258,32 @@ def test_mvp_train_algo_mvp_rl_writes_policy_and_critic(success_dataset, tmp_pat
     assert chunks.shape == (4, 3, 2) and torch.isfinite(values).all()
 
 
+def test_a_policy_loaded_with_best_of_n_executes_the_critics_choice(success_dataset, tmp_path):
+    out = tmp_path / "run"
+    assert train_rl_cli(success_dataset, out, "--obs-keys", "x", "--steps", "10", "--batch-size", "16",
+                        "--horizon", "3") == 0
+    obs = {"x": np.array([0.2, -0.4, 0.9], np.float32)}
+    candidates = Policy.load(out, device="cpu", seed=5).sample(obs, 8)  # the same noise as below
+    chosen = Policy.load(out, device="cpu", seed=5, best_of=8).act(obs)
+    values = load_critic(out).value({"x": torch.from_numpy(obs["x"]).view(1, 1, 3)},
+                                    torch.from_numpy(candidates).unsqueeze(0))[0]
+    assert len({tuple(chunk.ravel()) for chunk in candidates}) == 8
+    np.testing.assert_allclose(chosen, candidates[int(values.argmax())], rtol=1e-6)
+    # Ahead of time, the whole select step is the one compiled call, and it chooses alike.
+    compiled = Policy.load(out, device="cpu", seed=5, best_of=8, execution="aot").act(obs)
+    np.testing.assert_allclose(compiled, chosen, rtol=1e-5, atol=1e-6)
+
+
+def test_best_of_n_needs_the_critic(success_dataset, tmp_path):
+    out = tmp_path / "bc"
+    assert main(["train", "--dataset", str(success_dataset), "--out", str(out), "--obs-keys", "x", "--steps", "2",
+                 "--batch-size", "4", "--horizon", "2", "--no-progress"]) == 0
+    with pytest.raises(CheckpointError, match="has no critic .was it trained with --algo mvp-rl"):
+        Policy.load(out, device="cpu", best_of=4)
+    with pytest.raises(ValueError, match="best_of: the number of candidates must be at least 1, got 0"):
+        Policy.load(out, device="cpu", best_of=0)
+
+
 def test_images_and_frame_stack_give_the_critic_its_own_encoder(success_dataset, tmp_path):
     out = tmp_path / "images"
     assert train_rl_cli(success_dataset, out, "--obs-keys", "x,camera", "--steps", "3", "--batch-size", "4",

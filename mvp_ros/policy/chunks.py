@@ -70,7 +70,20 @@ class ChunkExecutor:
             raise RuntimeError(f"step {self._step} needs a new chunk: call add_chunk first")
         while self._step - self._chunks[0][0] >= self.horizon:  # chunks that no longer cover this step
             self._chunks.popleft()
-        predictions = np.stack([chunk[self._step - planned_at] for planned_at, chunk in self._chunks])
-        weights = np.exp(-self.ensemble_decay * np.arange(len(predictions)))
+        action = self._mean_at(self._step)
         self._step += 1
+        return action
+
+    def planned(self) -> np.ndarray:
+        """The actions the chunks hold for the steps after the last next_action, to the end of the newest
+        chunk, each as next_action would give it if no chunk came: (steps, action_dim); advances nothing."""
+        if not self._chunks:
+            return np.zeros((0, 0))
+        planned_at, newest = self._chunks[-1]
+        steps = range(self._step, planned_at + self.horizon)
+        return np.array([self._mean_at(step) for step in steps]).reshape(len(steps), newest.shape[1])
+
+    def _mean_at(self, step: int) -> np.ndarray:
+        predictions = np.stack([chunk[step - at] for at, chunk in self._chunks if 0 <= step - at < self.horizon])
+        weights = np.exp(-self.ensemble_decay * np.arange(len(predictions)))
         return weights @ predictions / weights.sum()

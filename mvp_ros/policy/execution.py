@@ -9,24 +9,29 @@ launch (`cuda_graph`). Every mode returns the same chunks for the same noise.
 
     sampler = make_sampler(model, inputs, num_candidates=1, mode="cuda_graph")
     chunks = sampler(noise)   # (1, 1, horizon, action_dim); a cuda_graph sampler reuses its output buffer
+
+The call is `sample_with_noise` of a ChunkPolicyModel, or of critic.BestOfN, whose call samples N
+candidates and returns the critic's choice: generate-and-select runs in every mode alike.
 """
 from __future__ import annotations
 
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
 
 from .config import PolicyConfig
+from .critic import BestOfN, ChunkCritic
 from .model import ChunkPolicyModel
 
 MODES = ("eager", "compile", "aot", "cuda_graph")
 DEVICE_OF_MODE = {"aot": "cpu", "cuda_graph": "cuda"}  # the modes that run on one kind of device only
 CAPTURING_MODES = ("aot", "cuda_graph")  # the whole call captured with fixed inputs: no generator inside
 Sampler = Callable[[torch.Tensor], torch.Tensor]
+WithEncoder = TypeVar("WithEncoder", ChunkPolicyModel, ChunkCritic)  # a network with an observation encoder
 
 
 def graph_capturable(config: PolicyConfig) -> bool:
@@ -52,7 +57,7 @@ def resolve_mode(mode: str, config: PolicyConfig, device: torch.device) -> str:
     return mode
 
 
-def use_inference_layout(model: ChunkPolicyModel) -> ChunkPolicyModel:
+def use_inference_layout(model: WithEncoder) -> WithEncoder:
     """The image encoders' weights in NHWC (channels-last) order, in place: camera frames arrive as
     HWC already, and oneDNN runs these convolutions about 15% faster so (two 84x84 cameras, one CPU
     thread). The same network numerically; checkpoints still save contiguous weights."""
@@ -60,7 +65,7 @@ def use_inference_layout(model: ChunkPolicyModel) -> ChunkPolicyModel:
     return model
 
 
-def make_sampler(model: ChunkPolicyModel, inputs: dict[str, torch.Tensor], num_candidates: int, mode: str,
+def make_sampler(model: ChunkPolicyModel | BestOfN, inputs: dict[str, torch.Tensor], num_candidates: int, mode: str,
                  generator: torch.Generator | None = None) -> Sampler:
     """noise (B * num_candidates, chunk_dim) -> chunks (B, num_candidates, horizon, action_dim) for the
     observations in `inputs`, which the caller refills in place between calls."""
@@ -85,7 +90,8 @@ class CudaGraphSampler:
     The returned chunks are the graph's own output buffer: read or copy them before the next call.
     """
 
-    def __init__(self, model: ChunkPolicyModel, inputs: dict[str, torch.Tensor], num_candidates: int, warmup: int = 3):
+    def __init__(self, model: ChunkPolicyModel | BestOfN, inputs: dict[str, torch.Tensor], num_candidates: int,
+                 warmup: int = 3):
         batch = next(iter(inputs.values())).shape[0]
         device = next(iter(inputs.values())).device
         self.noise = torch.zeros(batch * num_candidates, model.config.chunk_dim, device=device)
@@ -110,7 +116,7 @@ class CudaGraphSampler:
 class _SamplingCall(nn.Module):
     """`sample_with_noise` with the observations as positional tensors, the form torch.export takes."""
 
-    def __init__(self, model: ChunkPolicyModel, keys: list[str], num_candidates: int):
+    def __init__(self, model: ChunkPolicyModel | BestOfN, keys: list[str], num_candidates: int):
         super().__init__()
         self.model, self.keys, self.num_candidates = model, keys, num_candidates
 
@@ -127,7 +133,7 @@ class AheadOfTimeSampler:
     (a checkpoint stays weights and JSON); it lives in a temporary directory for this object's lifetime.
     """
 
-    def __init__(self, model: ChunkPolicyModel, inputs: dict[str, torch.Tensor], num_candidates: int):
+    def __init__(self, model: ChunkPolicyModel | BestOfN, inputs: dict[str, torch.Tensor], num_candidates: int):
         batch = next(iter(inputs.values())).shape[0]
         self.observations = tuple(inputs.values())
         noise = torch.zeros(batch * num_candidates, model.config.chunk_dim)

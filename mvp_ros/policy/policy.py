@@ -9,6 +9,10 @@ stack itself, in input tensors allocated once and refilled in place; after `rese
 is repeated, as in training. `execution` picks how the sampling call runs (execution.py): `auto`
 replays a captured CUDA graph on a GPU and runs eagerly on a CPU; `aot` is the fastest on a CPU
 but compiles for seconds first.
+
+`best_of=N` (N > 1) acts by generate-and-select, as MVP's reinforcement learning trains it to: N
+one-step candidates, scored by the critic saved beside the checkpoint (`mvp train --algo mvp-rl`),
+the best executed; the whole select step is the one call that `execution` runs.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch
 
 from .checkpoint import CheckpointInfo, load_checkpoint
 from .config import PolicyConfig
+from .critic import BestOfN, ChunkCritic, load_critic
 from .execution import Sampler, make_sampler, resolve_mode, use_inference_layout
 from .model import ChunkPolicyModel
 
@@ -40,10 +45,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 class Policy:
     def __init__(self, model: ChunkPolicyModel, info: CheckpointInfo | None = None,
-                 device: str | torch.device = "cpu", seed: int | None = 0, execution: str = "auto"):
+                 device: str | torch.device = "cpu", seed: int | None = 0, execution: str = "auto",
+                 critic: ChunkCritic | None = None, best_of: int = 1):
         self.device = resolve_device(device)
         self.model = use_inference_layout(model.to(self.device).eval())
         self.info = info
+        if best_of < 1:
+            raise ValueError(f"best_of: the number of candidates must be at least 1, got {best_of}")
+        if best_of > 1 and critic is None:
+            raise ValueError(f"best_of {best_of} needs a critic to select with; this policy has none")
+        self.best_of = best_of
+        self._selection = BestOfN(self.model, use_inference_layout(critic.to(self.device).eval())) if best_of > 1 else None
         self.execution = resolve_mode(execution, model.config, self.device)
         self._generator = torch.Generator(device=self.device)
         config = model.config
@@ -61,16 +73,18 @@ class Policy:
             torch.zeros((1, config.frame_stack, *shape), device=self.device, dtype=torch.uint8)
             for key, shape in config.obs_shapes.items()
         }
-        self._samplers: dict[int, Sampler] = {}  # by number of candidates, built on first use
+        self._samplers: dict[tuple[int, bool], Sampler] = {}  # by (candidates, selected), built on first use
         self._history_empty = True
         self.reset(seed)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "auto", seed: int | None = 0,
-             execution: str = "auto") -> "Policy":
+             execution: str = "auto", best_of: int = 1) -> "Policy":
+        """`best_of` > 1 also loads the critic beside the checkpoint; a checkpoint without one is refused."""
         resolved = resolve_device(device)
         model, info = load_checkpoint(directory, resolved)
-        return cls(model, info, resolved, seed, execution)
+        critic = load_critic(directory, resolved) if best_of > 1 else None
+        return cls(model, info, resolved, seed, execution, critic, best_of)
 
     @property
     def config(self) -> PolicyConfig:
@@ -121,17 +135,22 @@ class Policy:
                 raise ObservationError(f"observation {key!r} has shape {shape}, the policy expects {expected}")
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """One action chunk (horizon, action_dim) in the data's units, from one network evaluation for MVP."""
-        return self.sample(obs, num_candidates=1)[0]
+        """One action chunk (horizon, action_dim) in the data's units: from one network evaluation for
+        MVP, or the critic's best of `best_of` candidates from one batched call."""
+        return self._call(obs, self.best_of, selected=self.best_of > 1)[0]
 
-    @torch.inference_mode()
     def sample(self, obs: dict[str, np.ndarray], num_candidates: int) -> np.ndarray:
         """`num_candidates` chunks (N, horizon, action_dim) for the same observation, in one batched call."""
+        return self._call(obs, num_candidates, selected=False)
+
+    @torch.inference_mode()
+    def _call(self, obs: dict[str, np.ndarray], num_candidates: int, selected: bool) -> np.ndarray:
         self._push_frames(self._check(obs), obs)
-        sampler = self._samplers.get(num_candidates)
+        sampler = self._samplers.get((num_candidates, selected))
         if sampler is None:
-            sampler = self._samplers[num_candidates] = make_sampler(self.model, self._inputs, num_candidates,
-                                                                    self.execution, self._generator)
+            sampler = self._samplers[num_candidates, selected] = make_sampler(
+                self._selection if selected else self.model, self._inputs, num_candidates, self.execution,
+                self._generator)
         noise = torch.randn(num_candidates, self.config.chunk_dim, generator=self._generator, device=self.device)
         return sampler(noise)[0].cpu().numpy()  # a copy on a GPU; on a CPU a fresh tensor every call
 

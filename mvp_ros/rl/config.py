@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..policy.config import ConfigError
-from .critic import CriticConfig
+from ..policy.critic import CriticConfig
 
 REWARD_MODES = ("sparse", "dataset")
 

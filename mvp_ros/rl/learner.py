@@ -16,10 +16,10 @@ from typing import Protocol
 
 import torch
 
+from ..policy.critic import ChunkCritic, best_of_n
 from ..policy.model import ChunkPolicyModel, update_ema
 from ..policy.normalizer import Normalization
 from .config import RLConfig
-from .critic import ChunkCritic, best_of_n, polyak_update
 from .replay import ChunkBatch
 from .td import chunk_td_target
 
@@ -75,7 +75,7 @@ class MvpRlLearner:
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
-        polyak_update(self.target_critic, self.critic, self.rl.tau)
+        update_ema(self.target_critic, self.critic, 1.0 - self.rl.tau)  # Polyak averaging with rate tau
         return {"loss_critic": loss.item(), "q_mean": q_values.mean().item(), "target_mean": target.mean().item()}
 
     def state(self) -> tuple[dict[str, torch.nn.Module], dict[str, tuple[torch.optim.Optimizer, torch.nn.Module]]]:

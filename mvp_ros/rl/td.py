@@ -1,4 +1,4 @@
-"""The chunked TD target and best-of-N selection, as small pure functions on tensors.
+"""The chunked TD target, as small pure functions on tensors (best-of-N selection: mvp_ros.policy.critic).
 
 For the window that starts at step k, with action chunk A_k = (a_k, ..., a_{k+h-1}):
 
@@ -25,13 +25,3 @@ def chunk_td_target(rewards: torch.Tensor, step_mask: torch.Tensor, bootstrap: t
     """y = sum_{i<h} gamma^i r_{k+i} + gamma^h * bootstrap * Qbar(s_{k+h}, a*'); bootstrap is 0 after a terminal."""
     horizon = rewards.shape[-1]
     return discounted_chunk_return(rewards, step_mask, gamma) + gamma ** horizon * bootstrap * next_value
-
-
-def best_candidate(q_values: torch.Tensor) -> torch.Tensor:
-    """argmax_i Q(s, a_i): q_values (B, N) -> indices (B,)."""
-    return q_values.argmax(dim=-1)
-
-
-def pick(candidates: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Row b's candidate indices[b]: candidates (B, N, ...) -> (B, ...)."""
-    return candidates[torch.arange(candidates.shape[0], device=candidates.device), indices]

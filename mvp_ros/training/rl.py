@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ..policy.config import ConfigError
 from ..rl.config import RLConfig
-from ..rl.critic import save_critic
+from ..policy.critic import save_critic
 from ..rl.learner import MvpRlLearner
 from ..rl.replay import ChunkReplay, replay_from_dataset
 from .evaluation import EVAL_COLUMNS, SuccessEvaluator

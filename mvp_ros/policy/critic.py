@@ -1,4 +1,8 @@
-"""Critic ensemble Q_phi(s, A) over action chunks, best-of-N acting, and the critic's files.
+"""Critic ensemble Q_phi(s, A) over action chunks, best-of-N selection, and the critic's files.
+
+MVP acts by generate-and-select: N one-step candidate chunks from one batched sampler call, the
+critic's argmax executed. The critic is trained by `mvp train --algo mvp-rl` (mvp_ros.rl) and
+deployed beside the policy (`Policy.load(directory, best_of=N)`), so it lives with the policy.
 
 The critic has its own observation encoder, built like the policy's (low-dim keys standardized
 with the checkpoint's statistics, one small CNN per camera). The policy is trained only by the
@@ -23,12 +27,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..policy.checkpoint import CheckpointError, read_checkpoint_info
-from ..policy.config import ConfigError, PolicyConfig
-from ..policy.model import ChunkPolicyModel
-from ..policy.networks import ObservationEncoder
-from ..policy.normalizer import ActionScaler, Normalization
-from .td import best_candidate, pick
+from .checkpoint import CheckpointError, read_checkpoint_info
+from .config import ConfigError, PolicyConfig
+from .model import ChunkPolicyModel
+from .networks import ObservationEncoder
+from .normalizer import ActionScaler, Normalization
 
 CRITIC_FORMAT = "mvp_ros.critic"
 CRITIC_FORMAT_VERSION = 1
@@ -84,6 +87,29 @@ class ChunkCritic(nn.Module):
         return q_values.mean(dim=0) if self.config.aggregate == "mean" else q_values.min(dim=0).values
 
 
+class BestOfN(nn.Module):
+    """Generate and select as one fixed-shape call, with the policy model's sampling signature, so
+    every execution mode (execution.py) runs the whole select step: N candidates per observation
+    from one batched sampler call, scored by the critic, the argmax kept."""
+
+    def __init__(self, model: ChunkPolicyModel, critic: ChunkCritic):
+        super().__init__()
+        self.model, self.critic = model, critic
+        self.config = model.config
+
+    def sample_with_noise(self, obs: dict[str, torch.Tensor], noise: torch.Tensor, num_candidates: int,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        """noise (B * N, chunk_dim) -> the best of N chunks (B, 1, horizon, action_dim), data units."""
+        return self.select(obs, self.model.sample_with_noise(obs, noise, num_candidates, generator))[0].unsqueeze(1)
+
+    def select(self, obs: dict[str, torch.Tensor], candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """candidates (B, N, horizon, action_dim) -> (the argmax chunks (B, horizon, action_dim), their Q (B,))."""
+        values = self.critic.value(obs, candidates)
+        best = values.argmax(dim=-1)
+        rows = torch.arange(candidates.shape[0], device=candidates.device)
+        return candidates[rows, best], values[rows, best]
+
+
 @torch.no_grad()
 def best_of_n(policy_model: ChunkPolicyModel, critic: ChunkCritic, obs: dict[str, torch.Tensor], n: int,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,17 +117,7 @@ def best_of_n(policy_model: ChunkPolicyModel, critic: ChunkCritic, obs: dict[str
 
     obs: {key: (B, frame_stack, ...)} -> (chunks (B, horizon, action_dim) in data units, their Q (B,)).
     """
-    candidates = policy_model.sample(obs, n, generator)
-    values = critic.value(obs, candidates)
-    best = best_candidate(values)
-    return pick(candidates, best), pick(values, best)
-
-
-@torch.no_grad()
-def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) * target + tau * online, parameter by parameter."""
-    for target_parameter, parameter in zip(target.parameters(), online.parameters()):
-        target_parameter.lerp_(parameter, tau)
+    return BestOfN(policy_model, critic).select(obs, policy_model.sample(obs, n, generator))
 
 
 def save_critic(directory: str | Path, critic: ChunkCritic) -> Path:
