@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"demo: {args.checkpoint} with contract {contract_path}"
                   + "".join(f"; {key} as {message}" for key, message in cameras.items()), flush=True)
             print(f"demo: ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']}, {_pids(nodes)}, node logs in {log_dir}", flush=True)
-            started = time.perf_counter()
+            started, load_before = time.perf_counter(), os.getloadavg()[0]
             summary = _run_episodes(args, contract_path, max_steps, int(env["ROS_DOMAIN_ID"]), nodes, logs)
         except (StopSignal, Exception):
             # A signal raised inside rclpy's C++ code surfaces as another error (pybind11 converts it):
@@ -119,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
               f"{nodes_stopped or 'none had started'}; node logs in {log_dir}", file=sys.stderr, flush=True)
         return 128 + signals.received
     summary |= {"seconds": time.perf_counter() - started, "node_exit_codes": exit_codes, "logs": str(log_dir),
-                "checkpoint": str(args.checkpoint), "contract": str(contract_path), "camera_messages": cameras}
+                "checkpoint": str(args.checkpoint), "contract": str(contract_path), "camera_messages": cameras,
+                # the tick latency depends on what else the machine ran: the 1-minute load average, first and last
+                "load_average_1min": [load_before, os.getloadavg()[0]]}
     _report(summary, args.json)
     return 0 if all(code == 0 for code in exit_codes.values()) else 1
 
