@@ -22,10 +22,15 @@ def eval_rows(out):
                 for row in csv.DictReader(stream) if row["eval_step"]]
 
 
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demos") / "lift.hdf5"
+    assert main(["demos", "--task", "lift", "--episodes", "1", "--out", str(path)]) == 0
+    return path
+
+
 @pytest.mark.slow
-def test_eval_every_logs_success_keeps_the_best_checkpoint_and_resumes(tmp_path):
-    demos = tmp_path / "lift.hdf5"
-    assert main(["demos", "--task", "lift", "--episodes", "1", "--out", str(demos)]) == 0
+def test_eval_every_logs_success_keeps_the_best_checkpoint_and_resumes(demos, tmp_path):
     out = tmp_path / "run"
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"policy": {"hidden_dim": 32, "depth": 2}, "log_every": 5, "threads": 1,
@@ -59,6 +64,18 @@ def test_eval_every_logs_success_keeps_the_best_checkpoint_and_resumes(tmp_path)
     best_after = json.loads((out / "best" / "config.json").read_text())["training"]
     success_30 = json.loads((out / "eval" / "step_00000030.json").read_text())["success_rate"]
     assert best_after["eval"]["step"] == (30 if success_30 >= top else best["step"])
+
+
+@pytest.mark.slow
+def test_mvp_rl_evaluates_its_policy_while_training(demos, tmp_path):
+    out = tmp_path / "rl"
+    assert main(["train", "--dataset", str(demos), "--out", str(out), "--obs-keys", OBS_KEYS, "--algo", "mvp-rl",
+                 "--steps", "4", "--batch-size", "8", "--horizon", "4", "--threads", "1", "--device", "cpu",
+                 "--eval-every", "2", "--eval-episodes", "1", "--eval-max-steps", "4", "--no-progress"]) == 0
+    assert sorted(evaluated for _, evaluated, _ in eval_rows(out)) == [2, 4]
+    best = json.loads((out / "best" / "config.json").read_text())["training"]
+    assert best["algo"] == "mvp-rl" and best["eval"]["step"] in (2, 4) and best["eval"]["episodes"] == 1
+    Policy.load(out / "best", device="cpu")
 
 
 @pytest.fixture(scope="module")
