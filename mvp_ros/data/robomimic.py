@@ -9,7 +9,7 @@ Layout (the one robomimic 0.3.0 reads):
         actions            (T, A)
         rewards, dones     (T,)
         states             (T, S)        optional simulator states
-    mask/train, mask/valid demo names as fixed-length bytes
+    mask/<filter key>      demo names as fixed-length bytes: train, valid, optionally <p>_percent(_train/_valid)
     file attrs             provenance; non-scalar values JSON-encoded
 """
 from __future__ import annotations
@@ -223,12 +223,16 @@ def write_robomimic(
     seed: int = 0,
     attrs: dict | None = None,
     compression: str | None = "gzip",
+    percent_masks: Sequence[int] = (),
 ) -> Path:
     """Write episodes (consumed one at a time) to a Robomimic-format HDF5 file.
 
-    `compression` applies to image observations only. The file is written under a temporary
-    name and renamed at the end, so an interrupted write never leaves a partial file at `path`.
-    Raises DatasetError naming the episode index and key for inconsistent or non-finite data.
+    Masks: `train` and `valid` (a seeded split, `valid_fraction` of the demos), and for each p in
+    `percent_masks` Robomimic's `<p>_percent` (a seeded p% of the demos) with its own
+    `<p>_percent_train`/`<p>_percent_valid` split. `compression` applies to image observations only.
+    The file is written under a temporary name and renamed at the end, so an interrupted write never
+    leaves a partial file at `path`. Raises DatasetError naming the episode index and key for
+    inconsistent or non-finite data.
     """
     path = Path(path)
     if not 0.0 <= valid_fraction < 1.0:
@@ -259,12 +263,25 @@ def write_robomimic(
             train, valid = split_train_valid(num_demos, valid_fraction, seed)
             file.create_dataset("mask/train", data=_demo_names_array(train))
             file.create_dataset("mask/valid", data=_demo_names_array(valid))
+            for percent in percent_masks:
+                _write_percent_masks(file, percent, num_demos, valid_fraction, seed)
             for key, value in (attrs or {}).items():
                 file.attrs[key] = encode_attr(value)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def _write_percent_masks(file: h5py.File, percent: int, num_demos: int, valid_fraction: float, seed: int) -> None:
+    if not 0 < percent < 100:
+        raise ValueError(f"percent masks must be between 0 and 100 (exclusive), got {percent}")
+    size = max(1, round(percent * num_demos / 100))
+    subset = np.sort(np.random.default_rng([seed, percent]).permutation(num_demos)[:size])
+    train, valid = split_train_valid(len(subset), valid_fraction, seed)
+    file.create_dataset(f"mask/{percent}_percent", data=_demo_names_array(subset.tolist()))
+    file.create_dataset(f"mask/{percent}_percent_train", data=_demo_names_array(subset[train].tolist()))
+    file.create_dataset(f"mask/{percent}_percent_valid", data=_demo_names_array(subset[valid].tolist()))
 
 
 def open_hdf5(path: str | os.PathLike) -> h5py.File:

@@ -153,7 +153,8 @@ class SimEnv:
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action contains NaN or inf: {action.tolist()}")
         self._use_own_render_context()
-        raw, reward, _, info = self.unwrapped.step(action)
+        _, reward, _, info = self.unwrapped.step(action)
+        raw = self._observations_at_current_state()
         success = self.is_success()
         done = success or self.unwrapped.timestep >= self.horizon
         return self._observation(raw), float(reward), done, {**info, "success": success}
@@ -225,6 +226,22 @@ class SimEnv:
             robot._load_controller()
             robot.composite_controller.update_state()
             robot.composite_controller.reset()
+
+    def _observations_at_current_state(self) -> dict[str, Any]:
+        # robosuite samples observations during the step's first physics substep, and the positions
+        # MuJoCo leaves after a step are those before its last integration: both lag the state the
+        # step ends in (which `states[t]` records). Computing the positions and sampling the low-dim
+        # observables again makes them the state's, as Robomimic computes a file's observations from
+        # its states; cameras keep robosuite's sample (rendering twice would double a step's cost).
+        # Twice, because 1.5 computes an object's pose relative to the hand before the object's pose
+        # (PickPlace, NutAssembly), from the cache: the first pass would use the previous sample's.
+        self.unwrapped.sim.forward()
+        cache = self.unwrapped._obs_cache
+        for _ in range(2):
+            for observable in self.unwrapped._observables.values():
+                if observable.modality != "image":
+                    observable.update(timestep=0.0, obs_cache=cache, force=True)
+        return self.unwrapped._get_observations()
 
     def _fresh_observation(self) -> dict[str, np.ndarray]:
         # Some robosuite sensors (e.g. Can_to_robot0_eef_pos) read other sensors' values from a cache

@@ -4,8 +4,8 @@ The experts drive a Panda with an OSC_POSE controller (20 Hz, 7-d delta actions 
 position, axis-angle rotation, gripper) through a per-episode plan of waypoints. Like people, they
 do not all do the same thing: each episode picks one of two strategies at random and adds noise to
 the waypoints, the speed and every action, so the data is multimodal. `run_expert` runs and records
-one episode (observations, actions, rewards, dones, simulator states; its `model_file`, `seed` and
-`strategy` as attrs), `successful_demos` runs attempts until enough have succeeded, and `mvp demos`
+one episode (observations before and after each step, actions, rewards, dones, simulator states;
+its `model_file`, `seed` and `strategy` as attrs), `successful_demos` runs attempts until enough have succeeded, and `mvp demos`
 (mvp_ros.sim.write_demos) writes those to a Robomimic-format HDF5 file.
 
 - lift, `top`: turn to the nearest cube-face-aligned yaw, hover above the cube, descend, grasp.
@@ -202,6 +202,7 @@ def run_expert(env: SimEnv, task: str, seed: int, obs_keys: tuple[str, ...]) -> 
     strategy, waypoints = PLANNERS[task](env, obs, rng)
     expert = WaypointExpert(waypoints, speed=rng.uniform(0.6, 1.0), action_noise=rng.uniform(0.02, 0.08), rng=rng)
     steps: dict[str, list] = {key: [] for key in (*obs_keys, "actions", "rewards", "dones", "states")}
+    next_obs: dict[str, list] = {key: [] for key in obs_keys}
     done, info = False, {"success": False}
     while not done:
         for key in obs_keys:
@@ -209,14 +210,17 @@ def run_expert(env: SimEnv, task: str, seed: int, obs_keys: tuple[str, ...]) -> 
         steps["states"].append(env.get_state())
         action = expert.act(obs)
         obs, reward, done, info = env.step(action)
+        for key in obs_keys:
+            next_obs[key].append(obs[key])
         steps["actions"].append(action)
         steps["rewards"].append(reward)
-        steps["dones"].append(float(done))
+        steps["dones"].append(int(done))  # as Robomimic stores them: 1 at success or the episode's end
     episode = Episode(
         obs={key: np.stack(steps[key]) for key in obs_keys},
+        next_obs={key: np.stack(values) for key, values in next_obs.items()},
         actions=np.stack(steps["actions"]),
         rewards=np.asarray(steps["rewards"]),
-        dones=np.asarray(steps["dones"]),
+        dones=np.asarray(steps["dones"], dtype=np.int64),
         states=np.stack(steps["states"]),
         attrs={"model_file": model_file, "seed": seed, "strategy": strategy},
     )

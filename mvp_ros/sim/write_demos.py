@@ -5,8 +5,10 @@ successful episodes are written, in Robomimic format, with the `env_args` that r
 environment and, as the file attr `contract`, the simulated Panda's contract
 (config/panda_sim_contract.yaml, with the task's object size and the cameras written) that
 `mvp train` stores in the checkpoint; each demo's attrs hold its `model_file`, `seed` and
-`strategy`. Rewards are robosuite's sparse reward (1 at success), and an episode ends (done = 1)
-at its first success.
+`strategy`. Like Robomimic's datasets, the file holds Robomimic's full low-dim key set (plus the
+cameras with `--images`), the observations after each step under `next_obs`, rewards (robosuite's
+sparse reward, 1 at success), integer `dones` (1 at the first success, where the episode ends) and
+the masks `train`/`valid` and `20_percent`/`50_percent` with their own train/valid splits.
 
     mvp demos --task lift --episodes 200 --out lift.hdf5 [--images] [--seed S] [--max-attempts M]
 """
@@ -23,8 +25,12 @@ from mvp_ros.resources import package_file
 from mvp_ros.sim.envs import env_args_for, make_env
 from mvp_ros.sim.experts import PLANNERS, DemoError, DemoStats, successful_demos
 
-LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos", "object")
+# Robomimic's low-dim key set (that of its v1.4.1 datasets).
+LOW_DIM_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_eef_vel_ang", "robot0_eef_vel_lin",
+                "robot0_gripper_qpos", "robot0_gripper_qvel", "robot0_joint_pos", "robot0_joint_pos_cos",
+                "robot0_joint_pos_sin", "robot0_joint_vel")
 IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
+PERCENT_MASKS = (20, 50)  # Robomimic's data-size subsets
 
 
 def demos_contract(episode: Episode) -> dict:
@@ -78,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         demos = successful_demos(env, args.task, args.episodes, args.seed, max_attempts, obs_keys, stats)
         first = next(demos)
         provenance["contract"] = demos_contract(first)
-        write_robomimic(args.out, itertools.chain([first], demos), env_args, seed=args.seed, attrs=provenance)
+        write_robomimic(args.out, itertools.chain([first], demos), env_args, seed=args.seed, attrs=provenance,
+                        percent_masks=PERCENT_MASKS)
     except DemoError as error:
         print(f"mvp demos: {error}; nothing written", file=sys.stderr)
         return 1
