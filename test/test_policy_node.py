@@ -401,10 +401,12 @@ def test_shutdown_publishes_the_safe_action(peer, stream, node) -> None:
 
 @pytest.mark.slow
 def test_joint_trajectory_commands_from_a_policy_compiled_ahead_of_time(tmp_path, env, peer) -> None:
-    """Output as trajectory_msgs/JointTrajectory; the policy compiled ahead of time (execution aot)."""
+    """Output as trajectory_msgs/JointTrajectory, one point per tick at the contract's time_from_start; the policy
+    compiled ahead of time (execution aot)."""
     contract = CONTRACT | {"action": CONTRACT["action"] | {
         "type": "trajectory_msgs/msg/JointTrajectory", "topic": "/arm/joint_trajectory",
-        "safe_action": {"rule": "constant", "value": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.25]}}}
+        "safe_action": {"rule": "constant", "value": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.25]},
+        "trajectory": {"mode": "point", "time_from_start_s": 0.2}}}
     contract_path = write_yaml(tmp_path / "contract.yaml", contract)
     checkpoint = write_tiny_checkpoint(tmp_path / "trajectory", OBS_SHAPES, action_range=1.0, contract=contract)
     peer.record(JointTrajectory, "/arm/joint_trajectory")
@@ -421,7 +423,7 @@ def test_joint_trajectory_commands_from_a_policy_compiled_ahead_of_time(tmp_path
         assert process.stop() == 0, process.output()
     for msg in trajectories:
         assert list(msg.joint_names) == CONTRACT["action"]["names"]
-        assert msg.points[0].time_from_start.nanosec == 50_000_000
+        assert len(msg.points) == 1 and msg.points[0].time_from_start.nanosec == 200_000_000  # as the contract says
     check_commands([np.array(msg.points[0].positions) for msg in trajectories])
     assert any(np.any(np.array(msg.points[0].positions)[MOTION] != 0.0) for msg in trajectories)  # the policy's, not only holds
     assert ", cpu, aot) with" in process.output()  # the configure line names the execution mode

@@ -1,8 +1,9 @@
 """Real robots' topics over real Fast DDS: `mvp policy-node` in its own process with a contract whose
 arm and gripper joint states come from two publishers on /joint_states, whose 160x120 JPEG wrist camera
 is cropped and resized to the policy's 16x16, and whose action goes to two controllers: the arm as
-trajectory_msgs/JointTrajectory, the gripper as std_msgs/Float64MultiArray, each with its own limits
-and safe action. The policy is a small untrained checkpoint (test/helpers/tiny_policy.py).
+trajectory_msgs/JointTrajectory carrying the remaining chunk, the gripper as std_msgs/Float64MultiArray,
+each with its own limits and safe action. The policy is a small untrained checkpoint
+(test/helpers/tiny_policy.py).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ GRIPPER_MAX_DELTA = 0.01
 GRIPPER_SAFE = 0.01
 ARM_TOPIC, GRIPPER_TOPIC = "/arm_controller/joint_trajectory", "/gripper_controller/commands"
 STATUS = "mvp_policy: control"
+PERIOD_NS = 50_000_000
 
 CONTRACT = {
     "contract_version": 1,
@@ -53,7 +55,7 @@ CONTRACT = {
     "action": {"outputs": [
         {"type": "trajectory_msgs/msg/JointTrajectory", "topic": ARM_TOPIC, "names": ARM,
          "limits": {"lower": ARM_LIMITS[0], "upper": ARM_LIMITS[1]}, "max_delta": [ARM_MAX_DELTA] * 3,
-         "safe_action": {"rule": "hold"}},
+         "safe_action": {"rule": "hold"}, "trajectory": {"mode": "chunk"}},
         {"type": "std_msgs/msg/Float64MultiArray", "topic": GRIPPER_TOPIC, "names": GRIPPER,
          "limits": {"lower": GRIPPER_LIMITS[0], "upper": GRIPPER_LIMITS[1]}, "max_delta": [GRIPPER_MAX_DELTA],
          "safe_action": {"rule": "constant", "value": [GRIPPER_SAFE]}},
@@ -145,6 +147,21 @@ def node(tmp_path_factory, env, peer, drivers):
     assert process.stop() == 0, process.output()
 
 
+def check_chunk(msg: JointTrajectory) -> None:
+    """Points a control period apart, in order, none due before the observation's stamp; the action of
+    k periods after the observation within (k + 1) max_delta of the measured arm (each step within
+    max_delta), and the last point at rest."""
+    assert msg.header.stamp.sec > 0
+    steps = [(point.time_from_start.sec * 10**9 + point.time_from_start.nanosec) // PERIOD_NS - 1 for point in msg.points]
+    assert steps == list(range(steps[0], steps[0] + len(steps))) and steps[0] >= 0
+    assert all(point.time_from_start.nanosec % PERIOD_NS == 0 for point in msg.points)
+    for step, point in zip(steps, msg.points):
+        positions = np.array(point.positions)
+        assert positions.shape == (3,) and within(positions, ARM_LIMITS) and len(point.velocities) == 3
+        assert np.all(np.abs(positions - ARM_POSITIONS) <= (step + 1) * ARM_MAX_DELTA + 1e-12)
+    assert list(msg.points[-1].velocities) == [0.0, 0.0, 0.0]
+
+
 def within(values: np.ndarray, limits: tuple[list[float], list[float]]) -> bool:
     return bool(np.all(values >= np.array(limits[0]) - 1e-12) and np.all(values <= np.array(limits[1]) + 1e-12))
 
@@ -156,21 +173,19 @@ def test_two_joint_publishers_drive_the_node_and_the_action_reaches_both_control
     grippers = peer.wait_for_messages(GRIPPER_TOPIC, 10, timeout_s=30, since=since)
     for msg in trajectories:
         assert list(msg.joint_names) == ARM
-        positions = np.array(msg.points[0].positions)
-        assert positions.shape == (3,) and within(positions, ARM_LIMITS)
-        assert np.all(np.abs(positions - ARM_POSITIONS) <= ARM_MAX_DELTA + 1e-12)  # from the measured arm joints
+        check_chunk(msg)
+    assert any(len(msg.points) > 1 for msg in trajectories)
     for msg in grippers:
         assert len(msg.data) == 1 and within(np.array(msg.data), GRIPPER_LIMITS)
         assert abs(msg.data[0] - GRIPPER_POSITION) <= GRIPPER_MAX_DELTA + 1e-12
     values = peer.fresh_diagnostics(STATUS)
     assert values["holds"] == "0" and values["stale_ticks"] == "0", values
-    assert int(values["rejected"]) == 0, values
+    assert int(values["rejected"]) == 0, {name: value for name, value in values.items() if "reject" in name}
     assert {"age_ms.joint_pos[0]", "age_ms.joint_pos[1]", "age_ms.wrist"} <= set(values)
 
 
 @pytest.mark.slow
 def test_a_silent_gripper_driver_is_stale_on_its_own_and_each_output_holds_by_its_rule(peer, drivers, node) -> None:
-    last_arm = np.array(peer.messages(ARM_TOPIC)[-1].points[0].positions)
     drivers.gripper_alive.clear()
     try:
         since = time.monotonic()
@@ -180,9 +195,9 @@ def test_a_silent_gripper_driver_is_stale_on_its_own_and_each_output_holds_by_it
         held_since = time.monotonic()
         grippers = peer.wait_for_messages(GRIPPER_TOPIC, 1, timeout_s=5, since=held_since)
         assert all(list(msg.data) == [GRIPPER_SAFE] for msg in grippers)  # constant
-        for msg in peer.messages(ARM_TOPIC, held_since):  # hold: the last command, within the measured +- max_delta
-            assert np.all(np.abs(np.array(msg.points[0].positions) - ARM_POSITIONS) <= ARM_MAX_DELTA + 1e-12)
-        assert np.all(np.abs(last_arm - ARM_POSITIONS) <= ARM_MAX_DELTA + 1e-12)
+        for msg in peer.messages(ARM_TOPIC, held_since):  # hold: one point, the last command sent
+            assert len(msg.points) == 1
+            check_chunk(msg)
     finally:
         drivers.gripper_alive.set()
     since = time.monotonic()

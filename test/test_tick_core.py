@@ -15,6 +15,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from mvp_ros.data.contract import Contract
+from mvp_ros.tick.commands import Command, chunk_points
 from mvp_ros.tick.core import build_tick_core
 
 PERIOD_NS = 50_000_000  # 20 Hz
@@ -99,16 +100,21 @@ class Rig:
         self.steady = SteadyClock()
         self.policy = TargetPolicy(self.steady)
         self.published: list[np.ndarray] = []
+        self.commands: list[Command] = []
         self.logs: list[tuple[str, str]] = []
         self.core = build_tick_core(
             self.policy, self.policy.horizon, self.contract, self.contract.action, period_ns=PERIOD_NS,
             execute=execute, temporal_ensemble=temporal_ensemble, ensemble_decay=0.01, max_age_s=0.0,
-            tick_timeout_s=timeout_s, watchdog_s=watchdog_s, publish=self.published.append, steady=self.steady,
+            tick_timeout_s=timeout_s, watchdog_s=watchdog_s, publish=self.publish, steady=self.steady,
             log=lambda level, text: self.logs.append((level, text)),
         )
         self.now_ns = 10 * PERIOD_NS
         self.joints = np.zeros(2)
         self.target = np.zeros(2)
+
+    def publish(self, command: Command) -> None:
+        self.published.append(command.action)
+        self.commands.append(command)
 
     def observe(self, joints: bool = True, target: bool = True) -> None:
         if joints and "/joint_states" in self.core.buffer.topics:  # subscribed only where joints are measured
@@ -440,3 +446,42 @@ def test_a_hold_sends_each_outputs_own_safe_action() -> None:
     sent = rig.published[-1].copy()
     rig.core.deactivate("deactivated", rig.now_ns)
     np.testing.assert_array_equal(rig.published[-1], [sent[0], sent[1], 0.25])  # the arm holds, the gripper's constant
+
+
+# ---- whole-chunk trajectories ------------------------------------------------------------------------
+
+def chunk_contract() -> dict:
+    contract = contract_dict(["j1", "j2", "gripper"], initial={"gripper": 0.0}, max_delta=[MAX_DELTA, MAX_DELTA, 0.5])
+    contract["action"] |= {"type": "trajectory_msgs/msg/JointTrajectory", "trajectory": {"mode": "chunk"}}
+    return contract
+
+
+def test_a_chunk_output_gets_the_rest_of_the_chunk_limited_and_stamped_with_the_tick() -> None:
+    rig = active(Rig(chunk_contract()))
+    rig.joints = np.array([0.5, -0.5])
+    rig.target = np.array([0.52, -0.48])
+    command = rig.tick() is not None and rig.commands[-1]
+    assert command.stamp_ns == rig.now_ns  # the tick's time: the observation's
+    assert command.plan.shape == (TargetPolicy.horizon - 1, 3)  # open loop: the chunk's other three actions
+    np.testing.assert_allclose(command.plan[:, :2], chunk_for(rig.target)[1:, :2])
+    rig.target = np.array([2.0, 2.0])
+    rig.core.chunks.reset()
+    command = rig.tick() is not None and rig.commands[-1]
+    steps = np.diff(np.vstack([command.action, command.plan]), axis=0)
+    assert np.all(np.abs(steps[:, :2]) <= MAX_DELTA + 1e-12)  # each planned point within max_delta of the one before
+    rig.core.deactivate("deactivated", rig.now_ns)
+    assert rig.commands[-1].plan.shape == (0, 3)  # a hold sends no plan
+
+
+def test_chunk_points_are_a_period_apart_with_velocities_and_due_points_dropped() -> None:
+    period = PERIOD_NS
+    command = Command(np.array([0.0, 1.0]), 1_000 * period, np.array([[0.1, 1.0], [0.3, 1.0], [0.6, 1.0]]))
+    points = chunk_points(command, slice(0, 1), period, now_ns=command.stamp_ns + period // 2)
+    assert points.times_ns == [period, 2 * period, 3 * period, 4 * period]
+    np.testing.assert_allclose(points.positions[:, 0], [0.0, 0.1, 0.3, 0.6])
+    np.testing.assert_allclose(points.velocities[:, 0], [2.0, 3.0, 5.0, 0.0])  # rad/s; the last point stops
+    late = chunk_points(command, slice(0, 2), period, now_ns=command.stamp_ns + 2 * period)  # two points due
+    assert late.times_ns == [3 * period, 4 * period]
+    np.testing.assert_allclose(late.positions, [[0.3, 1.0], [0.6, 1.0]])
+    very_late = chunk_points(command, slice(0, 2), period, now_ns=command.stamp_ns + 9 * period)
+    assert very_late.times_ns == [4 * period]  # the last point stays, the arm goes there

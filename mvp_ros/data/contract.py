@@ -303,6 +303,8 @@ class ActionSpec(StreamSpec):
     safe_value: np.ndarray | None = None  # rule constant: the action to send
     safe_zero: tuple[str, ...] = ()  # rule hold: dims set to zero (e.g. delta motion)
     safe_initial: tuple[tuple[str, float], ...] = ()  # rule hold: (name, value) held before any command was sent
+    chunk: bool = False  # JointTrajectory: the remaining chunk, a point per control period
+    time_from_start_s: float | None = None  # JointTrajectory, one point: its time_from_start (default one period)
     outputs: tuple[ActionSpec, ...] = ()  # several command topics, each a slice of `names` with its own fields
     key: str = "action"  # an output: action[<index>]
 
@@ -397,7 +399,12 @@ class ActionSpec(StreamSpec):
                 safe["zero"] = list(self.safe_zero)
             if self.safe_initial:
                 safe["initial"] = dict(self.safe_initial)
-        return fields | {"safe_action": safe}
+        fields["safe_action"] = safe
+        if self.chunk:
+            fields["trajectory"] = {"mode": "chunk"}
+        elif self.time_from_start_s is not None:
+            fields["trajectory"] = {"mode": "point", "time_from_start_s": self.time_from_start_s}
+        return fields
 
 
 @dataclass(frozen=True)
@@ -458,7 +465,9 @@ def load_contract(path: str | Path) -> Contract:
 _REQUIRED = object()
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _HEADERLESS_TYPES = ("std_msgs/msg/Float64MultiArray",)
-_ACTION_TYPES = ("std_msgs/msg/Float64MultiArray", "trajectory_msgs/msg/JointTrajectory")
+TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
+_ACTION_TYPES = ("std_msgs/msg/Float64MultiArray", TRAJECTORY)
+TRAJECTORY_MODES = ("point", "chunk")
 _JOINT_FIELDS = ("position", "velocity", "effort")
 
 
@@ -726,9 +735,21 @@ def _parse_output(section: _Section, period_s: float) -> ActionSpec:
             raise safe.error(f"names {unknown}, which are not action names {list(names)}", "zero")
         initial = _initial_values(safe, names, lower, upper)
     safe.finish()
+    trajectory = _parse_trajectory(section.section("trajectory", {}), period_s) if msgtype == TRAJECTORY else {}
     section.finish()
-    return ActionSpec(names=names, lower=lower, upper=upper, max_delta=max_delta, safe_rule=rule,
+    return ActionSpec(names=names, lower=lower, upper=upper, max_delta=max_delta, safe_rule=rule, **trajectory,
                       safe_value=value, safe_zero=zero, safe_initial=initial, **common)
+
+
+def _parse_trajectory(section: _Section, period_s: float) -> dict:
+    """trajectory: {mode: point, time_from_start_s: S} (default: one control period) or {mode: chunk}."""
+    mode = section.text("mode", "point", TRAJECTORY_MODES)
+    time_from_start_s = section.number("time_from_start_s", None)
+    if mode == "chunk" and time_from_start_s is not None:
+        raise section.error("mode chunk times its points by the control period; remove time_from_start_s",
+                            "time_from_start_s")
+    section.finish()
+    return {"chunk": mode == "chunk", "time_from_start_s": time_from_start_s}
 
 
 def _initial_values(safe: _Section, names: tuple[str, ...], lower: np.ndarray, upper: np.ndarray

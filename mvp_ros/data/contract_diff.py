@@ -1,13 +1,15 @@
 """How the contract a policy is deployed with differs from the one its training data was made with.
 
 Refused: differences that change what the policy reads or commands. An observation key's message
-type, field, joints (or their order), image size, encoding, crop or resize interpolation; the action's message type, names (or
-their order); the control rate (each step of a chunk would span another time); action limits
-wider than in training (commands the training data never held).
-Allowed: differences that keep the meaning. Topic names, alignment, stamp source and age limits;
-an image's transport (sensor_msgs/Image or CompressedImage: both decode to the contract's pixels,
-exactly with PNG, approximately with JPEG); limits narrower than in training; max_delta; the safe
-action; the robot's name.
+type, field, joints (or their order), image size, encoding, crop or resize interpolation; the
+action's message type, names (or their order) and how its outputs split the names over command
+topics; the control rate (each step of a chunk would span another time); action limits wider than
+in training (commands the training data never held).
+Allowed: differences that keep the meaning. Topic names (a key's joint sources too), alignment,
+stamp source and age limits; an image's transport (sensor_msgs/Image or CompressedImage: both
+decode to the contract's pixels, exactly with PNG, approximately with JPEG); limits narrower than
+in training; max_delta; the safe action; a JointTrajectory output's timing (`trajectory`); the
+robot's name.
 Nothing here imports rclpy: the policy node and offline tools compare the same way.
 """
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Any, Iterable
 from mvp_ros.data.contract import ActionSpec, Contract, ObservationSpec
 
 # Where a stream's messages come from and how fresh they must be, not what their values mean.
-TIMING_FIELDS = ("topic", "align", "stamp", "max_age_s")
-# How the node bounds and replaces commands, not what the policy's output means.
-ACTION_SAFETY_FIELDS = ("max_delta", "safe_action")
+TIMING_FIELDS = ("topic", "sources", "align", "stamp", "max_age_s")
+# How the node bounds, replaces and times commands, not what the policy's output means.
+ACTION_SAFETY_FIELDS = ("max_delta", "safe_action", "trajectory")
 IMAGE_TRANSPORTS = {"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"}
 
 
@@ -79,19 +81,35 @@ def _compare_observation(key: str, trained: ObservationSpec | None, deployed: Ob
 
 
 def _compare_action(trained: ActionSpec, deployed: ActionSpec, diff: ContractDiff) -> None:
+    """Output by output; outputs that split the names otherwise send some dims to another controller."""
+    split_before = [list(output.names) for output in trained.streams()]
+    split_after = [list(output.names) for output in deployed.streams()]
+    if split_before != split_after:
+        if trained.names != deployed.names:
+            diff.refused.append(_order_sentence("action", "names", list(trained.names), list(deployed.names)))
+        else:
+            diff.refused.append(_sentence("action", "outputs (names per command topic)", split_before, split_after))
+        _compare_limits(trained, deployed, diff)
+        return
+    single = len(split_before) == 1
+    for index, (before_output, after_output) in enumerate(zip(trained.streams(), deployed.streams())):
+        _compare_output("action" if single else f"action output {index}", before_output, after_output, diff)
+
+
+def _compare_output(subject: str, trained: ActionSpec, deployed: ActionSpec, diff: ContractDiff) -> None:
     before, after = trained.to_dict(), deployed.to_dict()
     for name in _field_names(before, after):
         old, new = before.get(name), after.get(name)
         if old == new:
             continue
         if name in TIMING_FIELDS or name in ACTION_SAFETY_FIELDS:
-            diff.allowed.append(_sentence("action", name, old, new))
+            diff.allowed.append(_sentence(subject, name, old, new))
         elif name == "names":
-            diff.refused.append(_order_sentence("action", "names", old, new))
+            diff.refused.append(_order_sentence(subject, "names", old, new))
         elif name == "limits":
             _compare_limits(trained, deployed, diff)
         else:
-            diff.refused.append(_sentence("action", name, old, new))
+            diff.refused.append(_sentence(subject, name, old, new))
 
 
 def _compare_limits(trained: ActionSpec, deployed: ActionSpec, diff: ContractDiff) -> None:

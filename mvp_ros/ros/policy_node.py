@@ -27,6 +27,7 @@ import argparse
 import array
 import dataclasses
 import functools
+from dataclasses import dataclass
 import io
 import math
 import sys
@@ -48,7 +49,7 @@ from std_msgs.msg import Float64MultiArray, Int64
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from mvp_ros.data.contract import ActionSpec, Contract, TransformObservation, load_contract
+from mvp_ros.data.contract import TRAJECTORY, ActionSpec, Contract, TransformObservation, load_contract
 from mvp_ros.ros.diagnostics import diagnostic_array, status
 from mvp_ros.ros.message_types import import_message_class
 from mvp_ros.ros.node_main import add_ros_args_argument, console_main, overrides, ros_context
@@ -56,6 +57,7 @@ from mvp_ros.ros.parameters import ParameterSpec, declare_parameters
 from mvp_ros.ros.policy_checks import ConfigurationError, check_policy_against_contract, import_tf2_ros
 from mvp_ros.ros.qos import RELIABLE_QOS, SENSOR_QOS
 from mvp_ros.ros.realtime import check_priority, raise_thread_priority, restore_scheduling, scheduling
+from mvp_ros.tick.commands import Command, chunk_points
 from mvp_ros.tick.core import TickCore, build_tick_core
 
 NODE_NAME = "mvp_policy"
@@ -63,7 +65,6 @@ DIAGNOSTICS_PERIOD_S = 1.0
 WATCHDOG_PERIODS = 5  # the watchdog's default deadline, in control periods
 COUNTED = ("ticks", "commands", "holds", "stale_ticks", "missed_ticks", "overruns", "non_finite_chunks", "withheld",
            "watchdog", "episodes")
-TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 
 PARAMETERS: dict[str, ParameterSpec] = {
     "checkpoint": ParameterSpec("", "policy checkpoint directory (model.safetensors + config.json)"),
@@ -153,7 +154,7 @@ class PolicyNode(LifecycleNode):
         self._timer = None
         self.contract: Contract | None = None
         self.core: TickCore | None = None
-        self.command_publishers: list[tuple[slice, Any, Any, bool]] = []  # per output: its dims, publisher, message
+        self.command_publishers: list[OutputPublisher] = []
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -295,13 +296,14 @@ class PolicyNode(LifecycleNode):
             trajectory = output.msgtype == TRAJECTORY
             publisher = self.create_publisher(JointTrajectory if trajectory else Float64MultiArray, output.topic,
                                               RELIABLE_QOS)
-            # One message per output, refilled every tick: names and the point are set once, not validated anew
+            # One message per output, refilled every tick: names and a one-point trajectory's point are set once
             if trajectory:
+                time_from_start_ns = round(output.time_from_start_s * 1e9) if output.time_from_start_s else self.period_ns
                 message = JointTrajectory(joint_names=list(output.names), points=[
-                    JointTrajectoryPoint(time_from_start=_duration_msg(self.period_ns))])
+                    JointTrajectoryPoint(time_from_start=_duration_msg(time_from_start_ns))])
             else:
                 message = Float64MultiArray()
-            self.command_publishers.append((part, publisher, message, trajectory))
+            self.command_publishers.append(OutputPublisher(part, publisher, message, output.msgtype, output.chunk))
             self._runtime_entities.append(publisher)
         reset_topic = self.get_parameter("reset_topic").value
         if reset_topic:
@@ -317,7 +319,7 @@ class PolicyNode(LifecycleNode):
                                                                    SENSOR_QOS, raw=True))
 
     def _destroy_runtime(self) -> None:
-        publishers = [publisher for _, publisher, _, _ in self.command_publishers]
+        publishers = [output.publisher for output in self.command_publishers]
         for entity in self._runtime_entities:
             if entity in publishers:
                 self.destroy_publisher(entity)
@@ -332,8 +334,8 @@ class PolicyNode(LifecycleNode):
         self._stop_watchdog()
         with self._lock:
             self.core.deactivate("deactivated", self._now_ns())
-        for _, publisher, _, _ in self.command_publishers:  # delivered before anything else happens
-            publisher.wait_for_all_acked(Duration(seconds=1))
+        for output in self.command_publishers:  # delivered before anything else happens
+            output.publisher.wait_for_all_acked(Duration(seconds=1))
         if self._scheduling_before is not None:  # idle work (a reconfigure's compile, say) must not run real-time
             restore_scheduling(self._scheduling_before)
             self._scheduling_before = None
@@ -424,15 +426,27 @@ class PolicyNode(LifecycleNode):
     def _decode(self, topic: str, data: bytes) -> Any:
         return deserialize_message(data, self._message_classes[topic])
 
-    def _publish(self, command: np.ndarray) -> None:
-        for part, publisher, msg, trajectory in self.command_publishers:
-            values = array.array("d", command[part].astype(np.float64).tobytes())  # taken as is, no per-element checks
-            if trajectory:
+    def _publish(self, command: Command) -> None:
+        now = self.get_clock().now()
+        for output in self.command_publishers:
+            msg = output.message
+            if output.chunk:
+                points = chunk_points(command, output.dims, self.period_ns, now.nanoseconds)
+                msg.header.stamp = Time(nanoseconds=command.stamp_ns).to_msg()
+                msg.points = [JointTrajectoryPoint(positions=array.array("d", positions.tobytes()),
+                                                   velocities=array.array("d", velocities.tobytes()),
+                                                   time_from_start=_duration_msg(time_ns))
+                              for time_ns, positions, velocities in zip(points.times_ns, points.positions,
+                                                                        points.velocities)]
+                output.publisher.publish(msg)
+                continue
+            values = array.array("d", command.action[output.dims].astype(np.float64).tobytes())  # no per-element checks
+            if output.msgtype == TRAJECTORY:
                 msg.points[0].positions = values
-                msg.header.stamp = self.get_clock().now().to_msg()
+                msg.header.stamp = now.to_msg()
             else:
                 msg.data = values
-            publisher.publish(msg)
+            output.publisher.publish(msg)
 
     def _log(self, level: str, text: str) -> None:
         {"info": self.get_logger().info, "warn": self.get_logger().warning, "error": self.get_logger().error}[level](text)
@@ -486,6 +500,17 @@ class PolicyNode(LifecycleNode):
             diagnostic_array(self.get_clock().now().to_msg(),
                              status(f"{self.get_name()}: control", level, message, robot, values))
         )
+
+
+@dataclass(frozen=True)
+class OutputPublisher:
+    """One action output: its dims of the action vector, its publisher and the message it refills."""
+
+    dims: slice
+    publisher: Any
+    message: Any
+    msgtype: str
+    chunk: bool
 
 
 def _duration_msg(nanoseconds: int) -> DurationMsg:

@@ -14,11 +14,47 @@ the `zero` dims and the contract's `initial` values for the rest.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from mvp_ros.data.contract import ActionSpec, Contract, JointStateObservation
+
+
+@dataclass(frozen=True)
+class Command:
+    """One publication: the action to send now; the actions planned for the next control periods,
+    limited as the action is (empty for a hold, or when no output publishes chunks); and the time of
+    the observation it answers, on the node's clock (for a hold: when it began)."""
+
+    action: np.ndarray
+    stamp_ns: int
+    plan: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+
+@dataclass(frozen=True)
+class TrajectoryPoints:
+    """A JointTrajectory's points: time_from_start (ns from the header stamp), positions, velocities."""
+
+    times_ns: list[int]
+    positions: np.ndarray
+    velocities: np.ndarray
+
+
+def chunk_points(command: Command, dims: slice, period_ns: int, now_ns: int) -> TrajectoryPoints:
+    """The command and its plan as trajectory points, a control period apart: point k (the action of
+    k periods after the observation) is reached k + 1 periods after the command's stamp, as a one-point
+    command is reached one period after it. Velocities are the central differences of the positions,
+    zero at the last point (the arm stops where the plan ends). Points due at or before `now_ns` are
+    dropped (the controller cannot reach the past), except the last one."""
+    positions = np.concatenate([command.action[None, dims], command.plan[:, dims]]) if len(command.plan) else \
+        command.action[None, dims]
+    velocities = np.zeros_like(positions)
+    if len(positions) > 1:
+        velocities[:-1] = np.gradient(positions, period_ns / 1e9, axis=0)[:-1]
+    times_ns = [(k + 1) * period_ns for k in range(len(positions))]
+    first = min(len(times_ns) - 1, sum(command.stamp_ns + time_ns <= now_ns for time_ns in times_ns))
+    return TrajectoryPoints(times_ns[first:], positions[first:], velocities[first:])
 
 
 @dataclass(frozen=True)
@@ -99,6 +135,16 @@ class CommandGuard:
                 measured = np.array([fresh[joint.key][joint.index] for joint in self.measured])
                 command[self.dims] = np.clip(command[self.dims], measured - max_delta[self.dims], measured + max_delta[self.dims])
         return np.clip(command, self.action.lower, self.action.upper)
+
+    def limit_plan(self, command: np.ndarray, planned: np.ndarray) -> np.ndarray:
+        """The planned actions after `command`, each within max_delta of the one before and within the
+        limits: so the whole plan stays as close to the measured position as the per-tick commands would."""
+        limited, previous = np.empty_like(planned), command
+        for step, action in enumerate(planned):
+            if self.action.max_delta is not None:
+                action = np.clip(action, previous - self.action.max_delta, previous + self.action.max_delta)
+            limited[step] = previous = np.clip(action, self.action.lower, self.action.upper)
+        return limited
 
     def sent(self, command: np.ndarray) -> None:
         self.last_command = command

@@ -15,6 +15,8 @@ A tick that waited longer is stale. The rules:
   jump back) discards the plans, the samples and the last command: the next tick waits for new samples.
 - Every command passes CommandGuard (limits, max_delta from the last command and from the measured
   position; the first command after activate, reset or a hold ramps in from where the robot is).
+  When an output publishes whole chunks, the command carries the chunk's remaining actions, each
+  within max_delta of the one before, stamped with the tick's time (the observation's).
 - The watchdog: when no command went out for `watchdog_s` of steady time while active (a starved
   executor, a dead simulation clock), the safe action is published.
 - A tick slower than `tick_timeout_s` from observation ready to command publishes the safe action.
@@ -31,7 +33,7 @@ import numpy as np
 
 from mvp_ros.data.contract import ActionSpec, Contract
 from mvp_ros.policy.chunks import ChunkExecutor
-from mvp_ros.tick.commands import CommandGuard, measured_joints
+from mvp_ros.tick.commands import Command, CommandGuard, measured_joints
 from mvp_ros.tick.observations import ObservationBuffer
 from mvp_ros.tick.stats import RollingTimes, Throttle
 
@@ -75,13 +77,16 @@ class PeriodSummary:
 class TickCore:
     def __init__(self, policy: ActingPolicy, chunks: ChunkExecutor, buffer: ObservationBuffer, guard: CommandGuard,
                  *, period_ns: int, tick_timeout_s: float, watchdog_s: float,
-                 publish: Callable[[np.ndarray], None], steady: Callable[[], float],
-                 log: Callable[[str, str], None], decode: Callable[[str, Any], Any] = lambda topic, msg: msg) -> None:
-        """`publish(command)` sends one command; `log(level, text)` with level 'info', 'warn' or 'error'
-        (repeated lines are throttled here); `decode(topic, data)` turns what `observe` is given into
-        a message (the node receives serialized messages)."""
+                 publish: Callable[[Command], None], steady: Callable[[], float],
+                 log: Callable[[str, str], None], decode: Callable[[str, Any], Any] = lambda topic, msg: msg,
+                 plans: bool = False) -> None:
+        """`publish(command)` sends one Command (with `plans`, carrying the chunk's remaining actions);
+        `log(level, text)` with level 'info', 'warn' or 'error' (repeated lines are throttled here);
+        `decode(topic, data)` turns what `observe` is given into a message (the node receives serialized
+        messages)."""
         self.policy, self.chunks, self.buffer, self.guard = policy, chunks, buffer, guard
         self.period_ns, self.tick_timeout_s, self.watchdog_s = period_ns, tick_timeout_s, watchdog_s
+        self.plans = plans
         self._publish, self.steady, self._log = publish, steady, log
         self.throttle = Throttle(clock=steady)
         self.decode = decode
@@ -197,10 +202,10 @@ class TickCore:
             return
         if self.buffer.stale_keys(now_ns, self._hold_began_ns):
             return
-        ready_s = max(self._pending[1], self.buffer.latest_arrival_s())
+        tick_ns, ready_s = self._pending[0], max(self._pending[1], self.buffer.latest_arrival_s())
         self._pending = None
         self.stale_keys = []
-        self._tick(ready_s, now_ns)
+        self._tick(tick_ns, ready_s, now_ns)
 
     def watchdog(self, now_ns: int) -> None:
         """Called often from a thread of its own: publish the safe action if no command went out in time."""
@@ -225,7 +230,7 @@ class TickCore:
         # The hold began at the waiting tick's deadline: what arrived after it is news.
         self.hold(f"observations stale or missing: {self.stale_keys}", now_ns, began_ns=min(now_ns, deadline_ns) + 1)
 
-    def _tick(self, ready_s: float, now_ns: int) -> None:
+    def _tick(self, tick_ns: int, ready_s: float, now_ns: int) -> None:
         self.totals["ticks"] += 1
         samples = self.buffer.observation(list(self.buffer.specs))
         if self.chunks.needs_chunk:
@@ -242,7 +247,9 @@ class TickCore:
             self._count("overruns")
             self.hold(f"tick took longer than {self.tick_timeout_s * 1e3:.1f} ms", now_ns)
             return
-        if self._send(self.guard.limit(action, samples)):
+        command = self.guard.limit(action, samples)
+        plan = self.guard.limit_plan(command, self.chunks.planned()) if self.plans else np.zeros((0, len(command)))
+        if self._send(Command(command, tick_ns, plan)):
             self.hold_reason, self._hold_began_ns = None, None
             self.tick_latency_ms.add((self.steady() - ready_s) * 1e3)
 
@@ -265,15 +272,16 @@ class TickCore:
                                " position of the position-target joints; publishing nothing")
             return
         self.log_throttled("warn", "hold", f"holding: {why}")
-        self._send(safe)
+        self._send(Command(safe, now_ns, np.zeros((0, len(safe)))))
 
-    def _send(self, command: np.ndarray) -> bool:
-        if not np.isfinite(command).all():  # chunks are checked before use: a last line of defence
+    def _send(self, command: Command) -> bool:
+        if not (np.isfinite(command.action).all() and np.isfinite(command.plan).all()):  # a last line of defence
             self._count("withheld")
-            self.log_throttled("error", "non_finite_command", f"refusing to publish a non-finite command {command.tolist()}")
+            self.log_throttled("error", "non_finite_command",
+                               f"refusing to publish a non-finite command {command.action.tolist()}")
             return False
         self._publish(command)
-        self.guard.sent(command)
+        self.guard.sent(command.action)
         self.last_publish_s = self.steady()
         self.totals["commands"] += 1
         return True
@@ -295,7 +303,7 @@ class TickCore:
 
 def build_tick_core(policy: ActingPolicy, horizon: int, contract: Contract, action: ActionSpec, *, period_ns: int,
                     execute: int | None, temporal_ensemble: bool, ensemble_decay: float, max_age_s: float,
-                    tick_timeout_s: float, watchdog_s: float, publish: Callable[[np.ndarray], None],
+                    tick_timeout_s: float, watchdog_s: float, publish: Callable[[Command], None],
                     steady: Callable[[], float], log: Callable[[str, str], None],
                     decode: Callable[[str, Any], Any] = lambda topic, msg: msg) -> TickCore:
     """A core for `policy` on `contract`, with `action` (the contract's, possibly with the node's
@@ -307,4 +315,5 @@ def build_tick_core(policy: ActingPolicy, horizon: int, contract: Contract, acti
     buffer = ObservationBuffer({key: contract.observations[key] for key in keys}, period_ns, max_age_s)
     chunks = ChunkExecutor(horizon, execute=execute, temporal_ensemble=temporal_ensemble, ensemble_decay=ensemble_decay)
     return TickCore(policy, chunks, buffer, guard, period_ns=period_ns, tick_timeout_s=tick_timeout_s,
-                    watchdog_s=watchdog_s, publish=publish, steady=steady, log=log, decode=decode)
+                    watchdog_s=watchdog_s, publish=publish, steady=steady, log=log, decode=decode,
+                    plans=any(output.chunk for output in action.streams()))
