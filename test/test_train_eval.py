@@ -99,3 +99,24 @@ def test_bad_evaluation_settings_are_named(dataset_without_env, tmp_path, capsys
     if "env_args" in message:
         assert str(dataset_without_env) in error
     assert not (out / "config.json").exists()
+
+
+def test_resuming_a_log_without_the_evaluation_columns_gives_it_them(dataset_without_env, tmp_path):
+    out = tmp_path / "run"
+    common = ["--obs-keys", "position", "--batch-size", "4", "--no-progress"]
+    assert main(["train", "--dataset", str(dataset_without_env), "--out", str(out), "--steps", "2", *common]) == 0
+    log = out / "train_log.csv"
+    with log.open() as stream:
+        rows = list(csv.DictReader(stream))
+    with log.open("w", newline="") as stream:  # the log as runs wrote it before the evaluation columns
+        writer = csv.DictWriter(stream, fieldnames=["step", "seconds", "loss", "loss_mf", "loss_ivc", "valid_loss"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["train", "--out", str(out), "--resume", "--steps", "3", *common]) == 0
+    with log.open() as stream:
+        reader = csv.DictReader(stream)
+        resumed = list(reader)
+    assert reader.fieldnames[-2:] == ["eval_step", "eval_success_rate"]
+    assert [row["step"] for row in resumed] == ["2", "3"] and resumed[0]["loss"] == rows[0]["loss"]
+    assert all(None not in row for row in resumed)  # no row longer than the header

@@ -296,6 +296,19 @@ def plot_losses(log_path: Path, plot_path: Path) -> None:
     plt.close(figure)
 
 
+def _rewrite_with_columns(log_path: Path, columns: list[str]) -> None:
+    """Gives a log from before a column was added (e.g. eval_step) the header of `columns`, keeping its rows."""
+    with log_path.open(newline="") as stream:
+        reader = csv.DictReader(stream)
+        rows = list(reader)
+    if reader.fieldnames == columns:
+        return
+    with log_path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 @dataclass
 class Workspace:
     """A run as both loops start it: its directory, its device, its random state (numpy's for the
@@ -355,6 +368,8 @@ class Workspace:
             return
         path = self.out / LOG_FILE
         append = resume and path.exists()
+        if append:
+            _rewrite_with_columns(path, columns)
         started = time.perf_counter()
         with path.open("a" if append else "w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
