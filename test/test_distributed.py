@@ -83,6 +83,7 @@ def ddp_worker(rank: int, port: int, out: str) -> None:
         distributed.leave()
 
 
+@pytest.mark.slow
 def test_the_averaged_gradient_of_two_ddp_processes_is_the_single_process_gradient(tmp_path):
     torch.multiprocessing.spawn(ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     obs, actions = union_batch()
