@@ -147,3 +147,26 @@ def test_mvp_eval_runs_a_checkpoint_trained_on_a_v141_style_file(tmp_path):
     assert main(["eval", "--checkpoint", str(checkpoint), "--episodes", "1", "--max-steps", "20", "--json",
                  str(result), "--device", "cpu", "--no-progress"]) == 0
     assert json.loads(result.read_text())["episodes"] == 1
+
+
+def replay_rows(result: dict) -> list[str]:
+    """The rows of docs/robomimic.md's replay table, from benchmarks/results/robomimic_replay.json."""
+    names = {"ours": "our file", "v141_style": "its v1.4.1-style copy",
+             "v141_style_read_as_1_5": "the copy read with 1.5's definitions"}
+    rows = []
+    for task, files in result["tasks"].items():
+        for name, replay in files.items():
+            largest = replay["largest_difference"]
+            others = max(value for key, value in largest.items() if key != "object")
+            rows.append(f"| {task} | {names[name]} ({replay['env_version']}) | {replay['steps']} | "
+                        f"{largest['object']:.2g} | {others:.2g} |")
+    return rows
+
+
+def test_the_docs_replay_table_is_the_committed_result():
+    root = Path(__file__).parents[1]
+    result = json.loads((root / "benchmarks/results/robomimic_replay.json").read_text())
+    doc = (root / "docs/robomimic.md").read_text()
+    assert result["command"] in doc
+    for row in replay_rows(result):
+        assert row in doc
