@@ -476,11 +476,11 @@ def test_a_chunk_output_gets_the_rest_of_the_chunk_limited_and_stamped_with_the_
 def test_chunk_points_are_a_period_apart_with_velocities_and_due_points_dropped() -> None:
     period = PERIOD_NS
     command = Command(np.array([0.0, 1.0]), 1_000 * period, np.array([[0.1, 1.0], [0.3, 1.0], [0.6, 1.0]]))
-    points = chunk_points(command, slice(0, 1), period, now_ns=command.stamp_ns + period // 2)
+    points = chunk_points(command, slice(0, 1), period, now_ns=command.stamp_ns + period // 2 - 1)
     assert points.times_ns == [period, 2 * period, 3 * period, 4 * period]
     np.testing.assert_allclose(points.positions[:, 0], [0.0, 0.1, 0.3, 0.6])
     np.testing.assert_allclose(points.velocities[:, 0], [2.0, 3.0, 5.0, 0.0])  # rad/s; the last point stops
-    late = chunk_points(command, slice(0, 2), period, now_ns=command.stamp_ns + 2 * period)  # two points due
+    late = chunk_points(command, slice(0, 2), period, now_ns=command.stamp_ns + period + period // 2 + 1)  # two due soon
     assert late.times_ns == [3 * period, 4 * period]
     np.testing.assert_allclose(late.positions, [[0.3, 1.0], [0.6, 1.0]])
     very_late = chunk_points(command, slice(0, 2), period, now_ns=command.stamp_ns + 9 * period)

@@ -45,15 +45,16 @@ def chunk_points(command: Command, dims: slice, period_ns: int, now_ns: int) -> 
     """The command and its plan as trajectory points, a control period apart: point k (the action of
     k periods after the observation) is reached k + 1 periods after the command's stamp, as a one-point
     command is reached one period after it. Velocities are the central differences of the positions,
-    zero at the last point (the arm stops where the plan ends). Points due at or before `now_ns` are
-    dropped (the controller cannot reach the past), except the last one."""
+    zero at the last point (the arm stops where the plan ends). Points due less than half a period
+    after `now_ns` are dropped, except the last one: the controller cannot reach the past, and a point
+    due a moment after a late command arrives would ask it for an extreme velocity."""
     positions = np.concatenate([command.action[None, dims], command.plan[:, dims]]) if len(command.plan) else \
         command.action[None, dims]
     velocities = np.zeros_like(positions)
     if len(positions) > 1:
         velocities[:-1] = np.gradient(positions, period_ns / 1e9, axis=0)[:-1]
     times_ns = [(k + 1) * period_ns for k in range(len(positions))]
-    first = min(len(times_ns) - 1, sum(command.stamp_ns + time_ns <= now_ns for time_ns in times_ns))
+    first = min(len(times_ns) - 1, sum(command.stamp_ns + time_ns < now_ns + period_ns // 2 for time_ns in times_ns))
     return TrajectoryPoints(times_ns[first:], positions[first:], velocities[first:])
 
 
