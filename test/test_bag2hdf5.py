@@ -725,13 +725,15 @@ def trajectory(names: list[str], positions: list[float]):
     return TYPES["trajectory_msgs/msg/JointTrajectory"](header=header(0), joint_names=names, points=[point])
 
 
-@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-@pytest.mark.parametrize("gripper_topic", ["/joint_states", "/gripper/joint_states"])
+@pytest.mark.parametrize(("storage", "gripper_topic", "relative"), [
+    ("mcap", "/joint_states", False), ("sqlite3", "/joint_states", False), ("mcap", "/gripper/joint_states", False),
+    ("sqlite3", "/gripper/joint_states", False), ("mcap", "/joint_states", True)])
 def test_arm_and_gripper_publishers_and_two_controllers_convert(tmp_path: Path, capsys, storage: str,
-                                                                 gripper_topic: str) -> None:
+                                                                 gripper_topic: str, relative: bool) -> None:
     """The arm driver publishes at 100 Hz, the gripper driver at 25 Hz (on /joint_states too, or on a
     topic of its own); a message with neither's joints is dropped as malformed. Each joint takes its
-    latest sample at the tick; the action is the arm's trajectory point then the gripper command."""
+    latest sample at the tick; the action is the arm's trajectory point then the gripper command. With
+    the arm's output relative to joint_pos, its actions are the commands minus the tick's arm sample."""
     messages, arm_samples, gripper_samples, arm_commands, gripper_commands = [], [], [], [], []
     for k in range(100):  # 1 s of arm states
         stamp = T0 + k * 10 * MS
@@ -753,7 +755,10 @@ def test_arm_and_gripper_publishers_and_two_controllers_convert(tmp_path: Path, 
                      joint_state(T0 + 505 * MS, ["conveyor"], [1.0])))
     messages.sort(key=lambda message: message[2])
     bag = write_bag(tmp_path / "split", messages, storage)
-    assert convert(tmp_path, bag, contract=split_contract(gripper_topic)) == 0
+    contract = split_contract(gripper_topic)
+    if relative:
+        contract["action"]["outputs"][0] |= {"relative_to": "joint_pos", "safe_action": {"rule": "hold", "zero": ARM}}
+    assert convert(tmp_path, bag, contract=contract) == 0
     printed = capsys.readouterr().out
     assert "dropped 1 message(s): 1 malformed" in printed and "carries none of the joints of" in printed
 
@@ -766,7 +771,9 @@ def test_arm_and_gripper_publishers_and_two_controllers_convert(tmp_path: Path, 
     first = T0 + 10 * MS  # both sources have a sample (the gripper's first)
     ticks = [first + n * PERIOD for n in range(20)]  # until the last commands (T0 + 973 ms, 974 ms)
     expected_obs = [[asof(arm_samples, t)[0], asof(gripper_samples, t)[0], *asof(arm_samples, t)[1:]] for t in ticks]
-    expected_actions = [following(arm_commands, t) + following(gripper_commands, t) for t in ticks]
+    expected_actions = np.array([following(arm_commands, t) + following(gripper_commands, t) for t in ticks])
+    if relative:
+        expected_actions[:, :3] -= [asof(arm_samples, t) for t in ticks]
     found = datasets(tmp_path / "out.hdf5")
     np.testing.assert_array_equal(found["data/demo_0/obs/joint_pos"], expected_obs)
     np.testing.assert_array_equal(found["data/demo_0/actions"], expected_actions)

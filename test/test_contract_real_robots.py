@@ -12,6 +12,7 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from mvp_ros.data.contract import Contract, ContractError, MessageError, load_contract
+from mvp_ros.data.contract_diff import compare_contracts
 
 REPO = Path(__file__).resolve().parents[1]
 TYPES = get_typestore(Stores.ROS2_KILTED).types
@@ -149,3 +150,39 @@ def test_contracts_written_before_these_fields_keep_their_meaning(path: Path) ->
     assert contract.action.streams() == (contract.action,) and contract.action.slices() == [slice(0, len(contract.action.names))]
     text = json.dumps(contract.to_dict())
     assert not any(f'"{field}"' in text for field in ("sources", "outputs", "crop", "resize"))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"relative_to": "wrist"}, "action.outputs[0].relative_to: 'wrist' is not a JointState observation key"),
+    ({"relative_to": "joint_pos", "names": ["shoulder", "wrist_3"]},
+     "action.outputs[0].relative_to: joint_pos does not measure ['wrist_3']"),
+    ({"relative_to": "joint_pos"}, "action.outputs[0].safe_action.zero: a relative output holds by sending 0"),
+    ({"relative_to": "joint_pos", "safe_action": {"rule": "constant", "value": [0.1, 0]}},
+     "action.outputs[0].safe_action.value: a relative output's safe value is 0"),
+])
+def test_relative_outputs_are_validated(fields, message) -> None:
+    data = changed(["action", "outputs", 0], SPLIT["action"]["outputs"][0] | fields)
+    with pytest.raises(ContractError, match="^robot.yaml: ") as error:
+        Contract.from_dict(data, source="robot.yaml")
+    assert message in str(error.value)
+
+
+def diff_of(change) -> tuple[list[str], list[str]]:
+    deployed = copy.deepcopy(SPLIT)
+    change(deployed)
+    diff = compare_contracts(Contract.from_dict(SPLIT), Contract.from_dict(deployed), ["joint_pos"], 10.0)
+    return diff.refused, diff.allowed
+
+
+def test_the_checkpoint_diff_refuses_what_changes_the_meaning_of_the_new_fields() -> None:
+    arm = SPLIT["action"]["outputs"][0]
+    relative = diff_of(lambda c: c["action"]["outputs"][0].update(relative_to="joint_pos",
+                                                                  safe_action={"rule": "hold", "zero": ARM}))
+    assert relative[0] == ["action output 0: relative_to unset in training, joint_pos deployed"]
+    merged = diff_of(lambda c: c["action"].update(outputs=None) or c.update(action=arm | {
+        "names": ARM + GRIPPER, "limits": {"lower": [-1, -2, 0], "upper": [1, 2, 0.04]}, "max_delta": [0.1] * 3}))
+    assert merged[0] == ["action: outputs (names per command topic) [[shoulder, elbow], [finger]] in training,"
+                         " [[shoulder, elbow, finger]] deployed"]
+    timing = diff_of(lambda c: c["action"]["outputs"][0].update(trajectory={"mode": "chunk"}) or
+                     c["observations"]["joint_pos"]["sources"][1].update(topic="/gripper/joint_states"))
+    assert timing[0] == [] and len(timing[1]) == 2

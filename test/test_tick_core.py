@@ -485,3 +485,22 @@ def test_chunk_points_are_a_period_apart_with_velocities_and_due_points_dropped(
     np.testing.assert_allclose(late.positions, [[0.3, 1.0], [0.6, 1.0]])
     very_late = chunk_points(command, slice(0, 2), period, now_ns=command.stamp_ns + 9 * period)
     assert very_late.times_ns == [4 * period]  # the last point stays, the arm goes there
+
+
+# ---- relative position targets ----------------------------------------------------------------------
+
+def test_a_relative_output_sends_the_measured_position_plus_the_offset_and_holds_at_the_measured() -> None:
+    contract = split_contract()
+    contract["observations"]["joint_pos"] = {"type": "sensor_msgs/msg/JointState", "topic": "/joint_states",
+                                             "joints": JOINTS, "align": {"rule": "asof", "tolerance_s": 0.1}}
+    contract["action"]["outputs"][0] |= {"relative_to": "joint_pos", "safe_action": {"rule": "hold", "zero": JOINTS}}
+    rig = active(Rig(contract))
+    assert rig.core.guard.measured == []  # offsets are not position targets
+    rig.joints = np.array([0.5, -0.5])
+    rig.target = np.array([0.05, -0.25])  # offsets: the second beyond max_delta
+    np.testing.assert_allclose(rig.tick(), [0.55, -0.6, 0.75])  # measured + offset limited to 0.1; gripper 0.25 + 0.5
+    rig.joints = np.array([0.6, -0.6])  # the arm moved: the next offset adds to where it is now
+    # the chunk's next step, offsets 0.06 and -0.24, the latter within max_delta of the last offset -0.1
+    np.testing.assert_allclose(rig.tick()[:2], [0.66, -0.8])
+    rig.core.deactivate("deactivated", rig.now_ns)
+    np.testing.assert_allclose(rig.published[-1], [0.6, -0.6, 0.25])  # a hold stays where measured; gripper constant

@@ -7,6 +7,8 @@ Every stream of the contract is resampled on one grid per bag at the contract's 
 - At each tick, each stream takes a sample by its rule (asof / hold / next, see
   mvp_ros.data.contract.Alignment). A tick where any stream has no sample within its limit is
   dropped, and the episode is split there: consecutive steps are always one period apart.
+- A relative output's commands (contract `relative_to`) are stored as offsets: the command minus
+  the tick's sample of its observation key, the inverse of what the live node sends.
 - One bag is one episode, unless split on a marker topic (`--split-topic`: ticks at or after
   each message's receive time go to a new episode) or on pauses of the action stream
   (`--split-gap`: a tick goes to the episode of the command it takes).
@@ -404,7 +406,7 @@ def bag_episodes(contents: BagContents, contract: Contract, split_gap_s: float |
     episodes = []
     for run in _runs(kept, episode_numbers):
         values = {stream.key: stream.take(selection, run) for stream, selection in zip(streams, selections)}
-        actions = values.pop("action")
+        actions = _relative_actions(values.pop("action"), values, contract)
         attrs = {"source_bag": str(contents.path), "first_tick_ns": int(ticks[run[0]]),
                  "control_rate_hz": contract.control_rate_hz}
         episodes.append(Episode(obs=values, actions=actions, attrs=attrs))
@@ -415,6 +417,16 @@ def bag_episodes(contents: BagContents, contract: Contract, split_gap_s: float |
     if not episodes:
         raise BagError(_empty_result_message(contents.path, streams, stale, len(ticks)))
     return episodes, report
+
+
+def _relative_actions(commands: np.ndarray, observations: dict[str, np.ndarray], contract: Contract) -> np.ndarray:
+    """The commands of relative outputs as offsets from the tick's measured position, as the node adds them."""
+    action = contract.action
+    for output, dims in zip(action.streams(), action.slices()):
+        if output.relative_to:
+            joints = contract.observations[output.relative_to].joints
+            commands[:, dims] -= observations[output.relative_to][:, [joints.index(name) for name in output.names]]
+    return commands
 
 
 def _empty_result_message(bag: Path, streams: list[Stream], stale: dict[str, int], ticks: int) -> str:

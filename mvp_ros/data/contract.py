@@ -305,6 +305,7 @@ class ActionSpec(StreamSpec):
     safe_initial: tuple[tuple[str, float], ...] = ()  # rule hold: (name, value) held before any command was sent
     chunk: bool = False  # JointTrajectory: the remaining chunk, a point per control period
     time_from_start_s: float | None = None  # JointTrajectory, one point: its time_from_start (default one period)
+    relative_to: str | None = None  # a JointState position key: the command sent is its measured value + the action
     outputs: tuple[ActionSpec, ...] = ()  # several command topics, each a slice of `names` with its own fields
     key: str = "action"  # an output: action[<index>]
 
@@ -400,6 +401,8 @@ class ActionSpec(StreamSpec):
             if self.safe_initial:
                 safe["initial"] = dict(self.safe_initial)
         fields["safe_action"] = safe
+        if self.relative_to is not None:
+            fields["relative_to"] = self.relative_to
         if self.chunk:
             fields["trajectory"] = {"mode": "chunk"}
         elif self.time_from_start_s is not None:
@@ -736,8 +739,12 @@ def _parse_output(section: _Section, period_s: float) -> ActionSpec:
         initial = _initial_values(safe, names, lower, upper)
     safe.finish()
     trajectory = _parse_trajectory(section.section("trajectory", {}), period_s) if msgtype == TRAJECTORY else {}
+    relative_to = section.take("relative_to", None)
+    if relative_to is not None and not isinstance(relative_to, str):
+        raise section.error(f"must name an observation key, got {relative_to!r}", "relative_to")
     section.finish()
     return ActionSpec(names=names, lower=lower, upper=upper, max_delta=max_delta, safe_rule=rule, **trajectory,
+                      relative_to=relative_to,
                       safe_value=value, safe_zero=zero, safe_initial=initial, **common)
 
 
@@ -789,7 +796,28 @@ def _parse_contract(data: Any, source: str) -> Contract:
     root.finish()
     contract = Contract(robot, rate, observations, action, str(description))
     _check_topic_types(contract, source)
+    outputs = action.streams()
+    for index, output in enumerate(outputs):
+        if output.relative_to is not None:
+            _check_relative(output, contract, f"{source}: action{f'.outputs[{index}]' if len(outputs) > 1 else ''}")
     return contract
+
+
+def _check_relative(output: ActionSpec, contract: Contract, where: str) -> None:
+    """relative_to names a JointState position key measuring every name of the output, and the safe
+    action sends 0 for them (the measured position: holding a nonzero offset would keep moving)."""
+    spec = contract.observations.get(output.relative_to)
+    if not isinstance(spec, JointStateObservation) or spec.field != "position":
+        raise ContractError(f"{where}.relative_to: {output.relative_to!r} is not a JointState observation key with"
+                            " field position")
+    missing = [name for name in output.names if name not in spec.joints]
+    if missing:
+        raise ContractError(f"{where}.relative_to: {output.relative_to} does not measure {missing}")
+    if output.safe_rule == "constant" and np.any(output.safe_value != 0):
+        raise ContractError(f"{where}.safe_action.value: a relative output's safe value is 0 (stay where measured)")
+    if output.safe_rule == "hold" and set(output.safe_zero) != set(output.names):
+        raise ContractError(f"{where}.safe_action.zero: a relative output holds by sending 0 (stay where measured):"
+                            f" list all of {list(output.names)}")
 
 
 def _check_topic_types(contract: Contract, source: str) -> None:

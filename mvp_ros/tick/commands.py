@@ -8,6 +8,10 @@ lands more than max_delta from where the robot measurably is, whatever the polic
 since activate, reset or a hold, they are clipped around the safe action instead. Everything is
 clipped to the contract's limits last.
 
+Relative outputs (contract `relative_to`) are offsets from the measured position, not position
+targets: they are limited as offsets (limits, max_delta from the last offset), and the measured
+position is added when the command is sent (mvp_ros.tick.core).
+
 The safe action (contract `safe_action`) never waits for a first command: `hold` keeps the last
 command, or, with none since activate or reset, the measured position of position targets, zero for
 the `zero` dims and the contract's `initial` values for the rest.
@@ -69,21 +73,36 @@ class MeasuredJoint:
 
 
 def measured_joints(contract: Contract, action: ActionSpec) -> list[MeasuredJoint]:
-    """The action names that a JointState position observation of the contract measures."""
+    """The action names that a JointState position observation of the contract measures (position
+    targets; not the dims of relative outputs, whose actions are offsets)."""
+    relative = {name for output in action.streams() if output.relative_to for name in output.names}
     found: dict[str, MeasuredJoint] = {}
     for key, spec in contract.observations.items():
         if isinstance(spec, JointStateObservation) and spec.field == "position":
             for index, joint in enumerate(spec.joints):
-                if joint in action.names and joint not in found:
+                if joint in action.names and joint not in found and joint not in relative:
                     found[joint] = MeasuredJoint(action.names.index(joint), joint, key, index)
     return sorted(found.values(), key=lambda joint: joint.dim)
 
 
+def relative_joints(contract: Contract, action: ActionSpec) -> list[MeasuredJoint]:
+    """The dims of relative outputs, each with the joint of its relative_to key it is added to."""
+    joints = []
+    for output, dims in zip(action.streams(), action.slices()):
+        if output.relative_to:
+            spec = contract.observations[output.relative_to]
+            joints += [MeasuredJoint(dim, name, output.relative_to, spec.joints.index(name))
+                       for dim, name in zip(range(dims.start, dims.stop), output.names)]
+    return joints
+
+
 class CommandGuard:
-    def __init__(self, action: ActionSpec, measured: list[MeasuredJoint]) -> None:
+    def __init__(self, action: ActionSpec, measured: list[MeasuredJoint], relative: list[MeasuredJoint] = ()) -> None:
         self.action = action
         self.measured = measured
+        self.relative = list(relative)
         self.dims = np.array([joint.dim for joint in measured], dtype=np.intp)
+        self._relative_positions: np.ndarray | None = None  # latest measured position of each relative dim
         self.last_command: np.ndarray | None = None  # since activate, reset or the last hold's end
         self._positions: dict[str, float] = {}  # latest measured position of each measured joint
 
@@ -105,8 +124,23 @@ class CommandGuard:
 
     @property
     def keys(self) -> set[str]:
-        """The observation keys that measure action dims."""
-        return {joint.key for joint in self.measured}
+        """The observation keys that measure action dims (position targets, or what relative dims add to)."""
+        return {joint.key for joint in self.measured + self.relative}
+
+    def offset(self, samples: dict[str, np.ndarray] | None = None) -> np.ndarray | None:
+        """What to add to a command before sending it: the measured position for relative dims (from
+        `samples`, default the latest measured), 0 elsewhere; None if a relative dim was never measured."""
+        offset = np.zeros(len(self.action.names))
+        if not self.relative:
+            return offset
+        if samples is not None:
+            positions = np.array([samples[joint.key][joint.index] for joint in self.relative])
+        elif self._relative_positions is None:
+            return None
+        else:
+            positions = self._relative_positions
+        offset[[joint.dim for joint in self.relative]] = positions
+        return offset
 
     def reset(self) -> None:
         """A new episode or activation: no command has been sent."""
@@ -117,6 +151,8 @@ class CommandGuard:
         for joint in self.measured:
             if joint.key in samples:
                 self._positions[joint.name] = float(samples[joint.key][joint.index])
+        if self.relative and all(joint.key in samples for joint in self.relative):
+            self._relative_positions = np.array([samples[joint.key][joint.index] for joint in self.relative])
 
     def safe_action(self) -> np.ndarray | None:
         """The safe action now, inside the limits; None if a dim has no safe value (nothing measured yet)."""

@@ -16,7 +16,9 @@ A tick that waited longer is stale. The rules:
 - Every command passes CommandGuard (limits, max_delta from the last command and from the measured
   position; the first command after activate, reset or a hold ramps in from where the robot is).
   When an output publishes whole chunks, the command carries the chunk's remaining actions, each
-  within max_delta of the one before, stamped with the tick's time (the observation's).
+  within max_delta of the one before, stamped with the tick's time (the observation's). The dims
+  of a relative output are offsets: what is sent is the measured position (the tick's sample; for
+  a hold, the latest) plus the limited offset, and a hold's offset is 0.
 - The watchdog: when no command went out for `watchdog_s` of steady time while active (a starved
   executor, a dead simulation clock), the safe action is published.
 - A tick slower than `tick_timeout_s` from observation ready to command publishes the safe action.
@@ -33,7 +35,7 @@ import numpy as np
 
 from mvp_ros.data.contract import ActionSpec, Contract
 from mvp_ros.policy.chunks import ChunkExecutor
-from mvp_ros.tick.commands import Command, CommandGuard, measured_joints
+from mvp_ros.tick.commands import Command, CommandGuard, measured_joints, relative_joints
 from mvp_ros.tick.observations import ObservationBuffer
 from mvp_ros.tick.stats import RollingTimes, Throttle
 
@@ -249,7 +251,8 @@ class TickCore:
             return
         command = self.guard.limit(action, samples)
         plan = self.guard.limit_plan(command, self.chunks.planned()) if self.plans else np.zeros((0, len(command)))
-        if self._send(Command(command, tick_ns, plan)):
+        offset = self.guard.offset(samples)
+        if self._send(Command(command + offset, tick_ns, plan + offset), command):
             self.hold_reason, self._hold_began_ns = None, None
             self.tick_latency_ms.add((self.steady() - ready_s) * 1e3)
 
@@ -265,23 +268,24 @@ class TickCore:
         if self.hold_reason is None:
             self._hold_began_ns = now_ns + 1 if began_ns is None else began_ns
         self.hold_reason = why
-        safe = self.guard.safe_action()
-        if safe is None:
+        safe, offset = self.guard.safe_action(), self.guard.offset()
+        if safe is None or offset is None:
             self._count("withheld")
             self.log_throttled("error", "withheld", f"holding ({why}) but no safe action exists yet: no measured"
-                               " position of the position-target joints; publishing nothing")
+                               " position of the position-target (or relative) joints; publishing nothing")
             return
         self.log_throttled("warn", "hold", f"holding: {why}")
-        self._send(Command(safe, now_ns, np.zeros((0, len(safe)))))
+        self._send(Command(safe + offset, now_ns, np.zeros((0, len(safe)))), safe)
 
-    def _send(self, command: Command) -> bool:
+    def _send(self, command: Command, action: np.ndarray) -> bool:
+        """Publish `command`, the policy's (or the safe) `action` with relative dims made absolute."""
         if not (np.isfinite(command.action).all() and np.isfinite(command.plan).all()):  # a last line of defence
             self._count("withheld")
             self.log_throttled("error", "non_finite_command",
                                f"refusing to publish a non-finite command {command.action.tolist()}")
             return False
         self._publish(command)
-        self.guard.sent(command.action)
+        self.guard.sent(action)
         self.last_publish_s = self.steady()
         self.totals["commands"] += 1
         return True
@@ -309,7 +313,7 @@ def build_tick_core(policy: ActingPolicy, horizon: int, contract: Contract, acti
     """A core for `policy` on `contract`, with `action` (the contract's, possibly with the node's
     max_delta). The buffer holds the policy's keys and the keys that measure position targets.
     ValueError if the action cannot be kept safe (CommandGuard.check)."""
-    guard = CommandGuard(action, measured_joints(contract, action))
+    guard = CommandGuard(action, measured_joints(contract, action), relative_joints(contract, action))
     guard.check()
     keys = [*policy.obs_keys, *sorted(guard.keys - set(policy.obs_keys))]
     buffer = ObservationBuffer({key: contract.observations[key] for key in keys}, period_ns, max_age_s)
