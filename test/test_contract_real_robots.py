@@ -186,3 +186,23 @@ def test_the_checkpoint_diff_refuses_what_changes_the_meaning_of_the_new_fields(
     timing = diff_of(lambda c: c["action"]["outputs"][0].update(trajectory={"mode": "chunk"}) or
                      c["observations"]["joint_pos"]["sources"][1].update(topic="/gripper/joint_states"))
     assert timing[0] == [] and len(timing[1]) == 2
+
+
+def test_the_real_arm_example_contracts_parse_as_documented() -> None:
+    ur5e = load_contract(REPO / "config" / "ur5e_robotiq_contract.yaml")
+    assert [source.topic for source in ur5e.observations["joint_pos"].streams()] == ["/joint_states"] * 2
+    assert ur5e.observations["wrist_image"].shape == (84, 84, 3)
+    gripper_message = joint_state(["robotiq_85_left_knuckle_joint"], [0.1])
+    assert not ur5e.observations["joint_vel"].applies(gripper_message)  # another key of the shared /joint_states
+    arm, gripper = ur5e.action.streams()
+    assert (arm.msgtype, arm.chunk, gripper.msgtype) == (
+        "trajectory_msgs/msg/JointTrajectory", True, "std_msgs/msg/Float64MultiArray")
+    assert ur5e.action.unsafe_dims_without_command(tuple(ur5e.observations["joint_pos"].joints)) == []
+    franka = load_contract(REPO / "config" / "franka_hand_contract.yaml")
+    assert [source.topic for source in franka.observations["joint_pos"].streams()] == [
+        "/joint_states", "/franka_gripper/joint_states"]
+    arm, hand = franka.action.streams()
+    assert (arm.relative_to, arm.chunk, arm.time_from_start_s) == ("joint_pos", False, 0.1)
+    assert franka.action.unsafe_dims_without_command(()) == []
+    for contract in (ur5e, franka):
+        assert Contract.from_dict(json.loads(json.dumps(contract.to_dict()))).to_dict() == contract.to_dict()

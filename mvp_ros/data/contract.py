@@ -792,6 +792,12 @@ def _parse_contract(data: Any, source: str) -> Contract:
         str(key): _parse_observation(observations_section.section(key), str(key), 1.0 / rate)
         for key in list(observations_section.data)
     }
+    # A topic that several publishers share (joint sources): another key reading it takes only the
+    # messages carrying its joints, and lets the other publishers' messages pass.
+    shared = {stream.topic for spec in observations.values() for stream in spec.streams() if stream.partial}
+    for key, spec in observations.items():
+        if isinstance(spec, JointStateObservation) and not spec.sources and spec.topic in shared:
+            observations[key] = dataclasses.replace(spec, partial=True)
     action = _parse_action(root.section("action"), 1.0 / rate)
     root.finish()
     contract = Contract(robot, rate, observations, action, str(description))
