@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.mvp-setup-done
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo demo-lowdim clean
 
 setup: $(STAMP)
 
@@ -29,7 +29,12 @@ test: setup lint
 lint: setup
 	$(VENV)/bin/ruff check mvp_ros test benchmarks launch
 
+# The camera policy (cameras and proprioception, as on a real robot); demo-lowdim: the policy that
+# also reads the simulator's cube pose.
 demo: setup
+	MUJOCO_GL=egl $(VENV)/bin/mvp demo --checkpoint models/lift_image --temporal-ensemble --episodes 10 --json demo_results.json
+
+demo-lowdim: setup
 	MUJOCO_GL=egl $(VENV)/bin/mvp demo --checkpoint models/lift_lowdim --temporal-ensemble --episodes 10 --json demo_results.json
 
 clean:

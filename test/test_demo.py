@@ -1,6 +1,7 @@
 """`mvp demo`: two node processes over DDS, seeded episodes through the topics, the summary and
-its JSON. With the shipped policy (models/lift_lowdim) it must succeed, episode for episode as
-`mvp eval` on the same seeds."""
+its JSON. With the shipped policies (models/lift_lowdim; models/lift_image, its cameras sent as
+sensor_msgs/Image or CompressedImage) it must succeed, episode for episode as `mvp eval` on the
+same seeds."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,8 @@ from ros_peer import MVP, REPO  # noqa: E402
 from tiny_policy import PANDA_SIM_CONTRACT, write_tiny_checkpoint  # noqa: E402
 
 SHIPPED = REPO / "models" / "lift_lowdim"
+CAMERA_POLICY = REPO / "models" / "lift_image"
+CAMERA_SEED = 1_000_000  # the first seed of its committed evaluation (models/lift_image/eval_50.json)
 REQUIRED_KEYS = {"success_rate", "episodes", "tick_latency_ms_p50", "tick_latency_ms_p99", "missed_ticks"}
 
 
@@ -65,6 +68,38 @@ def test_the_shipped_policy_succeeds_over_ros_as_in_mvp_eval(tmp_path, capsys) -
     # Lockstep on sim time: the ROS loop is the offline loop, episode for episode.
     assert demo["episode_success"] == offline["episode_success"]
     assert demo["episode_steps"] == offline["episode_steps"]
+
+
+@pytest.fixture(scope="module")
+def camera_policy_offline(tmp_path_factory) -> dict:
+    """`mvp eval` of the camera policy's first evaluation episode, with temporal ensembling as the demo runs it."""
+    out = tmp_path_factory.mktemp("camera_eval") / "eval.json"
+    assert mvp_main(["eval", "--checkpoint", str(CAMERA_POLICY), "--json", str(out), "--device", "cpu", "--no-progress",
+                     "--episodes", "1", "--seed", str(CAMERA_SEED), "--temporal-ensemble"]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("contract, messages", [
+    ([], "sensor_msgs/msg/Image"),
+    (["--contract", str(REPO / "config" / "panda_sim_camera_compressed_contract.yaml")],
+     "sensor_msgs/msg/CompressedImage (png)"),
+], ids=["Image", "CompressedImage"])
+def test_the_camera_policy_succeeds_over_ros_as_in_mvp_eval(tmp_path, capsys, camera_policy_offline, contract,
+                                                            messages) -> None:
+    """The cameras and proprioception only, over DDS: the simulation publishes no cube pose, and PNG
+    decodes to the simulator's pixels, so either way the ROS loop is the offline loop."""
+    demo, stdout = run_demo(capsys, CAMERA_POLICY, tmp_path / "demo.json", "--episodes", "1", "--seed", str(CAMERA_SEED),
+                            "--temporal-ensemble", *contract)
+    assert demo["camera_messages"] == {"agentview_image": messages, "robot0_eye_in_hand_image": messages}
+    if not contract:
+        assert demo["contract"] == str(REPO / "config" / "panda_sim_camera_contract.yaml")
+    sim_log = (tmp_path / "logs" / "sim_node.log").read_text()
+    assert "/object_state" not in sim_log and "/agentview/image_raw" in sim_log  # the topics it publishes
+    assert demo["episode_success"] == camera_policy_offline["episode_success"] == [True]
+    assert demo["episode_steps"] == camera_policy_offline["episode_steps"]
+    assert demo["missed_ticks"] == demo["stale_ticks"] == demo["held_steps"] == 0
+    assert f"agentview_image as {messages}" in stdout
 
 
 def running(fragment: str) -> dict[int, str]:

@@ -49,6 +49,14 @@ def demo_lines(demo: dict) -> list[str]:
     ]
 
 
+def ros_demo_cells(demo: dict) -> str:
+    """A row's figures in models/lift_image/README.md's table of `mvp demo` runs."""
+    low, high = demo["success_rate_ci95"]
+    return (f"| {demo['success_rate']:.2f} ({demo['successes']}/{demo['episodes']}, {low:.2f}-{high:.2f}) | "
+            f"{demo['tick_latency_ms_p50']:.1f} / {demo['tick_latency_ms_p99']:.1f} ms | "
+            f"{demo['missed_ticks']} of {demo['ticks']} |")
+
+
 def eval_cells(evaluation: dict) -> str:
     low, high = evaluation["success_rate_ci95"]
     return (f"| {evaluation['success_rate']:.2f} ({low:.2f}-{high:.2f}) | "
@@ -153,13 +161,32 @@ def test_nothing_refers_outside_the_repository() -> None:
             assert outside not in text, f"{path.name} refers to {outside}"
 
 
-def test_the_readme_demo_block_is_the_committed_demo_run() -> None:
+README_DEMOS = ("models/lift_image/demo_ros_image.json", "benchmarks/results/demo_lift_lowdim.json")
+CAMERA_POLICY_DEMOS = {"sensor_msgs/msg/Image": "demo_ros_image.json",
+                       "sensor_msgs/msg/CompressedImage (png)": "demo_ros_compressed.json",
+                       "sensor_msgs/msg/CompressedImage (jpeg)": "demo_ros_compressed_jpeg.json"}
+
+
+def test_the_readme_demo_blocks_are_the_committed_demo_runs() -> None:
+    """`make demo` (the camera policy) and `make demo-lowdim`: each block printed as its run printed it."""
     readme = read("README.md")
-    demo = result("benchmarks/results/demo_lift_lowdim.json")
-    assert demo["node_exit_codes"] == {"sim": 0, "policy": 0}
-    for line in demo_lines(demo):
-        assert line in readme
-    assert "benchmarks/results/demo_lift_lowdim.json" in readme
+    for name in README_DEMOS:
+        demo = result(name)
+        assert demo["node_exit_codes"] == {"sim": 0, "policy": 0} and demo["episodes"] == 10
+        for line in demo_lines(demo):
+            assert line in readme, name
+        assert f"--json {name}" in readme
+    assert "--checkpoint models/lift_image --temporal-ensemble --episodes 10 --json demo_results.json" in read("Makefile")
+
+
+def test_the_camera_policy_ros_table_is_its_demo_runs() -> None:
+    """models/lift_image/README.md: one row per way the cameras travel, each its run's figures."""
+    readme = read("models/lift_image/README.md")
+    for messages, name in CAMERA_POLICY_DEMOS.items():
+        demo = result(f"models/lift_image/{name}")
+        assert demo["checkpoint"] == "models/lift_image" and demo["node_exit_codes"] == {"sim": 0, "policy": 0}
+        assert set(demo["camera_messages"].values()) == {messages}
+        assert f"`{name}` " + ros_demo_cells(demo) in readme, name
 
 
 def test_the_readme_evaluation_table_is_the_committed_evaluations() -> None:
@@ -181,7 +208,7 @@ def test_the_readme_camera_policy_figures_are_its_evaluation() -> None:
 def test_the_readme_figures_all_come_from_a_result_file() -> None:
     """The README keeps no measurement of its own: the demo block and the evaluation table are all."""
     readme = read("README.md")
-    allowed = {line for line in demo_lines(result("benchmarks/results/demo_lift_lowdim.json"))}
+    allowed = {line for name in README_DEMOS for line in demo_lines(result(name))}
     for line in readme.splitlines():
         if re.search(r"\d ms\b|commands/s|\bx MVP\b|messages/s", line) and not any(part in line for part in allowed):
             assert ("models/lift_lowdim" in line or "models/lift_image" in line) and "eval" in line, \

@@ -37,7 +37,7 @@ from mvp_ros.ros.node_process import (STOP_TIMEOUT_S, StopSignal, StopSignals, i
 from mvp_ros.ros.sim_messages import COMPRESSED_IMAGE_FORMATS
 from mvp_ros.sim.success import wilson_interval
 
-DEFAULT_CHECKPOINT = str(package_file("models", "lift_lowdim"))
+DEFAULT_CHECKPOINT = str(package_file("models", "lift_image"))
 DEFAULT_CONTRACT = str(package_file("config", "panda_sim_contract.yaml"))
 DEFAULT_CAMERA_CONTRACT = str(package_file("config", "panda_sim_camera_contract.yaml"))
 POLICY_STATUS = "mvp_policy: control"
@@ -56,7 +56,7 @@ SIGNAL_STOP_TIMEOUT_S = 10.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path(DEFAULT_CHECKPOINT),
-                        help="policy checkpoint with env_args (default: the shipped models/lift_lowdim)")
+                        help="policy checkpoint with env_args (default: the shipped camera policy models/lift_image)")
     parser.add_argument("--contract", type=Path,
                         help="observation contract (default: the shipped config/panda_sim_camera_contract.yaml for a"
                              " policy that reads images, config/panda_sim_contract.yaml otherwise)")
