@@ -57,7 +57,6 @@ def test_demo_reports_bad_arguments_before_starting_anything(tmp_path, capsys) -
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHIPPED.is_dir(), reason=f"the shipped policy {SHIPPED} is not in this checkout yet")
 def test_the_shipped_policy_succeeds_over_ros_as_in_mvp_eval(tmp_path, capsys) -> None:
     episodes = ["--episodes", "3", "--seed", "0"]
     demo, _ = run_demo(capsys, SHIPPED, tmp_path / "demo.json", *episodes)
