@@ -594,3 +594,19 @@ def test_the_execution_choices_are_the_policy_modes() -> None:
     from mvp_ros.policy.execution import MODES
 
     assert PARAMETERS["execution"].choices == ("auto", *MODES)
+
+
+def test_the_node_logs_errors_warnings_and_infos_in_any_order() -> None:
+    """rclpy refuses a second severity from one call site; the tick core's log lines come through one method."""
+    import rclpy
+
+    from mvp_ros.ros.policy_node import PolicyNode
+
+    rclpy.init(domain_id=int(domain_environment()["ROS_DOMAIN_ID"]))
+    try:
+        node = PolicyNode()
+        for level in ("error", "warn", "info", "warn", "error"):
+            node._log(level, f"a {level} line")
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()

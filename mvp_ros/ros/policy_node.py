@@ -449,7 +449,15 @@ class PolicyNode(LifecycleNode):
             output.publisher.publish(msg)
 
     def _log(self, level: str, text: str) -> None:
-        {"info": self.get_logger().info, "warn": self.get_logger().warning, "error": self.get_logger().error}[level](text)
+        # One call per severity: rclpy refuses a second severity from the same line ("Logger severity
+        # cannot be changed between calls"), which ended the node at its first warning after an error.
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level == "warn":
+            logger.warning(text)
+        else:
+            logger.info(text)
 
     # ---- diagnostics ----------------------------------------------------------------------------
 
