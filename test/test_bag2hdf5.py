@@ -756,6 +756,9 @@ def test_arm_and_gripper_publishers_and_two_controllers_convert(tmp_path: Path, 
     messages.sort(key=lambda message: message[2])
     bag = write_bag(tmp_path / "split", messages, storage)
     contract = split_contract(gripper_topic)
+    if gripper_topic == "/joint_states":  # a plain key on the shared topic takes only the arm driver's messages
+        contract["observations"]["arm_pos"] = {"type": "sensor_msgs/msg/JointState", "topic": "/joint_states",
+                                               "joints": ARM, "align": {"rule": "asof", "tolerance_s": 0.05}}
     if relative:
         contract["action"]["outputs"][0] |= {"relative_to": "joint_pos", "safe_action": {"rule": "hold", "zero": ARM}}
     assert convert(tmp_path, bag, contract=contract) == 0
@@ -776,4 +779,6 @@ def test_arm_and_gripper_publishers_and_two_controllers_convert(tmp_path: Path, 
         expected_actions[:, :3] -= [asof(arm_samples, t) for t in ticks]
     found = datasets(tmp_path / "out.hdf5")
     np.testing.assert_array_equal(found["data/demo_0/obs/joint_pos"], expected_obs)
+    if gripper_topic == "/joint_states":
+        np.testing.assert_array_equal(found["data/demo_0/obs/arm_pos"], [asof(arm_samples, t) for t in ticks])
     np.testing.assert_array_equal(found["data/demo_0/actions"], expected_actions)

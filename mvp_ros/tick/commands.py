@@ -147,12 +147,15 @@ class CommandGuard:
         self.last_command = None
 
     def measure(self, samples: dict[str, np.ndarray]) -> None:
-        """New samples of observation keys (any keys; those that measure action dims are kept)."""
+        """New samples of observation keys (any keys; those that measure action dims are kept; NaN
+        marks a joint not measured yet)."""
         for joint in self.measured:
-            if joint.key in samples:
+            if joint.key in samples and np.isfinite(samples[joint.key][joint.index]):  # NaN: its source not heard yet
                 self._positions[joint.name] = float(samples[joint.key][joint.index])
         if self.relative and all(joint.key in samples for joint in self.relative):
-            self._relative_positions = np.array([samples[joint.key][joint.index] for joint in self.relative])
+            positions = np.array([samples[joint.key][joint.index] for joint in self.relative])
+            if np.isfinite(positions).all():
+                self._relative_positions = positions
 
     def safe_action(self) -> np.ndarray | None:
         """The safe action now, inside the limits; None if a dim has no safe value (nothing measured yet)."""

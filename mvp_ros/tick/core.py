@@ -176,7 +176,7 @@ class TickCore:
                                f"rejected a message on {topic} ({reason}): {self.buffer.last_reject[topic]}")
             return reason
         if topic in self._measuring_topics:
-            self.guard.measure(self.buffer.available(self.guard.keys))
+            self.guard.measure(self.buffer.measured(self.guard.keys))
         return None
 
     def _read_deferred(self) -> None:

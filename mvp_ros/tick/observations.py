@@ -101,9 +101,17 @@ class ObservationBuffer:
     def observation(self, keys: list[str]) -> dict[str, np.ndarray]:
         return {key: self.specs[key].assemble([self.samples[part].value for part in self.parts[key]]) for key in keys}
 
-    def available(self, keys: set[str]) -> dict[str, np.ndarray]:
-        """The arrays of those `keys` that have a sample from every source."""
-        return self.observation([key for key in keys if all(part in self.samples for part in self.parts[key])])
+    def measured(self, keys: set[str]) -> dict[str, np.ndarray]:
+        """The arrays of those `keys` that have a sample from any source, NaN for the joints of a
+        source that has none yet (what is measured so far, for the command limits)."""
+        found = {}
+        for key in keys:
+            spec, held = self.specs[key], [self.samples.get(part) for part in self.parts[key]]
+            if any(held):
+                streams = spec.streams() or (spec,)
+                found[key] = spec.assemble([sample.value if sample else np.full(stream.shape, np.nan)
+                                            for sample, stream in zip(held, streams)])
+        return found
 
     def latest_arrival_s(self) -> float:
         return max((sample.arrived_s for sample in self.samples.values()), default=0.0)
