@@ -19,7 +19,6 @@ import numpy as np
 
 CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 RESIZE_INTERPOLATIONS = ("area", "linear", "nearest")
-COMPRESSIONS = ("jpeg", "png")
 _MAGIC = {"jpeg": b"\xff\xd8", "png": b"\x89PNG"}
 _CODEC_NAMES = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}
 _DECODED_ORDERS = {"bgr8": "bgr8", "rgb8": "rgb8", "mono8": "mono8", "bgra8": "bgr8", "rgba8": "rgb8"}
