@@ -159,6 +159,8 @@ def test_contracts_written_before_these_fields_keep_their_meaning(path: Path) ->
     ({"relative_to": "joint_pos"}, "action.outputs[0].safe_action.zero: a relative output holds by sending 0"),
     ({"relative_to": "joint_pos", "safe_action": {"rule": "constant", "value": [0.1, 0]}},
      "action.outputs[0].safe_action.value: a relative output's safe value is 0"),
+    ({"relative_to": "joint_pos", "safe_action": {"rule": "hold", "zero": ARM}, "trajectory": {"mode": "chunk"}},
+     "action.outputs[0].trajectory: a relative output cannot send its chunk ahead"),
 ])
 def test_relative_outputs_are_validated(fields, message) -> None:
     data = changed(["action", "outputs", 0], SPLIT["action"]["outputs"][0] | fields)

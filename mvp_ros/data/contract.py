@@ -819,6 +819,9 @@ def _check_relative(output: ActionSpec, contract: Contract, where: str) -> None:
     missing = [name for name in output.names if name not in spec.joints]
     if missing:
         raise ContractError(f"{where}.relative_to: {output.relative_to} does not measure {missing}")
+    if output.chunk:
+        raise ContractError(f"{where}.trajectory: a relative output cannot send its chunk ahead (each offset is from"
+                            " the position measured at its own tick, not known yet): use mode point")
     if output.safe_rule == "constant" and np.any(output.safe_value != 0):
         raise ContractError(f"{where}.safe_action.value: a relative output's safe value is 0 (stay where measured)")
     if output.safe_rule == "hold" and set(output.safe_zero) != set(output.names):
