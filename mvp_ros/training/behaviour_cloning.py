@@ -1,7 +1,9 @@
 """The behaviour-cloning loop of `mvp train` (`--algo bc`, the default): any head trained on the
 dataset's action chunks, with EMA weights, validation, periodic checkpoints and `--resume`; on
 several processes under torchrun (mvp_ros.training.distributed); with success evaluations in the
-dataset's simulated task (`--eval-every`, mvp_ros.training.evaluation).
+dataset's simulated task (`--eval-every`, mvp_ros.training.evaluation); in bf16 autocast on a GPU
+(`--precision`); with batches gathered ahead in a background thread (`--prefetch`,
+mvp_ros.training.batches).
 
 The output directory is laid out as mvp_ros.training.workspace describes.
 """
@@ -17,15 +19,30 @@ from tqdm import tqdm
 
 from ..policy.model import update_ema
 from . import distributed
+from .batches import Batches
+from .distributed import LossFunction
 from .evaluation import EVAL_COLUMNS, SuccessEvaluator
-from .workspace import TrainConfig, Workspace, to_tensors, validation_loss
+from .workspace import TrainConfig, Workspace, autocast, resolve_precision, validation_loss
+
+
+def optimizer_step(loss_function: LossFunction, optimizer: torch.optim.Optimizer, obs: dict[str, torch.Tensor],
+                   actions: torch.Tensor, generator: torch.Generator, precision: str,
+                   device: torch.device) -> dict[str, float]:
+    """One step on one batch: the loss in `precision` (resolved), its gradient, the optimizer's update
+    of the fp32 weights; returns the loss's metrics."""
+    with autocast(precision, device):
+        loss, metrics = loss_function(obs, actions, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return metrics
 
 
 def train_bc(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
     """Trains `config.head` by behaviour cloning into `config.out` (continuing the run there if
     `resume`); returns the checkpoint directory."""
     workspace = Workspace.open(config, resume)
-    model, device, rng, generator = workspace.model, workspace.device, workspace.rng, workspace.generator
+    model, device, generator = workspace.model, workspace.device, workspace.generator
     ranks = workspace.ranks
     train_set, valid_set = workspace.train_set, workspace.valid_set
     # the encoders take channels-last images (networks.py); weights in that layout too save a
@@ -39,26 +56,24 @@ def train_bc(config: TrainConfig, progress: bool = True, resume: bool = False) -
     start = workspace.resume(modules, optimizers, ema, config.steps)["step"] if resume else 0
     workspace.out.mkdir(parents=True, exist_ok=True)
     loss_function = distributed.loss_function(model, ranks, device)
+    precision = resolve_precision(config.precision, device)
 
     def record(step: int, metrics: dict) -> dict:
         return {"settings": dataclasses.asdict(config), "step": step, "dataset_demos": len(train_set.demo_names),
                 "dataset_windows": len(train_set), "valid_demos": len(valid_set.demo_names) if valid_set else 0,
                 "metrics": metrics, "device": str(device), "threads": torch.get_num_threads(),
-                "world_size": ranks.world_size, "ema_decay": config.ema_decay}
+                "world_size": ranks.world_size, "ema_decay": config.ema_decay, "precision": precision}
 
     metrics: dict = {}
     evaluator = SuccessEvaluator(workspace, resume)
     columns = ["step", "seconds", *_metric_names(config.head), "valid_loss", *EVAL_COLUMNS]
-    with contextlib.closing(evaluator), workspace.log(columns, resume) as log:
+    batches = Batches(train_set, config.batch_size, workspace.rng, device, config.prefetch)
+    with contextlib.closing(evaluator), contextlib.closing(batches), workspace.log(columns, resume) as log:
         bar = tqdm(range(start + 1, config.steps + 1), desc=f"train {config.head}",
                    disable=not (progress and ranks.is_main), unit="step", initial=start, total=config.steps)
         for step in bar:
-            batch = train_set.get_batch(rng.integers(len(train_set), size=config.batch_size))
-            obs, actions = to_tensors(batch, device)
-            loss, metrics = loss_function(obs, actions, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            obs, actions = next(batches)
+            metrics = optimizer_step(loss_function, optimizer, obs, actions, generator, precision, device)
             update_ema(ema, model, config.ema_decay if step > 1 else 0.0)
             last = step == config.steps
             validating = valid_set is not None and (step % config.validate_every == 0 or last)

@@ -17,7 +17,7 @@ from ..policy.threads import default_threads
 from . import distributed
 from .behaviour_cloning import train_bc
 from .rl import train_mvp_rl
-from .workspace import ALGOS, TrainConfig, load_train_config
+from .workspace import ALGOS, PRECISIONS, TrainConfig, load_train_config
 
 
 def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default 0: OMP_NUM_THREADS if set, else one per core)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="of the forward pass and loss: bf16 autocast (weights, optimizer and EMA stay fp32) "
+                             "or fp32 (default auto: bf16 on a CUDA device that supports it, else fp32)")
+    parser.add_argument("--prefetch", type=int,
+                        help="batches a background thread gathers ahead while the model steps, the same batches in "
+                             "the same order (default 0: gathered in the loop)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--eval-every", dest="eval_every", type=int,
                         help="steps between success evaluations of the EMA policy in the dataset's simulated task, "
@@ -72,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in
                  ("dataset", "out", "obs_keys", "head", "steps", "horizon", "frame_stack", "batch_size", "lr",
-                  "device", "threads", "seed", "algo", "online_steps", "filter_key", "valid_filter_key",
-                  "eval_every", "eval_episodes", "eval_max_steps")}
+                  "device", "threads", "precision", "prefetch", "seed", "algo", "online_steps", "filter_key",
+                  "valid_filter_key", "eval_every", "eval_episodes", "eval_max_steps")}
     base = None
     if args.resume:
         if not args.out:

@@ -41,6 +41,7 @@ from . import distributed
 from .distributed import Ranks
 
 ALGOS = ("bc", "mvp-rl")  # behaviour cloning; offline (-to-online) RL with best-of-N (mvp_ros.rl)
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on a CUDA device that supports it, else fp32
 
 STATE_WEIGHTS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
@@ -77,6 +78,8 @@ class TrainConfig:
     eval_episodes: int = 10
     eval_seed: int = 100000  # evaluation episode i uses seed eval_seed + i, at every evaluation of the run
     eval_max_steps: int = 0  # steps per evaluation episode; 0: the task's horizon
+    precision: str = "auto"  # of the forward pass and loss (autocast); weights, optimizer and EMA stay fp32
+    prefetch: int = 0  # batches gathered ahead by a background thread while the model steps; 0: in the loop
 
     def validate(self) -> None:
         if not self.dataset:
@@ -98,6 +101,10 @@ class TrainConfig:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.eval_episodes < 1:
             raise ConfigError(f"eval_episodes: must be >= 1, got {self.eval_episodes}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.prefetch < 0:
+            raise ConfigError(f"prefetch: must be >= 0 (0: batches gathered in the loop), got {self.prefetch}")
         if self.algo not in ALGOS:
             raise ConfigError(f"algo: unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
         if self.online_steps < 0 or (self.online_steps and self.algo != "mvp-rl"):
@@ -107,6 +114,9 @@ class TrainConfig:
 
             if self.head != "mvp":
                 raise ConfigError(f"head: algo mvp-rl trains the MVP head, not {self.head!r}")
+            if self.precision == "bf16" or self.prefetch:
+                raise ConfigError("precision bf16 and prefetch are settings of algo bc; algo mvp-rl trains in fp32 "
+                                  "and draws its batches in the loop")
             RLConfig.from_dict(self.rl)
 
 
@@ -130,14 +140,34 @@ def load_train_config(path: str | Path | None, overrides: dict, base: dict | Non
     return config
 
 
-def to_tensors(batch: dict, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Numpy batch from the dataset -> (obs, actions) tensors; low-dim as float32, images stay uint8."""
-    obs = {}
-    for key, values in batch["obs"].items():
-        tensor = torch.from_numpy(np.ascontiguousarray(values))
-        obs[key] = (tensor if tensor.dtype == torch.uint8 else tensor.float()).to(device, non_blocking=True)
-    actions = torch.from_numpy(np.ascontiguousarray(batch["actions"])).float().to(device, non_blocking=True)
-    return obs, actions
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> bf16 on a CUDA device with bf16 support, fp32 elsewhere; fp32 and bf16 as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward pass and loss in `precision` (resolved): bf16 autocast, or nothing for fp32. The
+    MVP target's forward-mode JVP runs inside it too: autocast casts its tangents as it casts the
+    inputs, and its error stays below the bf16 rounding of the prediction it is compared with
+    (benchmarks/image_step_ablation.py records both)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_tensors(batch: dict, device: torch.device, pin: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Numpy batch from the dataset -> (obs, actions) tensors on `device`; low-dim as float32, images
+    stay uint8 (a quarter of the bytes to copy; the encoder converts them on the device). `pin`: in
+    page-locked memory first, so the copy to a GPU runs asynchronously."""
+
+    def tensor(values: np.ndarray) -> torch.Tensor:
+        result = torch.from_numpy(np.ascontiguousarray(values))
+        result = result if result.dtype == torch.uint8 else result.float()
+        return (result.pin_memory() if pin else result).to(device, non_blocking=True)
+
+    return {key: tensor(values) for key, values in batch["obs"].items()}, tensor(batch["actions"])
 
 
 def load_datasets(config: TrainConfig) -> tuple[RobomimicDataset, RobomimicDataset | None]:
