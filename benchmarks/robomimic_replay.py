@@ -48,7 +48,7 @@ def compare(task: str, episodes: int, seed: int, directory: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="lift,can", help="comma-separated mvp demos tasks (default lift,can)")
+    parser.add_argument("--tasks", default="lift,can,square", help="comma-separated mvp demos tasks (default lift,can,square)")
     parser.add_argument("--episodes", type=int, default=5, help="demos per task (default 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, required=True)

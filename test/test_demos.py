@@ -115,7 +115,8 @@ def test_stored_actions_replay_the_stored_episode_exactly(lift_demos):
         env.close()
 
 
-@pytest.mark.parametrize("task, strategies", [("lift", {"top", "side"}), ("can", {"high", "low"})])
+@pytest.mark.parametrize("task, strategies", [("lift", {"top", "side"}), ("can", {"high", "low"}),
+                                              ("square", {"high", "low"})])
 def test_both_strategies_are_chosen(task, strategies):
     env = make_env(env_args_for(task, images=False))
     try:
@@ -166,6 +167,26 @@ def test_can_expert_places_the_can_in_its_bin():
     assert results[-1].episode.obs["object"].shape[1] == 14
     # The last episode's can lies in the target quarter of the second bin.
     assert np.all(np.abs(can[:2] - target[:2]) < robosuite_env.bin_size[:2] / 4)
+
+
+@pytest.mark.slow
+def test_square_expert_puts_the_nut_around_the_square_peg_by_either_strategy():
+    env = make_env(env_args_for("square", images=False))
+    try:
+        robosuite_env = env.unwrapped
+        peg = robosuite_env.sim.data.body_xpos[robosuite_env.peg1_body_id].copy()
+        strategies = set()
+        for attempt in range(4):
+            result = run_expert(env, "square", episode_seed(2, attempt), LOW_DIM_KEYS)
+            assert result.success, f"attempt {attempt} ({result.strategy})"
+            assert result.episode.dones[-1] == 1 and result.episode.rewards[-1] == 1.0
+            nut = robosuite_env.sim.data.body_xpos[robosuite_env.obj_body_id["SquareNut"]]
+            # Around the peg, below its top: threaded on it, not resting on it.
+            assert np.all(np.abs(nut[:2] - peg[:2]) < 0.02) and nut[2] < peg[2] + 0.05
+            strategies.add(result.strategy)
+    finally:
+        env.close()
+    assert strategies == {"high", "low"}
 
 
 def red_pixels(image: np.ndarray) -> np.ndarray:

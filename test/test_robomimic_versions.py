@@ -81,7 +81,7 @@ def test_data_from_another_robosuite_version_warns_naming_both():
         make_env(lift_1_4()).close()
 
 
-@pytest.fixture(scope="module", params=["lift", "can"])
+@pytest.fixture(scope="module", params=["lift", "can", "square"])
 def task_files(request, tmp_path_factory):
     """(our file, its v1.4.1-style copy) of one task."""
     directory = tmp_path_factory.mktemp(request.param)

@@ -121,7 +121,7 @@ def test_bad_actions_and_states_are_refused(lift):
 
 
 def test_unknown_task():
-    with pytest.raises(EnvArgsError, match="unknown task 'stack'; known tasks: can, lift"):
+    with pytest.raises(EnvArgsError, match="unknown task 'stack'; known tasks: can, lift, square"):
         env_args_for("stack", images=False)
 
 

@@ -74,6 +74,7 @@ DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
 TASKS: dict[str, tuple[str, int]] = {
     "lift": ("Lift", 200),
     "can": ("PickPlaceCan", 400),
+    "square": ("NutAssemblySquare", 400),
 }
 
 

@@ -13,6 +13,9 @@ its `model_file`, `seed` and `strategy` as attrs), `successful_demos` runs attem
   and slide in between the open fingers horizontally, grasp.
 - can, `high`/`low`: grasp the can from above, carry it to its bin over a high arc or a low, direct
   path (with different grasp yaws), lower it, release, and move the hand away.
+- square, `high`/`low`: grasp the square nut's handle from above, carry it over a high arc or a low,
+  direct path while turning it square to the peg, then, watching the nut itself, bring it over the
+  square peg and lower it around the peg, release, and move the hand away.
 """
 from __future__ import annotations
 
@@ -46,6 +49,9 @@ class Waypoint:
     gripper: float  # OPEN or CLOSED
     tolerance: float = 0.01  # m; the waypoint counts as reached within this distance
     hold_steps: int = 0  # steps to stay once reached (e.g. while the fingers close)
+    # With an object in hand: where (x, y) the object's centre is to be; the hand then moves so that the
+    # object, as observed, gets there, whichever way it sits in the hand.
+    object_xy: np.ndarray | None = None
 
 
 def _yaw_matrix(yaw: float) -> np.ndarray:
@@ -80,8 +86,10 @@ def _rotation_vector(rotation: np.ndarray) -> np.ndarray:
 class WaypointExpert:
     """Moves the hand through waypoints with a capped proportional controller plus noise."""
 
-    def __init__(self, waypoints: list[Waypoint], speed: float, action_noise: float, rng: np.random.Generator):
+    def __init__(self, waypoints: list[Waypoint], speed: float, action_noise: float, rng: np.random.Generator,
+                 object_position: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None):
         self.waypoints = waypoints
+        self.object_position = object_position  # the carried object's position in an observation
         self.speed = speed  # largest position action, in (0, 1]
         self.action_noise = action_noise
         self.rng = rng
@@ -91,6 +99,8 @@ class WaypointExpert:
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         waypoint = self.waypoints[self.index]
         position_error = waypoint.position - obs["robot0_eef_pos"]
+        if waypoint.object_xy is not None:
+            position_error[:2] = waypoint.object_xy - self.object_position(obs)[:2]
         rotation_error = _rotation_vector(
             _yaw_matrix(waypoint.yaw) @ HAND_DOWN @ _quat_xyzw_to_matrix(obs["robot0_eef_quat"]).T
         )
@@ -181,9 +191,62 @@ def plan_can(env: SimEnv, obs: dict[str, np.ndarray], rng: np.random.Generator) 
     ]
 
 
+# The square nut's handle, in the nut's frame (robosuite's square-nut.xml, `handle_site`).
+SQUARE_NUT_HANDLE = np.array([0.054, 0.0, 0.0])
+
+
+def plan_square(env: SimEnv, obs: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[str, list[Waypoint]]:
+    # NutAssemblySquare's `object` is (nut-to-hand position, nut-to-hand quaternion, nut position, nut quaternion).
+    nut_position, nut_rotation = obs["object"][7:10], _quat_xyzw_to_matrix(obs["object"][10:14])
+    nut_yaw = float(np.arctan2(nut_rotation[1, 0], nut_rotation[0, 0]))
+    # The fingers close across the handle, along the nut's y axis: hand yaw = nut yaw (mod pi).
+    grasp_yaw = (nut_yaw + np.pi / 2) % np.pi - np.pi / 2
+    # While carrying, turn the hand so the nut's sides line up with the square peg's (nut yaw = 0 mod pi/2):
+    # the smallest such turn that keeps the wrist within a quarter turn of its start and leaves the handle
+    # (and so the hand) not beyond the peg, at the edge of the Panda's reach.
+    aligning = -((nut_yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4)
+    turns = [aligning + k * np.pi / 2 for k in range(-2, 3)]
+    turn = min((t for t in turns if abs(grasp_yaw + t) <= np.pi / 2 + 0.2 and np.cos(nut_yaw + t) < 0.5), key=abs)
+    place_yaw = grasp_yaw + turn
+    # On the handle's outer part, clear of the nut's ring.
+    grip_in_nut = SQUARE_NUT_HANDLE + np.array([rng.uniform(0.002, 0.01), 0.0, 0.0])
+    grasp = nut_position + nut_rotation @ grip_in_nut
+    # At reset the nut is still dropping onto the table: grasp where it comes to rest (its top 2 cm above
+    # the table top), aiming a little lower than the fingertips reach so that they close on the whole handle.
+    grasp[2] = env.unwrapped.table_offset[2] + 0.016 + rng.uniform(0.0, 0.003)
+    peg = env.unwrapped.sim.data.body_xpos[env.unwrapped.peg1_body_id]
+    # The nut turns with the hand about the hand's axis, which passes through the grasp point.
+    hand_over_peg = peg[:2] + (_yaw_matrix(nut_yaw + turn) @ grip_in_nut)[:2]
+    above_peg = np.array([*hand_over_peg, rng.uniform(1.02, 1.05)])
+    strategy = str(rng.choice(["high", "low"]))
+    if strategy == "high":
+        carry = [Waypoint(np.array([*grasp[:2], rng.uniform(1.06, 1.10)]), grasp_yaw, CLOSED, tolerance=0.03),
+                 Waypoint(np.array([*hand_over_peg, rng.uniform(1.06, 1.10)]), place_yaw, CLOSED, tolerance=0.02)]
+    else:
+        carry = [Waypoint(grasp + np.array([0.0, 0.0, rng.uniform(0.12, 0.16)]), grasp_yaw, CLOSED, tolerance=0.03)]
+    hover = grasp + np.array([0.0, 0.0, rng.uniform(0.05, 0.08)])
+    return strategy, [
+        Waypoint(hover, grasp_yaw, OPEN, tolerance=0.01, hold_steps=int(rng.integers(3, 6))),
+        Waypoint(grasp, grasp_yaw, OPEN, tolerance=0.009, hold_steps=int(rng.integers(1, 3))),
+        Waypoint(grasp, grasp_yaw, CLOSED, tolerance=0.02, hold_steps=int(rng.integers(8, 12))),
+        *carry,
+        Waypoint(above_peg, place_yaw, CLOSED, tolerance=0.004, hold_steps=int(rng.integers(3, 6)), object_xy=peg[:2]),
+        Waypoint(above_peg - np.array([0.0, 0.0, 0.10]), place_yaw, CLOSED, tolerance=0.006, object_xy=peg[:2]),
+        Waypoint(above_peg - np.array([0.0, 0.0, 0.10]), place_yaw, OPEN, tolerance=0.03,
+                 hold_steps=int(rng.integers(4, 8))),
+        Waypoint(above_peg + np.array([0.0, 0.0, 0.05]), place_yaw, OPEN),
+    ]
+
+
+# Where each task's `object` observation holds the object's position.
+OBJECT_POSITIONS: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] = {
+    "square": lambda obs: obs["object"][7:10],
+}
+
 PLANNERS: dict[str, Callable[[SimEnv, dict[str, np.ndarray], np.random.Generator], tuple[str, list[Waypoint]]]] = {
     "lift": plan_lift,
     "can": plan_can,
+    "square": plan_square,
 }
 
 
@@ -200,7 +263,8 @@ def run_expert(env: SimEnv, task: str, seed: int, obs_keys: tuple[str, ...]) -> 
     obs = env.reset(seed=seed)
     model_file = env.model_xml()
     strategy, waypoints = PLANNERS[task](env, obs, rng)
-    expert = WaypointExpert(waypoints, speed=rng.uniform(0.6, 1.0), action_noise=rng.uniform(0.02, 0.08), rng=rng)
+    expert = WaypointExpert(waypoints, speed=rng.uniform(0.6, 1.0), action_noise=rng.uniform(0.02, 0.08), rng=rng,
+                            object_position=OBJECT_POSITIONS.get(task))
     steps: dict[str, list] = {key: [] for key in (*obs_keys, "actions", "rewards", "dones", "states")}
     next_obs: dict[str, list] = {key: [] for key in obs_keys}
     done, info = False, {"success": False}
