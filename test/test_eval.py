@@ -14,12 +14,12 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mvp_ros.cli import main  # noqa: E402
-from mvp_ros.data.robomimic import Episode, read_env_args, write_robomimic  # noqa: E402
+from mvp_ros.data.robomimic import Episode, read_env_args, read_initial_states, write_robomimic  # noqa: E402
 from mvp_ros.policy import Policy  # noqa: E402
 from mvp_ros.policy.chunks import ChunkExecutor  # noqa: E402
 from mvp_ros.sim.envs import build_env, env_args_for, make_env  # noqa: E402
 from mvp_ros.sim.evaluate import summarize, torch_threads, write_video  # noqa: E402
-from mvp_ros.sim.rollout import run_episode  # noqa: E402
+from mvp_ros.sim.rollout import InitialState, run_episode  # noqa: E402
 from mvp_ros.sim.success import wilson_interval  # noqa: E402
 
 HORIZON = 4
@@ -180,6 +180,30 @@ def test_replaying_expert_demos_through_run_episode_succeeds(demos, env):
             assert results[-1].success and abs(results[-1].steps - len(actions)) <= 2
             assert len(results[-1].inference_ms) == -(-results[-1].steps // HORIZON)
     assert summarize(results, [0, 1])["success_rate"] == 1.0
+
+
+@pytest.mark.slow
+def test_episodes_from_a_datasets_initial_states_replay_its_demos_exactly(demos, env):
+    """Robomimic-style evaluation: from each demo's states[0] and model_file, the demo's own actions
+    succeed at exactly the step the recording did."""
+    for name, state, model_xml in read_initial_states(demos):
+        with h5py.File(demos) as file:
+            actions = file[f"data/{name}/actions"][()]
+        result = run_episode(env, DemoReplay(actions), 0, env.horizon, ChunkExecutor(HORIZON),
+                             initial_state=InitialState(state, model_xml))
+        assert result.success and result.steps == len(actions)
+
+
+@pytest.mark.slow
+def test_eval_from_init_states_records_the_demos_it_started_from(checkpoint, demos, tmp_path):
+    summary = evaluate_cli(checkpoint, tmp_path, "init", "--episodes", "2", "--max-steps", "5", "--init-states",
+                           str(demos))
+    assert summary["init_state_demos"] == ["demo_0", "demo_1"] and summary["settings"]["init_states"] == str(demos)
+    with h5py.File(demos) as file:
+        valid = sorted(name.decode() for name in file["mask/valid"][()])
+    summary = evaluate_cli(checkpoint, tmp_path, "valid", "--episodes", "1", "--max-steps", "5", "--init-states",
+                           str(demos), "--init-states-filter-key", "valid")
+    assert summary["init_state_demos"] == valid[:1]
 
 
 class CountingPolicy:
@@ -345,3 +369,12 @@ def test_bad_arguments_are_refused(tmp_path, capsys):
     assert f"directory {tmp_path / 'nowhere'} does not exist" in eval_error(
         capsys, checkpoint, "--json", str(tmp_path / "nowhere" / "eval.json"))
     assert "execute must be between 1 and the chunk horizon 4, got 9" in eval_error(capsys, checkpoint, "--execute", "9")
+    assert "--init-states-filter-key needs --init-states FILE" in eval_error(capsys, checkpoint, "--init-states-filter-key",
+                                                                             "valid")
+    one_demo = [Episode(obs={"x": np.zeros((2, 1))}, actions=np.zeros((2, 7)), states=np.zeros((2, 3)))]
+    can = write_robomimic(tmp_path / "can.hdf5", one_demo, env_args_for("can", images=False))
+    assert f"--init-states {can} holds PickPlaceCan episodes, the checkpoint is for Lift" in eval_error(
+        capsys, checkpoint, "--init-states", str(can))
+    lift = write_robomimic(tmp_path / "lift.hdf5", one_demo, env_args_for("lift", images=False))
+    assert f"--init-states {lift} has 1 demos, fewer than --episodes 3" in eval_error(
+        capsys, checkpoint, "--episodes", "3", "--init-states", str(lift))

@@ -323,6 +323,21 @@ def read_file_attrs(path: str | os.PathLike) -> dict[str, Any]:
         return {key: decode_attr(value) for key, value in file.attrs.items()}
 
 
+def read_initial_states(path: str | os.PathLike, filter_key: str | None = None) -> list[tuple[str, np.ndarray, str | None]]:
+    """(demo name, states[0], model_file or None) of each demo (of mask/<filter_key>), in demo order."""
+    path = Path(path)
+    with open_hdf5(path) as file:
+        initial = []
+        for name in _selected_demos(file, path, filter_key):
+            demo = file[f"data/{name}"]
+            if not isinstance(demo.get("states"), h5py.Dataset) or len(demo["states"]) == 0:
+                raise DatasetError(f"{path}: data/{name} has no states, so it gives no initial state")
+            model_file = demo.attrs.get("model_file")
+            model_file = model_file.decode() if isinstance(model_file, bytes) else model_file
+            initial.append((name, _read(demo["states"], path)[0], model_file))
+    return initial
+
+
 def _demo_sort_key(name: str) -> tuple[int, str]:
     """robomimic orders demos by the number in demo_<n>."""
     match = re.fullmatch(r"demo_(\d+)", name)

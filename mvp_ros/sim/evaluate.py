@@ -2,7 +2,8 @@
 
 The environment is rebuilt from the `env_args` saved in the checkpoint and constructed with seed
 `--seed`; episode i uses seed `--seed + i` for both the environment's reset and the policy's
-sampling noise, so a run is reproducible.
+sampling noise, so a run is reproducible. With `--init-states FILE`, episode i starts instead from
+the initial state of the i-th demo of a Robomimic-format file, as Robomimic evaluates.
 Reports the success rate with a 95% Wilson score interval, the lengths of successful episodes and
 the time of each `policy.act` call; `--json` writes them, `--video` films the first episodes.
 """
@@ -28,7 +29,8 @@ from mvp_ros.policy import Policy  # noqa: E402
 from mvp_ros.policy.config import PolicyConfig  # noqa: E402
 from mvp_ros.sim.envs import SimEnv, build_env  # noqa: E402
 from mvp_ros.policy.chunks import ACT_ENSEMBLE_DECAY, ChunkExecutor  # noqa: E402
-from mvp_ros.sim.rollout import EpisodeResult, run_episode  # noqa: E402
+from mvp_ros.data.robomimic import read_env_args, read_initial_states  # noqa: E402
+from mvp_ros.sim.rollout import EpisodeResult, InitialState, run_episode  # noqa: E402
 from mvp_ros.sim.success import wilson_interval  # noqa: E402
 
 WARMUP_CALLS = 3
@@ -128,6 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory (from mvp train)")
     parser.add_argument("--episodes", type=int, required=True, help="number of episodes")
     parser.add_argument("--seed", type=int, default=0, help="episode i uses seed SEED + i (default 0)")
+    parser.add_argument("--init-states", type=Path, metavar="FILE",
+                        help="start episode i from the initial state (states[0], model_file) of the i-th demo of "
+                             "this Robomimic-format file, as Robomimic evaluates, instead of a seeded reset")
+    parser.add_argument("--init-states-filter-key", metavar="KEY",
+                        help="with --init-states: take the demos of mask/KEY (e.g. valid)")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     parser.add_argument("--video", type=Path, help="write the first episodes to this .mp4 or .gif file")
     parser.add_argument("--video-episodes", type=int, default=2, help="episodes in the video (default 2)")
@@ -152,6 +159,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.init_states_filter_key is not None and args.init_states is None:
+        raise ValueError("--init-states-filter-key needs --init-states FILE")
     if args.video is not None and args.video.suffix.lower() not in (".mp4", ".gif"):
         raise ValueError(f"--video {args.video}: the file must end in .mp4 or .gif")
     for path in (args.json, args.video):
@@ -160,15 +169,31 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def run_episodes(env: SimEnv, policy: Policy, executor: ChunkExecutor, seeds: list[int], max_steps: int,
-                 args: argparse.Namespace) -> list[EpisodeResult]:
+                 args: argparse.Namespace, initial_states: list[InitialState] | None = None) -> list[EpisodeResult]:
     results: list[EpisodeResult] = []
     progress = tqdm(seeds, desc="eval", unit="episode", disable=args.no_progress)
     for episode, seed in enumerate(progress):
         filmed = args.video is not None and episode < args.video_episodes
         results.append(run_episode(env, policy, seed, max_steps, executor, record_frames=filmed,
-                                   camera=args.video_camera, frame_size=args.video_size))
+                                   camera=args.video_camera, frame_size=args.video_size,
+                                   initial_state=initial_states[episode] if initial_states else None))
         progress.set_postfix(success_rate=f"{sum(r.success for r in results) / len(results):.2f}")
     return results
+
+
+def dataset_initial_states(args: argparse.Namespace, env_name: str) -> tuple[list[str], list[InitialState] | None]:
+    """The demos whose initial states `--init-states` asks for (the first --episodes of them), checked to
+    be of the checkpoint's task."""
+    if args.init_states is None:
+        return [], None
+    data_env = (read_env_args(args.init_states) or {}).get("env_name")
+    if data_env is not None and data_env != env_name:
+        raise ValueError(f"--init-states {args.init_states} holds {data_env} episodes, the checkpoint is for {env_name}")
+    demos = read_initial_states(args.init_states, args.init_states_filter_key)
+    if len(demos) < args.episodes:
+        raise ValueError(f"--init-states {args.init_states} has {len(demos)} demos, fewer than --episodes {args.episodes}")
+    chosen = demos[:args.episodes]
+    return [name for name, _, _ in chosen], [InitialState(state, model_xml) for _, state, model_xml in chosen]
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -178,6 +203,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             f"checkpoint {args.checkpoint} has no env_args: it was trained on data without a simulator; evaluate "
             "it on its robot with the policy node, or train on a dataset that records env_args (e.g. from mvp demos)")
     executor = ChunkExecutor(policy.horizon, args.execute, args.temporal_ensemble, args.ensemble_decay)
+    demos, initial_states = dataset_initial_states(args, policy.info.env_args["env_name"])
     env = build_env(policy.info.env_args, args.seed, offscreen_render=args.video is not None)
     seeds = [args.seed + episode for episode in range(args.episodes)]
     max_steps = args.max_steps or env.horizon
@@ -187,7 +213,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         for _ in range(WARMUP_CALLS):  # the first calls are slow (allocation, kernel selection); not timed
             policy.act({key: obs[key] for key in policy.obs_keys})
         started = time.perf_counter()
-        results = run_episodes(env, policy, executor, seeds, max_steps, args)
+        results = run_episodes(env, policy, executor, seeds, max_steps, args, initial_states)
         seconds = time.perf_counter() - started
     finally:
         env.close()
@@ -201,6 +227,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                      "ensemble_decay": executor.ensemble_decay, "device": str(policy.device),
                      "torch_threads": args.torch_threads},
     }
+    if demos:
+        summary["settings"] |= {"init_states": str(args.init_states), "init_states_filter_key": args.init_states_filter_key}
+        summary["init_state_demos"] = demos
     if args.video is not None:
         summary["video"] = str(args.video)
         summary["video_frames"] = write_video(args.video, [r for r in results if r.frames], env.control_rate_hz)

@@ -33,15 +33,28 @@ class EpisodeResult:
     frames: list[np.ndarray] = field(default_factory=list)  # (H, W, 3) uint8, right side up, if recorded
 
 
+@dataclass
+class InitialState:
+    """Where an episode starts instead of a seeded reset: a recorded episode's `states[0]` and its
+    `model_file` (Robomimic-style evaluation from a dataset's initial states)."""
+
+    state: np.ndarray
+    model_xml: str | None = None
+
+
 def run_episode(env: SimEnv, policy: ChunkPolicy, seed: int, max_steps: int, executor: ChunkExecutor,
-                record_frames: bool = False, camera: str = "agentview", frame_size: int = 256) -> EpisodeResult:
+                record_frames: bool = False, camera: str = "agentview", frame_size: int = 256,
+                initial_state: InitialState | None = None) -> EpisodeResult:
     """One seeded episode, ended by success or after `max_steps` steps.
 
-    The environment and the policy's sampling noise are both seeded with `seed`. With
-    `record_frames`, a `camera` image (frame_size x frame_size) is rendered after the reset and after
-    every step; otherwise nothing is rendered.
+    The environment and the policy's sampling noise are both seeded with `seed`; with `initial_state`
+    the environment starts there instead. With `record_frames`, a `camera` image (frame_size x
+    frame_size) is rendered after the reset and after every step; otherwise nothing is rendered.
     """
-    obs = env.reset(seed=seed)
+    if initial_state is None:
+        obs = env.reset(seed=seed)
+    else:
+        obs = env.reset_to(initial_state.state, initial_state.model_xml)
     policy.reset(seed)
     executor.reset()
     result = EpisodeResult(success=False, steps=0)
