@@ -26,7 +26,7 @@ from mvp_ros.rl.replay import episode_rewards, replay_from_dataset
 from mvp_ros.training.workspace import TrainConfig
 
 SMALL_POLICY = {"hidden_dim": 64, "depth": 2}
-SMALL_RL = {"critic_hidden_dim": 64, "critic_depth": 2, "num_candidates": 8}
+SMALL_RL = {"critic_hidden_dim": 64, "critic_depth": 2, "num_candidates": 8, "compile": False}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -140,6 +140,43 @@ def test_best_of_n_takes_the_argmax_of_one_batched_sampler_call(tiny_dataset):
     assert torch.equal(chunks, candidates[torch.arange(3), best])
     assert torch.allclose(values, all_values.max(dim=1).values)
     assert len(set(best.tolist())) > 1 or all_values.std() > 0  # a real choice among distinct candidates
+
+
+def test_the_batched_critic_is_each_member_as_its_own_mlp(tiny_dataset):
+    """One batched module computes, member by member, Linear([obs, chunk]) -> (LayerNorm -> GELU ->
+    Linear)... -> 1 with the observation part of the first layer computed once per state."""
+    learner, _ = small_learner(tiny_dataset, horizon=3, rl={"num_critics": 3, "critic_depth": 3})
+    critic = learner.critic
+    with torch.no_grad():
+        for parameter in (critic.norm_weight, critic.norm_bias):  # not the initial ones and zeros
+            parameter.normal_()
+    obs = {"x": torch.tensor([[[0.1]], [[0.7]], [[1.2]]])}
+    chunks = torch.rand(3, 5, 3, 2) * 2 - 1
+    q_values = critic(obs, chunks)
+    features = critic.obs_encoder(obs).repeat_interleave(5, dim=0)
+    inputs = torch.cat([features, critic.action_scaler.normalize(chunks).reshape(15, -1)], dim=-1)
+    for member in range(3):
+        x = inputs @ torch.cat([critic.first_obs_weight[member], critic.first_chunk_weight[member]]) + critic.first_bias[member]
+        for layer in range(3):
+            if layer:
+                x = x @ critic.hidden_weight[layer - 1, member] + critic.hidden_bias[layer - 1, member]
+            x = torch.nn.functional.layer_norm(x, (64,), critic.norm_weight[layer, member], critic.norm_bias[layer, member])
+            x = torch.nn.functional.gelu(x)
+        expected = (x @ critic.output_weight[member] + critic.output_bias[member]).view(3, 5)
+        torch.testing.assert_close(q_values[member], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_compiled_bootstrap_equals_the_eager_one(tiny_dataset):
+    replay = replay_from_dataset(tiny_dataset, horizon=3, frame_stack=1, reward_mode="sparse", success_reward=1.0)
+    batch = replay.sample(16, np.random.default_rng(0)).to(torch.device("cpu"))
+    eager, _ = small_learner(tiny_dataset, horizon=3)
+    compiled, _ = small_learner(tiny_dataset, horizon=3, rl={"compile": True})
+    compiled.ema.load_state_dict(eager.ema.state_dict())
+    compiled.target_critic.load_state_dict(eager.target_critic.state_dict())
+    for seed in (0, 1):  # the second call reuses the compiled code
+        expected = eager.td_target(batch, torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(compiled.td_target(batch, torch.Generator().manual_seed(seed)), expected,
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_critic_update_sends_no_gradient_into_the_policy(tiny_dataset):
@@ -332,6 +369,10 @@ def test_rl_settings_and_files_give_clear_errors(success_dataset, tmp_path, caps
     weights = rl_run / "critic.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(CheckpointError, match="critic.safetensors does not match the SHA-256"):
+        load_critic(rl_run)
+    description = rl_run / "critic.json"
+    description.write_text(json.dumps({**json.loads(description.read_text()), "format_version": 1}))
+    with pytest.raises(CheckpointError, match="holds a version-1 critic; this version of mvp_ros reads version 2"):
         load_critic(rl_run)
     assert main(["train", "--out", str(bc), "--resume", "--algo", "mvp-rl", "--steps", "4", "--no-progress"]) == 2
     assert "algo was 'bc', now 'mvp-rl'" in capsys.readouterr().err

@@ -9,7 +9,8 @@ with the checkpoint's statistics, one small CNN per camera). The policy is train
 MVP loss, so the TD loss must not reach its encoder either; for low-dim observations the encoder
 has no parameters at all. Action chunks enter normalized to [-1, 1] by the policy's statistics and
 flattened. The ensemble members share the encoder; each is a depth x hidden GELU MLP with layer
-norm, and their values combine into one Q by their mean (or min).
+norm, and their values combine into one Q by their mean (or min). The members run as one batched
+module (`ChunkCritic`), which is what makes scoring 16 candidates per state cheap.
 
 Files, next to the policy checkpoint (`model.safetensors` + `config.json`) in the same directory:
 `critic.safetensors` (weights) and `critic.json` (CriticConfig, SHA-256 of the weights).
@@ -34,7 +35,9 @@ from .networks import ObservationEncoder
 from .normalizer import ActionScaler, Normalization
 
 CRITIC_FORMAT = "mvp_ros.critic"
-CRITIC_FORMAT_VERSION = 1
+# 2: the ensemble's weights stacked per layer, the first layer split into observation and chunk parts;
+# version 1 held one nn.Sequential per member.
+CRITIC_FORMAT_VERSION = 2
 CRITIC_WEIGHTS = "critic.safetensors"
 CRITIC_JSON = "critic.json"
 
@@ -54,32 +57,57 @@ class CriticConfig:
                 raise ConfigError(f"critic {name}: must be >= 1, got {getattr(self, name)}")
 
 
-def critic_mlp(in_dim: int, hidden_dim: int, depth: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(depth):
-        layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU()]
-    layers.append(nn.Linear(hidden_dim, 1))
-    return nn.Sequential(*layers)
+def linear_init(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:
+    """nn.Linear's default initialization for a layer with `fan_in` inputs: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / fan_in ** 0.5
+    return torch.empty(shape).uniform_(-bound, bound)
 
 
 class ChunkCritic(nn.Module):
+    """The ensemble as one module: each layer's weights of all K members stacked, so a layer of the
+    whole ensemble is one batched matrix multiplication (K members x rows) rather than K modules.
+
+    Member k is the MLP  Linear([obs features, chunk]) -> (LayerNorm -> GELU -> Linear) ... -> 1,
+    its first Linear split into an observation part and a chunk part (the same function): the
+    observation part runs once per state, not once per candidate chunk of that state.
+    """
+
     def __init__(self, policy_config: PolicyConfig, normalization: Normalization, config: CriticConfig):
         super().__init__()
         self.policy_config = policy_config
         self.config = config
         self.obs_encoder = ObservationEncoder(policy_config, normalization.obs_mean, normalization.obs_std)
         self.action_scaler = ActionScaler(normalization.action_min, normalization.action_max)
-        in_dim = self.obs_encoder.output_dim + policy_config.chunk_dim
-        self.members = nn.ModuleList(critic_mlp(in_dim, config.hidden_dim, config.depth)
-                                     for _ in range(config.num_critics))
+        members, width, depth = config.num_critics, config.hidden_dim, config.depth
+        obs_dim, chunk_dim = self.obs_encoder.output_dim, policy_config.chunk_dim
+        # Weights stored (in, out) per member, as torch.baddbmm takes them; initialized as nn.Linear
+        # initializes a layer of that fan-in.
+        self.first_obs_weight = nn.Parameter(linear_init((members, obs_dim, width), obs_dim + chunk_dim))
+        self.first_chunk_weight = nn.Parameter(linear_init((members, chunk_dim, width), obs_dim + chunk_dim))
+        self.first_bias = nn.Parameter(linear_init((members, width), obs_dim + chunk_dim))
+        self.hidden_weight = nn.Parameter(linear_init((depth - 1, members, width, width), width))
+        self.hidden_bias = nn.Parameter(linear_init((depth - 1, members, width), width))
+        self.norm_weight = nn.Parameter(torch.ones(depth, members, width))
+        self.norm_bias = nn.Parameter(torch.zeros(depth, members, width))
+        self.output_weight = nn.Parameter(linear_init((members, width, 1), width))
+        self.output_bias = nn.Parameter(linear_init((members, 1), width))
 
     def forward(self, obs: dict[str, torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
         """Every member's Q of every candidate: chunks (B, N, horizon, action_dim) in data units -> (K, B, N)."""
         batch, candidates = chunks.shape[:2]
-        features = self.obs_encoder(obs).repeat_interleave(candidates, dim=0)  # encode each observation once
-        actions = self.action_scaler.normalize(chunks).reshape(batch * candidates, -1)
-        inputs = torch.cat([features, actions], dim=-1)
-        return torch.stack([member(inputs).view(batch, candidates) for member in self.members])
+        members, width = self.first_bias.shape
+        features = self.obs_encoder(obs)
+        actions = self.action_scaler.normalize(chunks).reshape(1, batch * candidates, -1)
+        per_state = torch.baddbmm(self.first_bias[:, None], features.expand(members, -1, -1), self.first_obs_weight)
+        per_chunk = torch.matmul(actions, self.first_chunk_weight).view(members, batch, candidates, width)
+        x = (per_chunk + per_state[:, :, None]).view(members, batch * candidates, width)
+        for layer in range(self.config.depth):
+            if layer:
+                x = torch.baddbmm(self.hidden_bias[layer - 1, :, None], x, self.hidden_weight[layer - 1])
+            x = torch.addcmul(self.norm_bias[layer, :, None], nn.functional.layer_norm(x, (width,)),
+                              self.norm_weight[layer, :, None])
+            x = nn.functional.gelu(x)
+        return torch.baddbmm(self.output_bias[:, None], x, self.output_weight).view(members, batch, candidates)
 
     def value(self, obs: dict[str, torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
         """The ensemble's combined Q: chunks (B, N, horizon, action_dim) -> (B, N)."""
@@ -142,8 +170,12 @@ def load_critic(directory: str | Path, device: str | torch.device = "cpu") -> Ch
             raise CheckpointError(f"{path} is missing: the checkpoint has no critic (was it trained with --algo mvp-rl?)")
     try:
         document = json.loads(config_path.read_text())
-        if document.get("format") != CRITIC_FORMAT or document.get("format_version") != CRITIC_FORMAT_VERSION:
-            raise CheckpointError(f"{config_path} is not a version-{CRITIC_FORMAT_VERSION} {CRITIC_FORMAT} file")
+        if document.get("format") != CRITIC_FORMAT:
+            raise CheckpointError(f"{config_path} is not a {CRITIC_FORMAT} file")
+        if document.get("format_version") != CRITIC_FORMAT_VERSION:
+            raise CheckpointError(f"{config_path} holds a version-{document.get('format_version')} critic; this "
+                                  f"version of mvp_ros reads version {CRITIC_FORMAT_VERSION} (the ensemble's weights "
+                                  "stacked per layer): train the critic again with --algo mvp-rl")
         config = CriticConfig(**document["critic"])
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as error:
         raise CheckpointError(f"{config_path} is not a valid critic description ({error!r})") from None

@@ -8,6 +8,12 @@ One update, on one batch of chunk windows from the replay buffer (mvp_ros.rl.rep
           mvp_ros.rl.td; its bootstrap action is the best of N one-step samples of the EMA policy at
           s_{k+h} under the target critic. Then the target critic moves towards the critic by tau.
 The EMA policy is the one that acts (online, and in `best_of_n` at evaluation) and the one saved.
+
+The bootstrap is most of an update's arithmetic: at batch B and N candidates it puts B * N rows
+through the actor and every critic. It runs as one call (`next_values`: sampling from given noise,
+the critic ensemble as one batched module, the argmax), compiled with torch.compile when
+`rl.compile` is set, which fuses the layer norms, activations and the rest between the matrix
+multiplications into a few kernels.
 """
 from __future__ import annotations
 
@@ -47,6 +53,12 @@ class MvpRlLearner:
                                                   weight_decay=config.weight_decay)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=rl.critic_lr)
         self.updates = 0
+        self.next_values = torch.compile(self._next_values, dynamic=False) if rl.compile else self._next_values
+
+    def _next_values(self, next_obs: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+        """Qbar(s', a*') of the best of N EMA-policy samples from `noise` (B * N, chunk_dim): (B,)."""
+        candidates = self.ema.sample_with_noise(next_obs, noise, self.rl.num_candidates)
+        return self.target_critic.value(next_obs, candidates).max(dim=-1).values
 
     def update(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         metrics = self.update_policy(batch, generator)
@@ -65,7 +77,9 @@ class MvpRlLearner:
     def td_target(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> torch.Tensor:
         """y = sum_{i<h} gamma^i r_{k+i} + gamma^h Qbar(s_{k+h}, a*'), a*' the best of N EMA-policy samples."""
         with torch.no_grad():
-            _, next_value = best_of_n(self.ema, self.target_critic, batch.next_obs, self.rl.num_candidates, generator)
+            rows = batch.rewards.shape[0] * self.rl.num_candidates
+            noise = torch.randn(rows, self.ema.config.chunk_dim, generator=generator, device=batch.rewards.device)
+            next_value = self.next_values(batch.next_obs, noise)
             return chunk_td_target(batch.rewards, batch.step_mask, batch.bootstrap, next_value, self.rl.gamma)
 
     def update_critic(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
