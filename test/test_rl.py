@@ -295,6 +295,17 @@ def test_mvp_train_algo_mvp_rl_writes_policy_and_critic(success_dataset, tmp_pat
     assert chunks.shape == (4, 3, 2) and torch.isfinite(values).all()
 
 
+def test_q_chunking_is_the_same_loop_with_the_flow_head(success_dataset, tmp_path):
+    """QC's best-of-N: `--algo mvp-rl --head flow`, the bootstrap's candidates from 10 Euler steps."""
+    out = tmp_path / "qc"
+    assert train_rl_cli(success_dataset, out, "--obs-keys", "x", "--steps", "4", "--batch-size", "8",
+                        "--horizon", "3", "--head", "flow") == 0
+    model, _ = load_checkpoint(out)
+    assert model.config.head == "flow" and model.config.flow_steps == 10
+    chosen = Policy.load(out, device="cpu", seed=2, best_of=8).act({"x": np.zeros(3, np.float32)})
+    assert chosen.shape == (3, 2) and load_critic(out).config.num_critics == 2
+
+
 def test_a_policy_loaded_with_best_of_n_executes_the_critics_choice(success_dataset, tmp_path):
     out = tmp_path / "run"
     assert train_rl_cli(success_dataset, out, "--obs-keys", "x", "--steps", "10", "--batch-size", "16",
@@ -342,8 +353,9 @@ def test_rl_settings_and_files_give_clear_errors(success_dataset, tmp_path, caps
     assert "rl.reward_mode: 'dense'" in capsys.readouterr().err
     assert train_rl_cli(success_dataset, tmp_path / "b", *common, rl={"num_critic": 3}) == 2
     assert "unknown rl setting(s) num_critic" in capsys.readouterr().err
-    assert train_rl_cli(success_dataset, tmp_path / "c", *common, "--head", "flow") == 2
-    assert "algo mvp-rl trains the MVP head, not 'flow'" in capsys.readouterr().err
+    assert train_rl_cli(success_dataset, tmp_path / "c", *common, "--head", "diffusion") == 2
+    assert "algo mvp-rl trains the MVP head, or the flow head as Q-chunking's best-of-N, not 'diffusion'" in \
+        capsys.readouterr().err
     assert main(["train", "--dataset", str(success_dataset), "--out", str(tmp_path / "d"), *common,
                  "--online-steps", "5", "--no-progress"]) == 2
     assert "online_steps: 5 needs algo mvp-rl" in capsys.readouterr().err

@@ -112,8 +112,9 @@ class TrainConfig:
         if self.algo == "mvp-rl":
             from ..rl.config import RLConfig
 
-            if self.head != "mvp":
-                raise ConfigError(f"head: algo mvp-rl trains the MVP head, not {self.head!r}")
+            if self.head not in ("mvp", "flow"):
+                raise ConfigError(f"head: algo mvp-rl trains the MVP head, or the flow head as Q-chunking's "
+                                  f"best-of-N, not {self.head!r}")
             if self.precision == "bf16" or self.prefetch:
                 raise ConfigError("precision bf16 and prefetch are settings of algo bc; algo mvp-rl trains in fp32 "
                                   "and draws its batches in the loop")
