@@ -151,7 +151,6 @@ def check_chunk(msg: JointTrajectory) -> None:
     """Points a control period apart, in order, none due before the observation's stamp; the action of
     k periods after the observation within (k + 1) max_delta of the measured arm (each step within
     max_delta), and the last point at rest."""
-    assert msg.header.stamp.sec > 0
     steps = [(point.time_from_start.sec * 10**9 + point.time_from_start.nanosec) // PERIOD_NS - 1 for point in msg.points]
     assert steps == list(range(steps[0], steps[0] + len(steps))) and steps[0] >= 0
     assert all(point.time_from_start.nanosec % PERIOD_NS == 0 for point in msg.points)
@@ -176,6 +175,8 @@ def test_two_joint_publishers_drive_the_node_and_the_action_reaches_both_control
         assert list(msg.joint_names) == ARM
         check_chunk(msg)
     assert any(len(msg.points) > 1 for msg in trajectories)
+    stamps = [msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec for msg in trajectories]
+    assert stamps == sorted(stamps) and stamps[-1] <= time.time_ns()  # observation times (the node's clock: wall)
     for msg in grippers:
         assert len(msg.data) == 1 and within(np.array(msg.data), GRIPPER_LIMITS)
         assert abs(msg.data[0] - GRIPPER_POSITION) <= GRIPPER_MAX_DELTA + 1e-12
