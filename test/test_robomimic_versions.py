@@ -20,7 +20,11 @@ from mvp_ros.cli import main  # noqa: E402
 from mvp_ros.data.robomimic import read_env_args  # noqa: E402
 from mvp_ros.policy.checkpoint import read_checkpoint_info  # noqa: E402
 from mvp_ros.sim.envs import EnvArgsError, env_args_for, make_env  # noqa: E402
-from mvp_ros.sim.robosuite_versions import RobosuiteVersionWarning, translate_controller_configs  # noqa: E402
+from mvp_ros.sim.robosuite_versions import (  # noqa: E402
+    RobosuiteVersionWarning,
+    object_state_of_version,
+    translate_controller_configs,
+)
 from mvp_ros.sim.state_replay import observation_differences  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
@@ -63,6 +67,11 @@ def test_settings_in_the_robosuite_1_5_format_pass_unchanged():
 def test_settings_that_cannot_be_translated_are_refused_by_name(settings, message):
     with pytest.raises(EnvArgsError, match=message):
         make_env(lift_1_4(**settings))
+
+
+def test_an_object_layout_from_before_1_5_that_is_not_known_is_refused():
+    with pytest.raises(EnvArgsError, match="how robosuite before 1.5 assembled the 'object' observation of Door"):
+        object_state_of_version("Door", {"env_version": "1.4.1"}, {}, np.zeros(3))
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ class EnvArgsError(ValueError):
 
 
 def version_tuple(version: str | None) -> tuple[int, ...] | None:
-    """"1.4.1" -> (1, 4, 1); None for a missing or unreadable version."""
+    """The numbers of a version string ("1.4.1" -> (1, 4, 1)); None for a missing or unreadable one."""
     numbers = re.findall(r"\d+", str(version or ""))[:3]
     return tuple(int(number) for number in numbers) if numbers else None
 
@@ -105,7 +105,7 @@ def translate_controller_configs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     unknown = [robot for robot in robots if robot not in REGISTERED_ROBOTS]
     if not robots or unknown:
         raise EnvArgsError(f"env_args['env_kwargs']['robots'] = {env_kwargs.get('robots')!r}: "
-                                         "robosuite 1.4 controller settings need known robots to translate them")
+                           "robosuite 1.4 controller settings need known robots to translate them")
     part = _translated_part(old)
     translated = []
     for robot in robots:
@@ -143,7 +143,7 @@ def _translated_part(old: dict[str, Any]) -> dict[str, Any]:
                 f"(it takes {', '.join(sorted(accepted))})")
         if key in part and part[key] != value:
             raise EnvArgsError(f"{name}: {key!r} is given twice with different values, "
-                                             f"{part[key]!r} and {value!r} (an older name is one of them)")
+                               f"{part[key]!r} and {value!r} (an older name is one of them)")
         part[key] = value
     return part
 
@@ -162,7 +162,7 @@ def object_state_of_version(env_name: str, env_args: dict, observables: dict[str
     `object_state` (1.5's) when the data is from 1.5 or later. Data from before 1.5 of a task whose old
     layout is not known here is refused rather than silently given 1.5's meaning."""
     if not data_predates_1_5(env_args):
-        return object_state
+        return np.array(object_state)
     if env_name not in _OBJECT_STATE_BEFORE_1_5:
         raise EnvArgsError(
             f"env_args['env_version'] = {env_args.get('env_version')!r}: how robosuite before 1.5 assembled the "
