@@ -389,14 +389,23 @@ def test_stop_publishes_the_safe_action_and_start_resumes(peer, stream, node) ->
 
 
 @pytest.mark.slow
-def test_shutdown_publishes_the_safe_action(peer, stream, node) -> None:
-    stream.running.set()
-    peer.wait_for_messages("/policy/command", 5, timeout_s=5, since=time.monotonic())
-    assert node.stop(signal.SIGTERM) == 0
+def test_shutdown_publishes_the_safe_action(tmp_path, env, peer, stream) -> None:
+    """A node of its own, on a command topic of its own: the module's shared node keeps running for the other tests."""
+    contract = CONTRACT | {"action": CONTRACT["action"] | {"topic": "/shutdown/command"}}
+    contract_path = write_yaml(tmp_path / "contract.yaml", contract)
+    checkpoint = write_tiny_checkpoint(tmp_path / "shutdown", OBS_SHAPES, action_range=1.0, contract=contract)
+    peer.record(Float64MultiArray, "/shutdown/command")
+    process = NodeProcess(["policy-node", "--checkpoint", str(checkpoint), "--contract", str(contract_path),
+                           "--ros-args", "-r", "__node:=mvp_policy_shutdown", "-p", "device:=cpu",
+                           "-p", "warmup_iterations:=1"], env, tmp_path / "log")
+    try:
+        stream.running.set()
+        peer.wait_for_messages("/shutdown/command", 5, timeout_s=60, since=time.monotonic())
+    finally:
+        assert process.stop(signal.SIGTERM) == 0, process.output()
     time.sleep(0.3)
-    commands = [np.array(m.data) for m in peer.messages("/policy/command")]
+    commands = [np.array(m.data) for m in peer.messages("/shutdown/command")]
     assert is_safe_hold(commands[-1], commands[-2]), commands[-2:]
-    stream.running.clear()
 
 
 @pytest.mark.slow
