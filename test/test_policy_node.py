@@ -516,6 +516,11 @@ def test_a_refused_thread_priority_warns_and_ticks_under_the_normal_scheduler(tm
     assert "active: ticking at 20 Hz on the ROS_TIME clock (SCHED_OTHER (thread_priority 20 refused))" in output
 
 
+def test_candidates_without_a_critic_are_refused_at_configure(tmp_path, capsys, files) -> None:
+    error = configure_error(tmp_path, capsys, files["checkpoint"], CONTRACT, "-p", "num_candidates:=8")
+    assert "critic.json is missing: the checkpoint has no critic (was it trained with --algo mvp-rl?)" in error
+
+
 def configure_error(tmp_path: Path, capsys, checkpoint: Path, contract: dict, *extra: str) -> str:
     contract_path = write_yaml(tmp_path / "contract.yaml", contract)
     status = mvp_main(["policy-node", "--checkpoint", str(checkpoint), "--contract", str(contract_path),

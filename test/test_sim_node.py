@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
@@ -25,6 +26,7 @@ from mvp_ros.data.contract import Contract, load_contract, stamp_ns
 from mvp_ros.policy import Policy
 from mvp_ros.policy.checkpoint import read_checkpoint_info
 from mvp_ros.policy.chunks import ChunkExecutor
+from mvp_ros.policy.critic import ChunkCritic, CriticConfig, save_critic
 from mvp_ros.ros.diagnostics import values_of
 from mvp_ros.ros.sim_messages import ContractMessages
 from mvp_ros.ros.sim_node import bridge_env
@@ -236,10 +238,10 @@ class RecordingEnv:
         return self.environment.render(*args)
 
 
-def offline_actions(checkpoint: Path, seed: int, steps: int) -> list[np.ndarray]:
+def offline_actions(checkpoint: Path, seed: int, steps: int, best_of: int = 1) -> list[np.ndarray]:
     """What `mvp eval --seed SEED --temporal-ensemble` (the policy node's default) applies in `steps` steps of
     its first episode."""
-    policy = Policy.load(checkpoint, device="cpu")
+    policy = Policy.load(checkpoint, device="cpu", best_of=best_of)
     environment = build_env(policy.info.env_args, seed, offscreen_render=False)
     try:
         recording = RecordingEnv(environment)
@@ -249,19 +251,31 @@ def offline_actions(checkpoint: Path, seed: int, steps: int) -> list[np.ndarray]
         environment.close()
 
 
+def with_critic(directory: Path) -> Path:
+    """The tiny policy with an untrained critic beside it: some critic's argmax, as the node must execute it."""
+    checkpoint = write_tiny_checkpoint(directory, contract=PANDA_SIM_CONTRACT)
+    info = read_checkpoint_info(checkpoint)
+    torch.manual_seed(1)
+    save_critic(checkpoint, ChunkCritic(info.config, info.normalization, CriticConfig(hidden_dim=32, depth=1)))
+    return checkpoint
+
+
 @pytest.mark.slow
-def test_closed_loop_equals_the_offline_loop_and_survives_a_simulation_restart(request, tmp_path, env, files, peer) -> None:
+@pytest.mark.parametrize("candidates, runs", [(1, 2), (8, 1)], ids=["one-step", "best-of-8"])
+def test_closed_loop_equals_the_offline_loop_and_survives_a_simulation_restart(request, tmp_path, env, files, peer,
+                                                                               candidates, runs) -> None:
     steps = 12
-    policy = NodeProcess(["policy-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(PANDA_CONTRACT),
-                          "--ros-args", "-p", "device:=cpu", "-p", "use_sim_time:=true",
+    checkpoint = files["checkpoint"] if candidates == 1 else with_critic(tmp_path / "with_critic")
+    policy = NodeProcess(["policy-node", "--checkpoint", str(checkpoint), "--contract", str(PANDA_CONTRACT),
+                          "--ros-args", "-p", "device:=cpu", "-p", "use_sim_time:=true", "-p", f"num_candidates:={candidates}",
                           "-p", "reset_topic:=/mvp_sim/episode_start", "-p", "inference_timeout_s:=5.0",
                           # between episodes the lockstep clock stands still; no safe action may slip in
                           "-p", "watchdog_timeout_s:=60.0"],
                          env, tmp_path / "policy.log")
-    sim_arguments = ["sim-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(PANDA_CONTRACT),
+    sim_arguments = ["sim-node", "--checkpoint", str(checkpoint), "--contract", str(PANDA_CONTRACT),
                      "--seed", "3", "--ros-args", "-p", f"max_steps:={steps}"]
     try:
-        for restart in range(2):
+        for restart in range(runs):
             sim = NodeProcess(sim_arguments, env, tmp_path / f"sim{restart}.log")
             request.addfinalizer(lambda process=sim: process.alive() and process.stop())
             peer.wait_for(lambda: peer.node.count_subscribers("/clock") and peer.node.count_publishers("/clock")
@@ -275,11 +289,14 @@ def test_closed_loop_equals_the_offline_loop_and_survives_a_simulation_restart(r
             assert (result["seed"], result["steps"], result["held_steps"]) == ("3", str(steps), "0")
             episode_began = [arrived for arrived, _ in peer.received["/mvp_sim/episode_start"] if arrived >= started][0]
             ros_commands = [np.array(msg.data) for msg in peer.messages("/policy/command", episode_began)][:steps]
-            expected = offline_actions(files["checkpoint"], seed=3, steps=steps)
+            expected = offline_actions(checkpoint, seed=3, steps=steps, best_of=candidates)
             np.testing.assert_array_equal(np.stack(ros_commands), np.stack(expected))
             assert sim.stop() == 0, sim.output()
         assert policy.alive()
-        assert "clock jumped back" in policy.output()  # the restarted simulation's clock began again
+        if runs > 1:
+            assert "clock jumped back" in policy.output()  # the restarted simulation's clock began again
+        if candidates > 1:
+            assert f"best of {candidates} by its critic" in policy.output()
     finally:
         assert policy.stop() == 0, policy.output()
 

@@ -92,6 +92,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
         "(torch.compile at configure: seconds to minutes), aot (AOTInductor at configure, a CPU only: the"
         " least time per call), cuda_graph",
         choices=("auto", "eager", "compile", "aot", "cuda_graph")),
+    "num_candidates": ParameterSpec(1,
+        "generate and select: sample this many one-step candidate chunks in one batched call and execute "
+        "the one the critic beside the checkpoint (mvp train --algo mvp-rl) scores highest; 1: the policy "
+        "alone, no critic",
+        minimum=1, maximum=1024),
     "torch_threads": ParameterSpec(1,
         "CPU threads torch may use; 1 avoids the hand-off stalls that several threads cause for a small "
         "network on a busy CPU",
@@ -220,7 +225,8 @@ class PolicyNode(LifecycleNode):
         rate_hz = self.get_parameter("control_rate_hz").value or self.contract.control_rate_hz
         self.period_ns = round(1e9 / rate_hz)
         self.policy = Policy.load(checkpoint, device=self.get_parameter("device").value,
-                                  execution=self.get_parameter("execution").value)
+                                  execution=self.get_parameter("execution").value,
+                                  best_of=self.get_parameter("num_candidates").value)
         for note in check_policy_against_contract(
                 self.policy, self.contract, contract_path, control_rate_hz=rate_hz,
                 allow_without_contract=self.get_parameter("allow_checkpoint_without_contract").value):
@@ -245,7 +251,8 @@ class PolicyNode(LifecycleNode):
         self._create_runtime_entities()
         self.get_logger().info(
             f"configured: {checkpoint} ({self.policy.config.head}, horizon {self.policy.horizon},"
-            f" {self.policy.device}, {self.policy.execution}) with {contract_path};"
+            f" {self.policy.device}, {self.policy.execution}"
+            f"{f', best of {self.policy.best_of} by its critic' if self.policy.best_of > 1 else ''}) with {contract_path};"
             f" loaded and warmed up in {time.perf_counter() - started:.2f} s;"
             f" executing {self.core.chunks.execute} of {self.policy.horizon} actions per chunk"
             f"{' with temporal ensembling' if self.core.chunks.temporal_ensemble else ''}; position targets limited"
