@@ -22,7 +22,9 @@ from mvp_ros.policy.model import ChunkPolicyModel
 from mvp_ros.policy.normalizer import Normalization
 from mvp_ros.rl import RLConfig, best_of_n, chunk_td_target, load_critic
 from mvp_ros.rl.learner import MvpRlLearner
-from mvp_ros.rl.replay import episode_rewards, replay_from_dataset
+from mvp_ros.rl.online import OnlineState
+from mvp_ros.rl.replay import ChunkReplay, episode_rewards, replay_from_dataset
+from mvp_ros.training.rl import fine_tune_online
 from mvp_ros.training.workspace import TrainConfig
 
 SMALL_POLICY = {"hidden_dim": 64, "depth": 2}
@@ -116,6 +118,40 @@ def test_td_targets_of_replay_windows_match_hand_computation(tiny_dataset):
     assert torch.allclose(learner.td_target(batch), torch.tensor(expected), atol=1e-5)
     # The chunk padded past the success repeats the last action, as the policy's windows do.
     assert np.allclose(replay.batch(np.array([2])).actions[0], tiny_dataset.all_actions()[[2, 3, 3]])
+
+
+def test_a_running_episode_is_sampled_once_its_chunk_and_next_state_exist(tmp_path):
+    """Transitions added one by one: the window of step k is drawn once steps k..k+h exist, and is
+    then what it will be after the episode ends; saved and loaded, the buffer is the same."""
+    replay = ChunkReplay({"x": (1,)}, {"x": np.dtype(np.float32)}, 2, horizon=3, frame_stack=1, capacity=20)
+    replay.add_episode({"x": np.zeros((4, 1), np.float32)}, np.zeros((4, 2)), np.array([-1, -1, -1, 0.0]), True)
+    usable = []
+    for step in range(6):
+        replay.add_step({"x": np.array([step], np.float32)}, np.full(2, step / 10), -1.0, terminal=False)
+        usable.append(replay.usable_windows.tolist())
+    assert replay.size == 10 and replay.running_steps == 6 and replay.num_episodes == 1
+    assert usable == [[0, 1, 2, 3]] * 3 + [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5, 6]]
+    running_batch = replay.batch(np.array([4, 6]))
+    assert running_batch.bootstrap.tolist() == [1, 1] and running_batch.step_mask.min() == 1
+    assert running_batch.next_obs["x"][:, 0, 0].tolist() == [3, 5]
+    saved = tmp_path / "run"
+    saved.mkdir()
+    replay.save_steps_from(saved, 4)
+    loaded = ChunkReplay({"x": (1,)}, {"x": np.dtype(np.float32)}, 2, horizon=3, frame_stack=1, capacity=20)
+    loaded.add_episode({"x": np.zeros((4, 1), np.float32)}, np.zeros((4, 2)), np.array([-1, -1, -1, 0.0]), True)
+    loaded.load_steps(saved)
+    assert (loaded.size, loaded.running_steps, loaded.usable_windows.tolist()) == (10, 6, usable[-1])
+
+    replay.add_step({"x": np.array([6], np.float32)}, np.zeros(2), 0.0, terminal=True)  # success ends it
+    assert replay.running_steps == 0 and replay.episode_lengths == [4, 7] and replay.episode_terminated == [True, True]
+    ended_batch = replay.batch(np.array([4, 6]))
+    for name in ("actions", "rewards", "step_mask", "bootstrap"):
+        np.testing.assert_array_equal(getattr(ended_batch, name), getattr(running_batch, name))
+    assert replay.usable_windows.tolist() == list(range(11))  # a terminated episode: every window
+    with pytest.raises(ValueError, match="no running episode in the replay buffer to end"):
+        replay.end_episode()
+    with pytest.raises(CheckpointError, match="continues a replay buffer of 4 steps, but the dataset gives 0"):
+        ChunkReplay({"x": (1,)}, {"x": np.dtype(np.float32)}, 2, 3, 1, 20).load_steps(saved)
 
 
 def test_best_of_n_takes_the_argmax_of_one_batched_sampler_call(tiny_dataset):
@@ -252,9 +288,10 @@ def test_offline_rl_prefers_the_mode_with_higher_return(tmp_path):
     assert chosen_good > 0.9 and chosen_good > plain_good + 0.2, f"best-of-N {chosen_good:.2f}, plain {plain_good:.2f}"
 
 
-def train_rl_cli(dataset, out, *extra, rl=None):
+def train_rl_cli(dataset, out, *extra, rl=None, **settings):
     config_path = out.parent / f"{out.name}.yaml"
-    config_path.write_text(yaml.safe_dump({"policy": SMALL_POLICY, "rl": {**SMALL_RL, **(rl or {})}, "log_every": 5}))
+    config_path.write_text(yaml.safe_dump({"policy": SMALL_POLICY, "rl": {**SMALL_RL, **(rl or {})}, "log_every": 5,
+                                           **settings}))
     return main(["train", "--algo", "mvp-rl", "--config", str(config_path), "--dataset", str(dataset),
                  "--out", str(out), "--no-progress", *extra])
 
@@ -412,7 +449,8 @@ def test_resumed_mvp_rl_run_equals_an_uninterrupted_one(success_dataset, tmp_pat
     state = json.loads((online / "training_state.json").read_text())
     (online / "training_state.json").write_text(json.dumps({**state, "step": 4}))  # as if saved online
     assert main(["train", "--out", str(online), "--resume", "--steps", "2", "--online-steps", "5", "--no-progress"]) == 2
-    assert "inside its online phase" in capsys.readouterr().err
+    assert "inside its online phase (offline steps: 2), by a version of mvp_ros that did not save the online" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -438,3 +476,75 @@ def test_online_fine_tuning_in_robosuite_lift(tmp_path):
                                                "object": np.zeros(10)}).shape == (5, 7)
     assert load_critic(out).policy_config.horizon == 5
     assert json.loads((out / "config.json").read_text())["contract"] == read_file_attrs(demos)["contract"]
+
+
+LIFT_KEYS = "robot0_eef_pos,robot0_gripper_qpos,object"
+
+
+@pytest.fixture(scope="module")
+def lift_demos(tmp_path_factory):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    path = tmp_path_factory.mktemp("lift") / "lift.hdf5"
+    assert main(["demos", "--task", "lift", "--episodes", "2", "--out", str(path)]) == 0
+    return path
+
+
+@pytest.mark.slow
+def test_online_transitions_enter_the_replay_buffer_as_they_happen(lift_demos):
+    dataset = RobomimicDataset(lift_demos, LIFT_KEYS.split(","), action_horizon=5)
+    replay = replay_from_dataset(dataset, horizon=5, frame_stack=1, reward_mode="sparse", success_reward=1.0,
+                                 extra_capacity=12)
+    learner, _ = small_learner(dataset, horizon=5, rl={"num_candidates": 4})
+    offline_steps, offline_windows = replay.size, len(replay.usable_windows)
+    seen = []
+
+    def after_env_step(state: OnlineState) -> None:
+        seen.append((state.env_steps, replay.size - offline_steps, replay.running_steps, state.episodes,
+                     len(replay.usable_windows) - offline_windows))
+
+    state = fine_tune_online(learner, replay, dataset.env_args, 12, np.random.default_rng(0),
+                             torch.Generator().manual_seed(0), torch.device("cpu"), "sparse", after_env_step,
+                             progress=False)
+    # Every step is in the buffer when the update after it runs, in the episode still running (the
+    # untrained policy does not lift the cube in 12 steps); its windows count once h steps follow them.
+    assert seen == [(step, step, step, 0, max(step - 5, 0)) for step in range(1, 13)]
+    assert state.episodes == 0 and replay.running_steps == 0 and replay.episode_terminated[-1] is False
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_an_interrupted_online_phase_resumes_as_if_never_stopped(lift_demos, tmp_path, monkeypatch):
+    """Stopped in the middle of an episode (the process fails at its 23rd update), resumed from the
+    checkpoint of step 21, the run ends with the weights, optimizer moments, random states and
+    replay buffer of a run never stopped: the new environment is stepped through the episode again."""
+    common = ["--obs-keys", LIFT_KEYS, "--steps", "3", "--batch-size", "8", "--horizon", "5", "--online-steps", "27"]
+    settings = {"rl": {"num_candidates": 4}, "checkpoint_every": 7}
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train_rl_cli(lift_demos, straight, *common, **settings) == 0
+
+    update = MvpRlLearner.update
+
+    def failing_update(self, batch, generator=None):
+        if self.updates == 22:
+            raise Interrupted
+        return update(self, batch, generator)
+
+    monkeypatch.setattr(MvpRlLearner, "update", failing_update)
+    with pytest.raises(Interrupted):
+        train_rl_cli(lift_demos, resumed, *common, **settings)
+    monkeypatch.setattr(MvpRlLearner, "update", update)
+    state = json.loads((resumed / "training_state.json").read_text())
+    assert state["step"] == 21 and state["online"]["env_steps"] == 18 and state["online"]["episodes"] == 0
+    assert json.loads((resumed / "replay.json").read_text())["running_steps"] == 18
+    assert main(["train", "--out", str(resumed), "--resume", "--no-progress"]) == 0
+
+    for name in ("model.safetensors", "critic.safetensors", "training_state.safetensors", "replay.safetensors"):
+        expected, got = load_file(str(straight / name)), load_file(str(resumed / name))
+        assert expected.keys() == got.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=f"{name}: {key}")
+    for name in ("training_state.json", "replay.json"):
+        assert json.loads((resumed / name).read_text()) == json.loads((straight / name).read_text()), name

@@ -1,19 +1,25 @@
 """The pieces of online fine-tuning (the loop is mvp_ros.training.rl's `fine_tune_online`):
-`FrameStack`, the policy's stacked observations while acting; `EpisodeRecord`, the running episode,
-stored whole into the replay buffer when it ends (a success terminates the episode, no bootstrap
-past it; a time limit does not); `check_env`, the environment against the policy it serves.
+`FrameStack`, the policy's stacked observations while acting; `OnlineState`, the loop's position
+that a resumed run continues from; `replay_running_episode`, which brings a new environment back
+into the episode a run was saved in; `check_env`, the environment against the policy it serves.
+Transitions enter the replay buffer one by one (ChunkReplay.add_step); a success terminates the
+episode, with no bootstrap past it, a time limit does not.
 """
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..policy.config import ConfigError
-from ..sim.envs import SimEnv
 from .learner import MvpRlLearner
-from .replay import ChunkReplay, episode_rewards
+from .replay import ChunkReplay
+
+if TYPE_CHECKING:  # mujoco and robosuite load only where an environment is built
+    from ..sim.envs import SimEnv
 
 
 class FrameStack:
@@ -39,26 +45,40 @@ class FrameStack:
         return batch
 
 
-class EpisodeRecord:
-    """The steps of the running episode, in the dataset's layout (obs before each action)."""
+@dataclass
+class OnlineState:
+    """Where the online phase is, saved with the run so that `--resume` continues it exactly: the
+    counts, the running episode's reset seed, and the actions left of the chunk being executed."""
 
-    def __init__(self, keys: list[str]):
-        self.obs: dict[str, list[np.ndarray]] = {key: [] for key in keys}
-        self.actions: list[np.ndarray] = []
-        self.rewards: list[float] = []
-        self.successes: list[bool] = []
+    env_steps: int = 0
+    episodes: int = 0
+    successes: int = 0
+    episode_seed: int | None = None
+    chunk_left: list[list[float]] = field(default_factory=list)
 
-    def add(self, obs: dict[str, np.ndarray], action: np.ndarray, reward: float, success: bool) -> None:
-        for key, values in self.obs.items():
-            values.append(obs[key])
-        self.actions.append(action)
-        self.rewards.append(reward)
-        self.successes.append(success)
+    @property
+    def stats(self) -> dict:
+        """The log's columns: environment steps, finished episodes and their success rate."""
+        return {"env_steps": self.env_steps, "episodes": self.episodes,
+                "success_rate": self.successes / self.episodes if self.episodes else 0.0}
 
-    def store(self, replay: ChunkReplay, reward_mode: str) -> None:
-        rewards, terminated = episode_rewards(np.asarray(self.rewards), np.asarray(self.successes), reward_mode)
-        replay.add_episode({key: np.stack(values) for key, values in self.obs.items()}, np.stack(self.actions),
-                           rewards, terminated)
+
+def replay_running_episode(env: SimEnv, replay: ChunkReplay, seed: int, stack: FrameStack) -> dict[str, np.ndarray]:
+    """Brings a new environment to where a resumed run's running episode stopped: reset with its seed,
+    then its stored actions again, each observation checked against the stored one (the simulation
+    is deterministic); returns the observation the next action is taken in."""
+    obs = env.reset(seed=seed)
+    stack.reset(obs)
+    start = replay.size - replay.running_steps
+    for step in range(start, replay.size):
+        for key, stored in replay.obs.items():
+            if not np.array_equal(np.asarray(obs[key], stored.dtype), stored[step]):
+                raise ConfigError(f"resuming the online phase: the simulation did not reproduce the saved episode "
+                                  f"(observation {key!r} differs at its step {step - start}); the environment or "
+                                  "its software changed since the run was saved")
+        obs, _, _, _ = env.step(replay.actions[step])
+        stack.push(obs)
+    return obs
 
 
 def check_env(env: SimEnv, obs: dict[str, np.ndarray], learner: MvpRlLearner) -> None:

@@ -1,5 +1,5 @@
 """Chunk transitions for the critic and the policy: a replay buffer filled from a Robomimic HDF5
-file (offline) and by whole episodes collected in simulation (online).
+file (offline) and transition by transition in simulation (online).
 
 Steps of all episodes are stored back to back, as in the dataset reader. The window of step k,
 in an episode whose steps run to `last`, holds (h = action horizon, F = frame stack):
@@ -15,18 +15,29 @@ reward mode, a stored `done` in the dataset mode. Which windows train the critic
   - k + h > last in an episode that terminated: the reward sum stops at `last`, no bootstrap.
   - k + h > last in an episode that did not terminate (time limit, or a run cut short): left out.
     Its reward sum is incomplete and the state after `last` is not stored, so neither a full sum
-    nor a correct bootstrap exists. These are the last h windows of such an episode.
+    nor a correct bootstrap exists. These are the last h windows of such an episode. The episode
+    running online is such an episode until it ends, its `last` the newest step stored.
 The policy trains on the same windows, so both losses see one batch.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
 from ..data.robomimic import DatasetError, RobomimicDataset, open_hdf5
 from ..data.windows import WindowIndex
+from ..policy.checkpoint import CheckpointError
+
+REPLAY_FORMAT = "mvp_ros.replay"
+REPLAY_FORMAT_VERSION = 1
+REPLAY_ARRAYS = "replay.safetensors"
+REPLAY_JSON = "replay.json"
 
 
 @dataclass
@@ -70,8 +81,22 @@ def episode_rewards(rewards: np.ndarray, ends: np.ndarray, reward_mode: str) -> 
     return np.asarray(rewards, dtype=np.float64)[:length], terminated
 
 
+def step_reward(reward: float, success: bool, reward_mode: str) -> float:
+    """One online step's reward in `reward_mode`, as `episode_rewards` gives it (success is the end step)."""
+    if reward_mode == "sparse":
+        return 0.0 if success else -1.0
+    return float(reward)
+
+
 class ChunkReplay:
-    """Episodes stored back to back in arrays sized for `capacity` steps; samples windows (see module doc)."""
+    """Episodes stored back to back in arrays sized for `capacity` steps; samples windows (see module doc).
+
+    Whole episodes enter with `add_episode` (the offline data); online, each transition enters with
+    `add_step` as it happens, into the running episode, which `end_episode` (or a terminal step)
+    closes. The running episode's windows are sampled as those of an episode that did not
+    terminate: only those whose chunk and s_{k+h} are already stored, so a window is the same
+    whenever it is drawn.
+    """
 
     def __init__(self, obs_shapes: dict[str, tuple[int, ...]], obs_dtypes: dict[str, np.dtype], action_dim: int,
                  horizon: int, frame_stack: int, capacity: int):
@@ -82,21 +107,65 @@ class ChunkReplay:
         self.actions = np.zeros((capacity, action_dim), np.float32)
         self.rewards = np.zeros(capacity, np.float32)
         self.size = 0
-        self.episode_lengths: list[int] = []
+        self.episode_lengths: list[int] = []  # the closed episodes
         self.episode_terminated: list[bool] = []
-        self.windows: WindowIndex | None = None
-        self.usable_windows = np.zeros(0, np.int64)  # the windows that train the critic and the policy
+        self.running_steps = 0  # steps of the running episode, stored after the closed ones
+        self._closed_windows = np.zeros(0, np.int64)  # the closed episodes' usable windows
+        self._windows: WindowIndex | None = None
 
     @property
     def num_episodes(self) -> int:
         return len(self.episode_lengths)
 
+    @property
+    def windows(self) -> WindowIndex:
+        if self._windows is None:
+            self._windows = WindowIndex(self.episode_lengths + ([self.running_steps] if self.running_steps else []),
+                                        self.frame_stack, self.horizon)
+        return self._windows
+
+    @property
+    def usable_windows(self) -> np.ndarray:
+        """The windows that train the critic and the policy (module doc)."""
+        start = self.size - self.running_steps
+        running = np.arange(start, start + max(self.running_steps - self.horizon, 0))
+        return np.concatenate([self._closed_windows, running]) if len(running) else self._closed_windows
+
     def add_episode(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
                     terminated: bool) -> None:
         """One episode's T steps: obs {key: (T, *shape)}, actions (T, A), rewards (T,) already in the reward mode."""
-        length = len(actions)
-        if length == 0:
+        if self.running_steps:
+            raise ValueError("an episode is running in the replay buffer: end it before adding a whole one")
+        if len(actions) == 0:
             raise ValueError("cannot add an episode with 0 steps to the replay buffer")
+        self._append(obs, actions, rewards)
+        self.end_episode(terminated)
+
+    def add_step(self, obs: dict[str, np.ndarray], action: np.ndarray, reward: float, terminal: bool) -> None:
+        """One transition of the running episode: the observation {key: shape} the action was taken in
+        (keys the buffer does not store are left out), the action and its reward in the reward mode; a
+        terminal step closes the episode as terminated."""
+        self._append({key: np.asarray(obs[key])[None] for key in self.obs}, np.asarray(action)[None],
+                     np.array([reward]))
+        if terminal:
+            self.end_episode(terminated=True)
+
+    def end_episode(self, terminated: bool = False) -> None:
+        """Closes the running episode (`terminated`: at a terminal step; False: a time limit or a cut-short run)."""
+        length = self.running_steps
+        if length == 0:
+            raise ValueError("no running episode in the replay buffer to end")
+        start = self.size - length
+        self.episode_lengths.append(length)
+        self.episode_terminated.append(bool(terminated))
+        # Windows whose chunk runs past a non-terminal end are left out (module doc).
+        usable = length if terminated else max(length - self.horizon, 0)
+        self._closed_windows = np.concatenate([self._closed_windows, np.arange(start, start + usable)])
+        self.running_steps = 0
+        self._windows = None
+
+    def _append(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray) -> None:
+        length = len(actions)
         if self.size + length > self.capacity:
             raise ValueError(f"replay buffer full: {self.size} + {length} steps exceed its capacity {self.capacity}")
         if set(obs) != set(self.obs):
@@ -110,14 +179,59 @@ class ChunkReplay:
             self.obs[key][steps] = values
         self.actions[steps] = actions
         self.rewards[steps] = rewards
-        start = self.size
         self.size += length
-        self.episode_lengths.append(length)
-        self.episode_terminated.append(bool(terminated))
-        self.windows = WindowIndex(self.episode_lengths, self.frame_stack, self.horizon)
-        # Windows whose chunk runs past a non-terminal end are left out (module doc).
-        usable = length if terminated else max(length - self.horizon, 0)
-        self.usable_windows = np.concatenate([self.usable_windows, np.arange(start, start + usable)])
+        self.running_steps += length
+        self._windows = None
+
+    def save_steps_from(self, directory: str | Path, start: int) -> None:
+        """The steps from `start` on (the online ones: `start` is where the offline data ends) with their
+        episodes, the running one included, to replay.safetensors + replay.json in `directory`."""
+        boundaries = np.cumsum([0, *self.episode_lengths])
+        if start not in boundaries:
+            raise ValueError(f"step {start} is not the start of an episode in the replay buffer")
+        first = int(np.searchsorted(boundaries, start))
+        arrays = {f"obs.{key}": values[start:self.size] for key, values in self.obs.items()}
+        arrays |= {"actions": self.actions[start:self.size], "rewards": self.rewards[start:self.size]}
+        directory = Path(directory)
+        save_file({name: np.ascontiguousarray(values) for name, values in arrays.items()}, str(directory / REPLAY_ARRAYS))
+        document = {"format": REPLAY_FORMAT, "format_version": REPLAY_FORMAT_VERSION, "start": start,
+                    "steps": self.size - start, "episode_lengths": self.episode_lengths[first:],
+                    "episode_terminated": self.episode_terminated[first:], "running_steps": self.running_steps}
+        (directory / REPLAY_JSON).write_text(json.dumps(document, indent=2))
+
+    def load_steps(self, directory: str | Path) -> None:
+        """Appends what `save_steps_from` saved in `directory`; the buffer must hold exactly the steps before them."""
+        directory = Path(directory)
+        arrays_path, json_path = directory / REPLAY_ARRAYS, directory / REPLAY_JSON
+        for path in (arrays_path, json_path):
+            if not path.is_file():
+                raise CheckpointError(f"cannot resume the online phase: {path} is missing")
+        try:
+            document = json.loads(json_path.read_text())
+            arrays = load_file(str(arrays_path))
+            start, lengths, running = int(document["start"]), list(document["episode_lengths"]), int(document["running_steps"])
+            terminated = list(document["episode_terminated"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, SafetensorError) as error:
+            raise CheckpointError(f"cannot resume the online phase: {json_path} or {arrays_path} is unreadable "
+                                  f"({error!r})") from None
+        if document.get("format") != REPLAY_FORMAT or document.get("format_version") != REPLAY_FORMAT_VERSION:
+            raise CheckpointError(f"{json_path} is not a version-{REPLAY_FORMAT_VERSION} {REPLAY_FORMAT} file")
+        if start != self.size:
+            raise CheckpointError(f"{json_path} continues a replay buffer of {start} steps, but the dataset gives "
+                                  f"{self.size}: was the dataset changed?")
+        expected = {f"obs.{key}" for key in self.obs} | {"actions", "rewards"}
+        if set(arrays) != expected or any(len(values) != sum(lengths) + running for values in arrays.values()):
+            raise CheckpointError(f"{arrays_path} does not hold the arrays {sorted(expected)} of "
+                                  f"{sum(lengths) + running} steps that {json_path} describes")
+        offset = 0
+        for length, ended in [*zip(lengths, terminated), (running, None)]:
+            steps = slice(offset, offset + length)
+            if length:
+                self._append({key: arrays[f"obs.{key}"][steps] for key in self.obs}, arrays["actions"][steps],
+                             arrays["rewards"][steps])
+            if ended is not None:
+                self.end_episode(ended)
+            offset += length
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
         if len(self.usable_windows) == 0:
