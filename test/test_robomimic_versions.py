@@ -179,3 +179,14 @@ def test_the_docs_replay_table_is_the_committed_result():
     assert result["command"] in doc
     for row in replay_rows(result):
         assert row in doc
+
+
+def test_the_docs_v141_lift_evaluations_are_the_committed_results():
+    root = Path(__file__).parents[1]
+    doc = (root / "docs/robomimic.md").read_text()
+    for name in ("robomimic_v141_lift_eval", "robomimic_v141_lift_eval_as_1_5"):
+        evaluation = json.loads((root / f"benchmarks/results/{name}.json").read_text())
+        low, high = evaluation["success_rate_ci95"]
+        assert evaluation["settings"]["max_steps"] == 400  # Robomimic's horizon for Lift; the file gives none
+        assert (f"| {evaluation['successes']}/{evaluation['episodes']} ({low:.2f}-{high:.2f}) | "
+                f"`benchmarks/results/{name}.json` |") in doc
