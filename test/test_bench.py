@@ -10,7 +10,7 @@ from mvp_ros.cli import main
 from mvp_ros.bench.policy_timing import INFERENCE_CASES, TRAINING_HEADS
 
 TINY = ["--width", "32", "--depth", "2", "--batch-size", "8", "--train-repeats", "2", "--image-batch-sizes", "2,3",
-        "--image-train-repeats", "2", "--train-threads", "1"]
+        "--image-train-repeats", "2", "--train-threads", "1", "--rl-repeats", "2", "--rl-candidates", "4", "--rl-eager"]
 
 
 def test_bench_writes_every_part_side_by_side(tmp_path):
@@ -54,6 +54,31 @@ def test_bench_writes_every_part_side_by_side(tmp_path):
     assert all(row["steps_per_s"] > 0 and row["threads"] == 1 for row in training)
     assert [row["ratio_to_flow"] for row in training if row["head"] == "flow"] == [1.0] * 3
     assert plot_path.stat().st_size > 1000
+
+    rl_rows = {row["update"]: row for row in result["rl_training"]}
+    assert list(rl_rows) == ["bc", "mvp-rl", "qc"] and rl_rows["bc"]["ratio_to_bc"] == 1.0
+    assert [rl_rows[name]["head"] for name in rl_rows] == ["mvp", "mvp", "flow"]
+    for row in rl_rows.values():
+        assert row["updates_per_s"] > 0 and row["floor_ms_p50"] > 0 and row["ratio_to_floor"] > 0
+        assert row["batch_size"] == 8 and row["threads"] == 1 and not row["compiled_bootstrap"]
+    # QC's bootstrap runs its actor 10 times, MVP-RL's once, and BC has no bootstrap
+    assert rl_rows["qc"]["flops"] > rl_rows["mvp-rl"]["flops"] > rl_rows["bc"]["flops"] > 0
+    assert rl_rows["qc"]["matmuls"] > rl_rows["mvp-rl"]["matmuls"] > rl_rows["bc"]["matmuls"]
+
+
+def test_the_floor_replays_every_matrix_multiplication_of_an_update():
+    """Forward and backward of a linear layer: x @ W^T + b, then the gradients of x and of W."""
+    import torch
+
+    from mvp_ros.bench.matmul_floor import MatmulFloor
+
+    layer, inputs = torch.nn.Linear(3, 4), torch.randn(5, 3, requires_grad=True)
+    floor = MatmulFloor(lambda: layer(inputs).sum().backward(), torch.device("cpu"))
+    assert [func.__name__ for func, _ in floor.calls] == ["addmm.default", "mm.default", "mm.default"]
+    assert floor.flops == 3 * 2 * 5 * 3 * 4
+    floor.run()
+    with pytest.raises(ValueError, match="the update ran no matrix multiplication"):
+        MatmulFloor(lambda: inputs.sum(), torch.device("cpu"))
 
 
 def test_bench_compiles_the_sampling_call_just_in_time_and_ahead_of_time(tmp_path):
@@ -99,6 +124,7 @@ def test_bench_without_ros_runs_inference_and_training(tmp_path):
     (["--image-batch-sizes", "64,x"], "--image-batch-sizes takes comma-separated positive integers; got '64,x'"),
     (["--image-batch-sizes", "0"], "--image-batch-sizes takes comma-separated positive integers"),
     (["--train-threads", "-1"], "--train-threads must be >= 0 (0: as mvp train), got -1"),
+    (["--rl-candidates", "0"], "--rl-candidates must be >= 1, got 0"),
 ])
 def test_bench_refuses_bad_settings(arguments, message, capsys):
     assert main(["bench", *arguments]) == 2

@@ -11,7 +11,9 @@ Three parts, each optional:
   training   steps per second of the MVP loss (with its JVP) against flow matching, diffusion, MLP:
              low-dim, and two 84x84 cameras with the random crops image policies train with, at
              batch 64 and 256, on as many torch threads as `mvp train` takes unless --train-threads
-             says otherwise
+             says otherwise; then updates per second of MVP-RL and of QC (the same RL loop with the
+             flow head) at N candidates, their ratio to a BC update, and each update's arithmetic
+             floor (its matrix multiplications replayed back to back, mvp_ros/bench/matmul_floor.py)
 
     mvp bench --json benchmarks/results/bench_cpu.json --plot benchmarks/results/bench_cpu.png
 """
@@ -43,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed two-camera training steps per head and batch size (0: skip)")
     parser.add_argument("--image-batch-sizes", default="64,256",
                         help="comma-separated batch sizes of the two-camera training rows (default 64,256)")
+    parser.add_argument("--rl-repeats", type=int, default=10,
+                        help="timed updates of BC, MVP-RL and QC and of their floors, at --batch-size (0: skip)")
+    parser.add_argument("--rl-candidates", type=int, default=16, help="N of the RL updates' best-of-N bootstrap")
+    parser.add_argument("--rl-eager", action="store_true",
+                        help="time the RL updates with the bootstrap run eagerly, not torch.compile'd as mvp train runs it")
     parser.add_argument("--train-threads", type=int, default=0,
                         help="torch threads of the training part (default 0: as mvp train, OMP_NUM_THREADS if set,"
                              " else one per core)")
@@ -76,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
     setups = _tick_setups(args, device)
     torch.set_num_threads(args.threads)
     image_batch_sizes = _positive_integers("--image-batch-sizes", args.image_batch_sizes)
+    if args.rl_candidates < 1:
+        raise ValueError(f"--rl-candidates must be >= 1, got {args.rl_candidates}")
     if args.train_threads < 0:
         raise ValueError(f"--train-threads must be >= 0 (0: as mvp train), got {args.train_threads}")
     result = benchmark(device, args.repeats, args.image_repeats, args.train_repeats, args.batch_size,
                        args.width, args.depth, modes, heads, args.image_train_repeats, image_batch_sizes,
-                       args.train_threads or None)
+                       args.train_threads or None, args.rl_repeats, args.rl_candidates, not args.rl_eager)
     result["ros_tick"] = result["ros_tick_image"] = None
     if setups:
         from mvp_ros.bench.ros_tick import NodeSettings, ros_tick  # rclpy only for this part
@@ -153,10 +162,10 @@ def _tick_setups(args: argparse.Namespace, device) -> list:
 
 
 def _print(result: dict) -> None:
-    print(f"{'head':>16} {'steps':>5} {'obs':>6} {'mode':>10} {'p50 ms':>8} {'p99 ms':>8} {'x mvp':>6}")
+    print(f"{'head':>22} {'steps':>5} {'obs':>6} {'mode':>10} {'p50 ms':>8} {'p99 ms':>8} {'x mvp':>6}")
     for row in result["inference"]:
         ratio = "" if row["ratio_to_mvp"] is None else f"{row['ratio_to_mvp']:.2f}"
-        print(f"{row['head']:>16} {row['steps']:>5} {row['obs']:>6} {row['mode']:>10} {row['p50_ms']:>8.3f} "
+        print(f"{row['head']:>22} {row['steps']:>5} {row['obs']:>6} {row['mode']:>10} {row['p50_ms']:>8.3f} "
               f"{row['p99_ms']:>8.3f} {ratio:>6}")
     for key in ("ros_tick", "ros_tick_image"):
         row = result[key]
@@ -170,6 +179,10 @@ def _print(result: dict) -> None:
     for row in result["training"]:
         print(f"train {row['head']:>10} {row['obs']:>6} batch {row['batch_size']:>4}, {row['threads']} thread(s):"
               f" {row['step_ms_p50']:8.2f} ms/step, {row['steps_per_s']:7.2f} steps/s, {row['ratio_to_flow']:.2f}x flow")
+    for row in result["rl_training"]:
+        print(f"update {row['update']:>6} batch {row['batch_size']:>4}, N {row['candidates']:>2}, {row['threads']} thread(s):"
+              f" {row['update_ms_p50']:8.2f} ms ({row['updates_per_s']:.2f}/s), {row['ratio_to_bc']:.2f}x BC,"
+              f" floor {row['floor_ms_p50']:.2f} ms ({row['flops'] / 1e9:.1f} GFLOP), {row['ratio_to_floor']:.2f}x floor")
 
 
 def plot(result: dict, path: Path) -> None:

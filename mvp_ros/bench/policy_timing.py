@@ -1,5 +1,5 @@
 """The learning-core part of `mvp bench` (mvp_ros/bench/command.py): inference latency and training cost of
-every head on the same backbone.
+every head on the same backbone, and the cost of an RL update against a behaviour-cloning one.
 
 Inference runs each head's fixed-shape sampling call the way a deployed policy runs it
 (execution.py): eagerly, compiled with torch.compile, compiled ahead of time by AOTInductor on a
@@ -13,6 +13,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Callable
 
@@ -20,23 +21,31 @@ import numpy as np
 import torch
 
 from ..policy.config import PolicyConfig
+from ..policy.critic import BestOfN, ChunkCritic, CriticConfig
 from ..policy.execution import CAPTURING_MODES, graph_capturable, make_sampler, use_inference_layout
 from ..policy.model import ChunkPolicyModel
 from ..policy.normalizer import Normalization
 from ..policy.threads import default_threads
+from ..rl.config import RLConfig
+from ..rl.learner import MvpRlLearner
+from ..rl.replay import ChunkBatch
+from .matmul_floor import MatmulFloor
 
 ACTION_DIM, HORIZON, LOWDIM = 7, 5, 19
 IMAGE_SHAPE = (84, 84, 3)
-# name -> (head, steps shown in the table, PolicyConfig overrides, candidates per call)
+# name -> (head, steps shown in the table, PolicyConfig overrides, candidates per call); more than one
+# candidate is the deployed select step (critic.BestOfN): N samples, the critic's values, the argmax
 INFERENCE_CASES = {
     "mvp": ("mvp", 1, {}, 1),
-    "mvp best-of-16": ("mvp", 1, {}, 16),
+    "mvp select best-of-16": ("mvp", 1, {}, 16),
     "flow": ("flow", 10, {}, 1),
     "ddim": ("diffusion", 10, {"diffusion_sampler": "ddim"}, 1),
     "ddpm": ("diffusion", 100, {}, 1),
     "mlp": ("mlp", 1, {}, 1),
 }
 TRAINING_HEADS = ("mvp", "flow", "diffusion", "mlp")
+# RL updates (mvp_ros.rl.learner) -> their policy head: MVP-RL, and Q-chunking's best-of-N (the flow head)
+RL_UPDATES = {"mvp-rl": "mvp", "qc": "flow"}
 # Image training as `mvp train` runs it for models/lift_image: random 76x76 crops of the 84x84 cameras.
 IMAGE_TRAINING = {"image_augmentation": "crop", "image_augmentation_pixels": 4}
 
@@ -57,12 +66,20 @@ def obs_shapes(kind: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+NORMALIZATION = Normalization([-1.0] * ACTION_DIM, [1.0] * ACTION_DIM, {"state": [0.0] * LOWDIM},
+                              {"state": [1.0] * LOWDIM})
+
+
 def build(head: str, kind: str, overrides: dict, device: torch.device, width: int, depth: int) -> ChunkPolicyModel:
     config = PolicyConfig(head=head, action_dim=ACTION_DIM, horizon=HORIZON, obs_shapes=obs_shapes(kind),
                           hidden_dim=width, depth=depth, **overrides)
-    normalization = Normalization([-1.0] * ACTION_DIM, [1.0] * ACTION_DIM, {"state": [0.0] * LOWDIM},
-                                  {"state": [1.0] * LOWDIM})
-    return ChunkPolicyModel(config, normalization).to(device).eval()
+    return ChunkPolicyModel(config, NORMALIZATION).to(device).eval()
+
+
+def build_critic(model: ChunkPolicyModel, width: int, depth: int) -> ChunkCritic:
+    """A two-member critic ensemble as `mvp train --algo mvp-rl` builds it, on the model's device."""
+    device = next(model.parameters()).device
+    return ChunkCritic(model.config, NORMALIZATION, CriticConfig(hidden_dim=width, depth=depth)).to(device).eval()
 
 
 def random_obs(kind: str, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -111,6 +128,8 @@ def inference_cases(kind: str, modes: list[str], heads: list[str], device: torch
     for name in heads:
         head, steps, overrides, candidates = INFERENCE_CASES[name]
         model = use_inference_layout(build(head, kind, overrides, device, width, depth))
+        if candidates > 1:
+            model = BestOfN(model, use_inference_layout(build_critic(model, width, depth)))
         for mode in modes:
             if mode in CAPTURING_MODES and not graph_capturable(model.config):
                 continue
@@ -144,6 +163,66 @@ def training_cases(kind: str, device: torch.device, batch_size: int, width: int,
     return cases
 
 
+def rl_batch(device: torch.device, batch_size: int) -> ChunkBatch:
+    """A replay batch of random low-dim windows, every one bootstrapping, as mvp_ros.rl.replay samples them."""
+    actions = torch.rand(batch_size, HORIZON, ACTION_DIM, device=device) * 2 - 1
+    return ChunkBatch(obs=random_obs("lowdim", batch_size, device), actions=actions,
+                      rewards=-torch.ones(batch_size, HORIZON, device=device),
+                      step_mask=torch.ones(batch_size, HORIZON, device=device),
+                      bootstrap=torch.ones(batch_size, device=device), next_obs=random_obs("lowdim", batch_size, device))
+
+
+def rl_update_cases(device: torch.device, batch_size: int, width: int, depth: int, num_candidates: int,
+                    compile_bootstrap: bool) -> tuple[list[Case], dict[str, MatmulFloor]]:
+    """A behaviour-cloning update of the MVP head, and an MVP-RL and a QC update (mvp_ros.rl.learner
+    at the same width and depth for the actor and the two critics), each with its arithmetic floor:
+    its matrix multiplications, recorded from an eager update and replayed back to back."""
+    batch, generator = rl_batch(device, batch_size), torch.Generator(device=device).manual_seed(0)
+    optimizer_settings = SimpleNamespace(lr=3e-4, weight_decay=0.0, ema_decay=0.995)
+    rl = RLConfig(num_candidates=num_candidates, critic_hidden_dim=width, critic_depth=depth, compile=compile_bootstrap)
+    updates = {}
+    bc_model = build("mvp", "lowdim", {}, device, width, depth).train()
+    bc_optimizer = torch.optim.AdamW(bc_model.parameters(), lr=3e-4, weight_decay=0.0)
+
+    def bc_update():
+        loss, _ = bc_model.loss(batch.obs, batch.actions, generator)
+        bc_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        bc_optimizer.step()
+
+    updates["bc"] = bc_update
+    floors = {"bc": MatmulFloor(bc_update, device)}
+    for name, head in RL_UPDATES.items():
+        learner = MvpRlLearner(build(head, "lowdim", {}, device, width, depth).train(), NORMALIZATION,
+                               optimizer_settings, rl, device)
+        compiled, learner.next_values = learner.next_values, learner._next_values
+        floors[name] = MatmulFloor(lambda learner=learner: learner.update(batch, generator), device)
+        learner.next_values = compiled
+        updates[name] = lambda learner=learner: learner.update(batch, generator)
+    cases = [Case(name, name, 1, update) for name, update in updates.items()]
+    cases += [Case(f"{name} floor", name, 1, floor.run) for name, floor in floors.items()]
+    return cases, floors
+
+
+def rl_training(device: torch.device, repeats: int, batch_size: int, width: int, depth: int, num_candidates: int,
+                compile_bootstrap: bool = True) -> list[dict]:
+    """Updates per second of BC, MVP-RL and QC and their floors, timed interleaved in blocks of two."""
+    cases, floors = rl_update_cases(device, batch_size, width, depth, num_candidates, compile_bootstrap)
+    samples = interleave(cases, repeats, warmup=2, device=device, block=2)
+    medians = {name: float(np.percentile(values, 50)) for name, values in samples.items()}
+    rows = []
+    for name, floor in floors.items():
+        median, floor_median = medians[name], medians[f"{name} floor"]
+        rows.append({"update": name, "head": RL_UPDATES.get(name, "mvp"), "batch_size": batch_size,
+                     "candidates": 1 if name == "bc" else num_candidates, "threads": torch.get_num_threads(),
+                     "compiled_bootstrap": name != "bc" and compile_bootstrap,
+                     "updates_per_s": round(1000 / median, 3), "update_ms_p50": round(median, 2),
+                     "ratio_to_bc": round(median / medians["bc"], 2), "floor_ms_p50": round(floor_median, 2),
+                     "ratio_to_floor": round(median / floor_median, 3), "matmuls": len(floor.calls),
+                     "flops": floor.flops})
+    return rows
+
+
 def machine(device: torch.device) -> dict:
     """What the figures were measured on; the load average says how busy the machine was."""
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
@@ -166,7 +245,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repeats: int, batch_size: int,
               width: int, depth: int, modes: list[str], heads: list[str], image_train_repeats: int = 0,
-              image_batch_sizes: tuple[int, ...] = (), train_threads: int | None = None) -> dict:
+              image_batch_sizes: tuple[int, ...] = (), train_threads: int | None = None, rl_repeats: int = 0,
+              rl_candidates: int = 16, rl_compile: bool = True) -> dict:
     """`train_threads`: torch threads of the training part (if None, as many as `mvp train` takes)."""
     inference = []
     for kind, count in (("lowdim", repeats), ("image", image_repeats)):
@@ -202,8 +282,10 @@ def benchmark(device: torch.device, repeats: int, image_repeats: int, train_repe
                 training.append({"head": head, "obs": kind, "batch_size": size, "threads": torch.get_num_threads(),
                                  "steps_per_s": round(1000 / median, 2), "step_ms_p50": round(median, 3),
                                  "ratio_to_flow": round(median / flow, 3)})
+        rl_updates = rl_training(device, rl_repeats, batch_size, width, depth, rl_candidates, rl_compile) \
+            if rl_repeats > 0 else []
     finally:
         torch.set_num_threads(threads)
     return {"machine": machine(device),
             "backbone": f"{depth}x{width} GELU MLP", "chunk": [HORIZON, ACTION_DIM],
-            "inference": inference, "training": training}
+            "inference": inference, "training": training, "rl_training": rl_updates}
