@@ -202,17 +202,23 @@ def test_the_batched_critic_is_each_member_as_its_own_mlp(tiny_dataset):
         torch.testing.assert_close(q_values[member], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_the_compiled_bootstrap_equals_the_eager_one(tiny_dataset):
+def test_the_compiled_bootstrap_and_critic_loss_equal_the_eager_ones(tiny_dataset):
     replay = replay_from_dataset(tiny_dataset, horizon=3, frame_stack=1, reward_mode="sparse", success_reward=1.0)
     batch = replay.sample(16, np.random.default_rng(0)).to(torch.device("cpu"))
     eager, _ = small_learner(tiny_dataset, horizon=3)
     compiled, _ = small_learner(tiny_dataset, horizon=3, rl={"compile": True})
-    compiled.ema.load_state_dict(eager.ema.state_dict())
-    compiled.target_critic.load_state_dict(eager.target_critic.state_dict())
+    for name in ("model", "ema", "critic", "target_critic"):
+        getattr(compiled, name).load_state_dict(getattr(eager, name).state_dict())
     for seed in (0, 1):  # the second call reuses the compiled code
         expected = eager.td_target(batch, torch.Generator().manual_seed(seed))
         torch.testing.assert_close(compiled.td_target(batch, torch.Generator().manual_seed(seed)), expected,
                                    rtol=1e-5, atol=1e-5)
+    for _ in range(2):  # the critic's update: compiled forward and backward, then the same optimizer step
+        expected = eager.update_critic(batch, torch.Generator().manual_seed(2))
+        got = compiled.update_critic(batch, torch.Generator().manual_seed(2))
+        assert got == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    for (name, eager_parameter), compiled_parameter in zip(eager.critic.named_parameters(), compiled.critic.parameters()):
+        torch.testing.assert_close(compiled_parameter, eager_parameter, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_critic_update_sends_no_gradient_into_the_policy(tiny_dataset):

@@ -195,9 +195,10 @@ def rl_update_cases(device: torch.device, batch_size: int, width: int, depth: in
     for name, head in RL_UPDATES.items():
         learner = MvpRlLearner(build(head, "lowdim", {}, device, width, depth).train(), NORMALIZATION,
                                optimizer_settings, rl, device)
-        compiled, learner.next_values = learner.next_values, learner._next_values
+        compiled = learner.next_values, learner.critic_loss
+        learner.next_values, learner.critic_loss = learner._next_values, learner._critic_loss  # recorded eagerly
         floors[name] = MatmulFloor(lambda learner=learner: learner.update(batch, generator), device)
-        learner.next_values = compiled
+        learner.next_values, learner.critic_loss = compiled
         updates[name] = lambda learner=learner: learner.update(batch, generator)
     cases = [Case(name, name, 1, update) for name, update in updates.items()]
     cases += [Case(f"{name} floor", name, 1, floor.run) for name, floor in floors.items()]

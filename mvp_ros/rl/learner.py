@@ -13,7 +13,7 @@ The bootstrap is most of an update's arithmetic: at batch B and N candidates it 
 through the actor and every critic. It runs as one call (`next_values`: sampling from given noise,
 the critic ensemble as one batched module, the argmax), compiled with torch.compile when
 `rl.compile` is set, which fuses the layer norms, activations and the rest between the matrix
-multiplications into a few kernels.
+multiplications into a few kernels; so is the critic's loss, forward and backward.
 """
 from __future__ import annotations
 
@@ -56,11 +56,18 @@ class MvpRlLearner:
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=rl.critic_lr, fused=True)
         self.updates = 0
         self.next_values = torch.compile(self._next_values, dynamic=False) if rl.compile else self._next_values
+        self.critic_loss = torch.compile(self._critic_loss, dynamic=False) if rl.compile else self._critic_loss
 
     def _next_values(self, next_obs: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
         """Qbar(s', a*') of the best of N EMA-policy samples from `noise` (B * N, chunk_dim): (B,)."""
         candidates = self.ema.sample_with_noise(next_obs, noise, self.rl.num_candidates)
         return self.target_critic.value(next_obs, candidates).max(dim=-1).values
+
+    def _critic_loss(self, obs: dict[str, torch.Tensor], actions: torch.Tensor,
+                     target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The TD loss summed over the ensemble, and each member's Q of the replay chunks (K, B)."""
+        q_values = self.critic(obs, actions[:, None])[..., 0]
+        return (q_values - target).pow(2).mean(dim=1).sum(), q_values
 
     def update(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         metrics = self.update_policy(batch, generator)
@@ -86,8 +93,7 @@ class MvpRlLearner:
 
     def update_critic(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         target = self.td_target(batch, generator)
-        q_values = self.critic(batch.obs, batch.actions[:, None])[..., 0]  # (K, B): each member on the replay chunk
-        loss = (q_values - target).pow(2).mean(dim=1).sum()
+        loss, q_values = self.critic_loss(batch.obs, batch.actions, target)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
