@@ -30,7 +30,7 @@ class RLConfig:
     reward_mode: str = "sparse"
     success_reward: float = 1.0  # robosuite's reward at success, with or without shaping
     online_updates_per_step: int = 1  # gradient steps per environment step online
-    compile: bool = True  # torch.compile the bootstrap (mvp_ros.rl.learner): compiles once, then each update is cheaper
+    compile: bool = True  # torch.compile the bootstrap and the critic loss (mvp_ros.rl.learner): once per run
 
     def __post_init__(self) -> None:
         if self.reward_mode not in REWARD_MODES:
