@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before robosuite/mujoco are imported
 
@@ -16,7 +17,9 @@ from PIL import Image  # noqa: E402
 from mvp_ros.cli import main  # noqa: E402
 from mvp_ros.data.robomimic import Episode, read_env_args, read_initial_states, write_robomimic  # noqa: E402
 from mvp_ros.policy import Policy  # noqa: E402
+from mvp_ros.policy.checkpoint import read_checkpoint_info  # noqa: E402
 from mvp_ros.policy.chunks import ChunkExecutor  # noqa: E402
+from mvp_ros.policy.critic import ChunkCritic, CriticConfig, save_critic  # noqa: E402
 from mvp_ros.sim.envs import build_env, env_args_for, make_env  # noqa: E402
 from mvp_ros.sim.evaluate import summarize, torch_threads, write_video  # noqa: E402
 from mvp_ros.sim.rollout import InitialState, run_episode  # noqa: E402
@@ -267,14 +270,29 @@ def test_eval_json_fields_are_consistent_and_seeded_runs_repeat(checkpoint, tmp_
     assert first["seeds"] == [7, 8]
     assert first["checkpoint"] == str(checkpoint.resolve()) and first["env_name"] == "Lift"
     assert first["settings"] == {"seed": 7, "max_steps": 30, "horizon": HORIZON, "execute": HORIZON,
-                                 "temporal_ensemble": False, "ensemble_decay": 0.01, "device": "cpu",
-                                 "torch_threads": 1}
+                                 "temporal_ensemble": False, "ensemble_decay": 0.01, "best_of": 1,
+                                 "device": "cpu", "torch_threads": 1}
     assert first["inference_calls"] == sum(-(-steps // HORIZON) for steps in first["episode_steps"])
     assert 0 < first["inference_ms_p50"] <= first["inference_ms_p99"]
 
     second = evaluate_cli(checkpoint, tmp_path, "second", "--episodes", "2", "--seed", "7", "--max-steps", "30")
     assert {k: v for k, v in first.items() if k not in TIMING_KEYS} == \
         {k: v for k, v in second.items() if k not in TIMING_KEYS}
+
+
+@pytest.mark.slow
+def test_eval_best_of_n_selects_with_the_critic_beside_the_checkpoint(checkpoint, tmp_path, capsys):
+    assert "the checkpoint has no critic (was it trained with --algo mvp-rl?)" in eval_error(capsys, checkpoint,
+                                                                                            "--best-of", "8")
+    with_critic = tmp_path / "with_critic"
+    shutil.copytree(checkpoint, with_critic)
+    info = read_checkpoint_info(with_critic)
+    save_critic(with_critic, ChunkCritic(info.config, info.normalization, CriticConfig(hidden_dim=32, depth=1)))
+    selected = evaluate_cli(with_critic, tmp_path, "best_of", "--episodes", "1", "--seed", "7", "--max-steps", "10",
+                            "--best-of", "8")
+    plain = evaluate_cli(with_critic, tmp_path, "plain", "--episodes", "1", "--seed", "7", "--max-steps", "10")
+    assert selected["settings"]["best_of"] == 8 and plain["settings"]["best_of"] == 1
+    assert selected["inference_calls"] == plain["inference_calls"] == -(-10 // HORIZON)  # one call per chunk, N inside
 
 
 def is_right_side_up(rgb: np.ndarray) -> bool:

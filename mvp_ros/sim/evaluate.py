@@ -147,6 +147,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble-decay", type=float, default=ACT_ENSEMBLE_DECAY,
                         help=f"weight exp(-decay * i) of the i-th oldest prediction (default {ACT_ENSEMBLE_DECAY})")
     parser.add_argument("--max-steps", type=int, help="steps per episode (default: the environment's horizon)")
+    parser.add_argument("--best-of", type=int, default=1, metavar="N",
+                        help="generate and select: execute the critic's best of N one-step candidates (a checkpoint of "
+                             "--algo mvp-rl, its critic beside it); default 1, the policy alone")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="default auto")
     # Batch-1 inference of a small network gains nothing from intra-op threads, and loses a lot when
     # the cores are busy (on a loaded 2-core machine: p50 40 ms with 2 threads, 0.4 ms with 1).
@@ -155,7 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    for name in ("episodes", "video_episodes", "video_size", "max_steps", "torch_threads"):
+    for name in ("episodes", "video_episodes", "video_size", "max_steps", "torch_threads", "best_of"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -197,7 +200,7 @@ def dataset_initial_states(args: argparse.Namespace, env_name: str) -> tuple[lis
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    policy = Policy.load(args.checkpoint, device=args.device)
+    policy = Policy.load(args.checkpoint, device=args.device, best_of=args.best_of)
     if not policy.info.env_args:
         raise ValueError(
             f"checkpoint {args.checkpoint} has no env_args: it was trained on data without a simulator; evaluate "
@@ -224,7 +227,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "seconds_per_episode": seconds / len(results),
         "settings": {"seed": args.seed, "max_steps": max_steps, "horizon": policy.horizon,
                      "execute": executor.execute, "temporal_ensemble": executor.temporal_ensemble,
-                     "ensemble_decay": executor.ensemble_decay, "device": str(policy.device),
+                     "ensemble_decay": executor.ensemble_decay, "best_of": policy.best_of, "device": str(policy.device),
                      "torch_threads": args.torch_threads},
     }
     if demos:
