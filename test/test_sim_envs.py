@@ -194,6 +194,18 @@ def test_images_are_robosuite_renders_flipped_once(lift_images):
     np.testing.assert_array_equal(lift_images.render("agentview", 84, 84), obs["agentview_image"])
 
 
+def test_a_step_observes_cameras_and_joints_at_the_state_it_ends_in(lift_images):
+    """As a robot's cameras and joint states are of one instant, and as Robomimic computes a file's
+    observations from its states: a step's observation is the one recomputed at the state it leaves."""
+    lift_images.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        stepped, *_ = lift_images.step(rng.uniform(-1, 1, lift_images.action_dim))
+        recomputed = lift_images.reset_to(lift_images.get_state())
+        for key in ("agentview_image", "robot0_eye_in_hand_image", "robot0_eef_pos", "robot0_joint_pos", "object"):
+            np.testing.assert_allclose(stepped[key], recomputed[key], atol=1e-9, err_msg=key)
+
+
 @pytest.mark.slow
 def test_each_environment_renders_in_its_own_context(lift_images):
     before = lift_images.reset(seed=2)["agentview_image"]

@@ -154,7 +154,15 @@ class SimEnv:
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action contains NaN or inf: {action.tolist()}")
         self._use_own_render_context()
-        _, reward, _, info = self.unwrapped.step(action)
+        cameras = [observable for observable in self.unwrapped._observables.values()
+                   if observable.modality == "image" and observable.is_enabled()]
+        for camera in cameras:  # rendered once, at the state the step ends in, below
+            camera.set_enabled(False)
+        try:
+            _, reward, _, info = self.unwrapped.step(action)
+        finally:
+            for camera in cameras:
+                camera.set_enabled(True)
         raw = self._observations_at_current_state()
         success = self.is_success()
         done = success or self.unwrapped.timestep >= self.horizon
@@ -231,16 +239,17 @@ class SimEnv:
     def _observations_at_current_state(self) -> dict[str, Any]:
         # robosuite samples observations during the step's first physics substep, and the positions
         # MuJoCo leaves after a step are those before its last integration: both lag the state the
-        # step ends in (which `states[t]` records). Computing the positions and sampling the low-dim
-        # observables again makes them the state's, as Robomimic computes a file's observations from
-        # its states; cameras keep robosuite's sample (rendering twice would double a step's cost).
-        # Twice, because 1.5 computes an object's pose relative to the hand before the object's pose
-        # (PickPlace, NutAssembly), from the cache: the first pass would use the previous sample's.
+        # step ends in (which `states[t]` records). Computing the positions and sampling every
+        # observable again makes them the state's, as Robomimic computes a file's observations from
+        # its states, and keeps cameras and joints of one instant, as a robot's are; `step` disables
+        # the cameras during the physics, so each renders once. The low-dim ones twice, because 1.5
+        # computes an object's pose relative to the hand before the object's pose (PickPlace,
+        # NutAssembly), from the cache: the first pass would use the previous sample's.
         self.unwrapped.sim.forward()
         cache = self.unwrapped._obs_cache
-        for _ in range(2):
+        for first_pass in (True, False):
             for observable in self.unwrapped._observables.values():
-                if observable.modality != "image":
+                if first_pass or observable.modality != "image":
                     observable.update(timestep=0.0, obs_cache=cache, force=True)
         return self.unwrapped._get_observations()
 
