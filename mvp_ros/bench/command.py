@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mvp_ros.bench.policy_timing import benchmark
-    from mvp_ros.policy.policy import resolve_device
+    from mvp_ros.policy.runtime import resolve_device
 
     device = resolve_device(args.device)
     modes = _modes(args.modes, device)

@@ -11,7 +11,7 @@ from typing import Any
 _MODULE_OF = {
     "CheckpointError": "checkpoint_files", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "HEADS": "config", "ConfigError": "config", "PolicyConfig": "config",
-    "ObservationError": "policy", "Policy": "policy",
+    "ObservationError": "runtime", "Policy": "runtime",
 }
 __all__ = sorted(_MODULE_OF)
 

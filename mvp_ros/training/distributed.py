@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..policy.config import ConfigError
 from ..policy.model import ChunkPolicyModel
-from ..policy.policy import resolve_device
+from ..policy.runtime import resolve_device
 
 LossFunction = Callable[[dict, torch.Tensor, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 
