@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 BENCH_RL = "benchmarks/results/bench_rl_cpu.json"
+BENCH_RL_EAGER = "benchmarks/results/bench_rl_cpu_eager.json"
 UPDATE_NAMES = {"bc": "BC (MVP loss)", "mvp-rl": "MVP-RL", "qc": "QC (flow head, 10 Euler steps)"}
 FLOOR_GOAL, QC_GOAL = 1.3, 2.0
 
@@ -51,3 +52,13 @@ def test_the_rl_update_figures_are_the_result_file() -> None:
         assert line in doc, line
     assert f"MVP-RL runs {speedup(bench):.2f}x as many updates per second as QC" in doc
     assert f"load average {bench['machine']['load_average_1min']:.1f}" in doc
+
+
+def test_the_eager_update_figures_are_their_result_file() -> None:
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    eager = json.loads((ROOT / BENCH_RL_EAGER).read_text())
+    updates = {row["update"]: row for row in eager["rl_training"]}
+    assert not any(row["compiled_bootstrap"] for row in updates.values()) and updates["mvp-rl"]["batch_size"] == 256
+    assert (f"the MVP-RL update took {updates['mvp-rl']['ratio_to_floor']:.2f}x its floor and QC's "
+            f"{updates['qc']['ratio_to_floor']:.2f}x\n(`{BENCH_RL_EAGER}`, load average "
+            f"{eager['machine']['load_average_1min']:.1f})") in doc

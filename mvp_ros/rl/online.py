@@ -58,7 +58,9 @@ class OnlineState:
 
     @property
     def stats(self) -> dict:
-        """The log's columns: environment steps, finished episodes and their success rate."""
+        """The log's columns once the phase has begun: environment steps, finished episodes and their success rate."""
+        if not self.env_steps:
+            return {}
         return {"env_steps": self.env_steps, "episodes": self.episodes,
                 "success_rate": self.successes / self.episodes if self.episodes else 0.0}
 

@@ -82,8 +82,7 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
     def record(step: int, metrics: dict) -> dict:
         return {"algo": "mvp-rl", "settings": dataclasses.asdict(config), "rl": dataclasses.asdict(rl),
                 "step": step, "dataset_demos": len(train_set.demo_names), "replay_steps": replay.size,
-                "replay_episodes": replay.num_episodes, "online": online.stats if online.env_steps else {},
-                "metrics": metrics,
+                "replay_episodes": replay.num_episodes, "online": online.stats, "metrics": metrics,
                 "device": str(device), "ema_decay": config.ema_decay}
 
     def save(step: int, metrics: dict) -> Path:
@@ -105,7 +104,7 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
             if valid_set is not None and (step % config.validate_every == 0 or last):
                 metrics["valid_loss"] = validation_loss(learner.ema, valid_set, device, config.batch_size, config.seed)
             if step % config.log_every == 0 or last or "valid_loss" in metrics:
-                log(step, {**(online.stats if online.env_steps else {}), **metrics})
+                log(step, {**online.stats, **metrics})
             if step % config.checkpoint_every == 0 and not last:
                 save(step, metrics)
             if evaluator.due(step, last):
