@@ -202,6 +202,7 @@ def test_the_batched_critic_is_each_member_as_its_own_mlp(tiny_dataset):
         torch.testing.assert_close(q_values[member], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # torch.compile of two functions, one with its backward
 def test_the_compiled_bootstrap_and_critic_loss_equal_the_eager_ones(tiny_dataset):
     replay = replay_from_dataset(tiny_dataset, horizon=3, frame_stack=1, reward_mode="sparse", success_reward=1.0)
     batch = replay.sample(16, np.random.default_rng(0)).to(torch.device("cpu"))
