@@ -142,17 +142,6 @@ def test_the_readme_flood_figures_are_the_result_files() -> None:
     assert f"gaps up to {max(phase['longest_gap_ms'] for phase in previous)} ms" in doc
 
 
-def test_the_readme_image_conversion_figures_are_the_result_file() -> None:
-    readme = " ".join(read("README.md").split())
-    runs = {(run["bag_seconds"], run["stored_image"].startswith("84x84")): run
-            for run in result("benchmarks/results/image_conversion.json")["runs"]}
-    short, long, full = runs[20, True], runs[60, True], runs[20, False]
-    assert (f"20 s of a 30 Hz 640x480 JPEG camera ({short['image_messages']} images) converts to 84x84 in "
-            f"{short['seconds']:.1f} s with {short['peak_rss_mib']:.0f} MiB peak memory (60 s: {long['seconds']:.1f} s, "
-            f"{long['peak_rss_mib']:.0f} MiB); storing the full 640x480 frames takes {full['seconds']:.1f} s and "
-            f"{full['peak_rss_mib']:.0f} MiB") in readme
-
-
 def test_every_relative_link_in_the_readme_and_docs_points_to_a_file() -> None:
     documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     assert len(documents) >= 6
