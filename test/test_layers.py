@@ -62,6 +62,17 @@ def test_reading_a_checkpoint_config_loads_no_torch() -> None:
     assert "mvp_ros.policy.checkpoint_files" in modules and "torch" not in modules
 
 
+def test_mvp_demo_reads_a_camera_checkpoint_without_torch() -> None:
+    modules = loaded_modules(
+        "import argparse\n"
+        "from mvp_ros.resources import package_file\n"
+        "from mvp_ros.ros.closed_loop import _check_arguments\n"
+        "steps, contract_path, _ = _check_arguments(argparse.Namespace(\n"
+        "    episodes=1, max_steps=0, checkpoint=package_file('models', 'lift_image'), contract=None))\n"
+        "assert contract_path.name == 'panda_sim_camera_contract.yaml' and steps > 0")
+    assert "mvp_ros.ros.closed_loop" in modules and "torch" not in modules
+
+
 def import_graph(package: Path) -> dict[str, set[str]]:
     """Module -> the modules of `package` it imports, read with ast from every .py file below it.
 

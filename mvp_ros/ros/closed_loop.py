@@ -137,20 +137,21 @@ def _exit_status(code: int) -> str:
 def _check_arguments(args: argparse.Namespace) -> tuple[int, Path, Contract]:
     """The steps per episode and the contract to run with (its path and contents), once the
     checkpoint, its env_args and the contract are known to be good."""
-    from mvp_ros.policy.checkpoint import read_checkpoint_info
+    from mvp_ros.policy.checkpoint_files import read_checkpoint_document
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if args.max_steps < 0:
         raise ValueError(f"--max-steps must be >= 0, got {args.max_steps}")
-    info = read_checkpoint_info(args.checkpoint)
-    if not info.env_args:
+    stored = read_checkpoint_document(args.checkpoint)
+    env_args = stored.get("env_args")
+    if not env_args:
         raise ValueError(f"checkpoint {args.checkpoint} has no env_args, so there is no simulation to run it in")
     contract_path = args.contract
     if contract_path is None:
-        reads_images = any(len(shape) == 3 for shape in info.config.obs_shapes.values())
+        reads_images = any(len(shape) == 3 for shape in stored["policy"].get("obs_shapes", {}).values())
         contract_path = Path(DEFAULT_CAMERA_CONTRACT if reads_images else DEFAULT_CONTRACT)
-    return args.max_steps or int(info.env_args["env_kwargs"]["horizon"]), contract_path, load_contract(contract_path)
+    return args.max_steps or int(env_args["env_kwargs"]["horizon"]), contract_path, load_contract(contract_path)
 
 
 def _camera_messages(contract: Contract, compressed_image_format: str) -> dict[str, str]:

@@ -141,9 +141,9 @@ class SimNode(Node):
     def _env_args(self) -> dict:
         checkpoint, dataset = self.get_parameter("checkpoint").value, self.get_parameter("dataset").value
         if checkpoint:
-            from mvp_ros.policy.checkpoint import read_checkpoint_info
+            from mvp_ros.policy.checkpoint_files import read_checkpoint_document
 
-            env_args, source = read_checkpoint_info(checkpoint).env_args, f"checkpoint {checkpoint}"
+            env_args, source = read_checkpoint_document(checkpoint).get("env_args"), f"checkpoint {checkpoint}"
         elif dataset:
             from mvp_ros.data.robomimic import read_env_args
 
