@@ -257,3 +257,12 @@ def test_running_out_of_attempts_writes_nothing(tmp_path):
         env.close()
     assert stats.attempts == 3 and stats.successes == 0
     assert not list(tmp_path.iterdir())
+
+
+def test_the_default_quality_writes_no_operators(lift_demos):
+    """Proficient demonstrations only, as before `--quality mixed` existed."""
+    assert "quality" not in read_file_attrs(lift_demos[0])
+    with h5py.File(lift_demos[0], "r") as file:
+        assert set(file["mask"]) == {"train", "valid", "20_percent", "20_percent_train", "20_percent_valid",
+                                     "50_percent", "50_percent_train", "50_percent_valid"}
+        assert not any("operator" in demo.attrs for demo in demos_of(file))

@@ -10,6 +10,7 @@ Layout (the one robomimic 0.3.0 reads):
         rewards, dones     (T,)
         states             (T, S)        optional simulator states
     mask/<filter key>      demo names as fixed-length bytes: train, valid, optionally <p>_percent(_train/_valid)
+                           and named subsets (e.g. better/okay/worse)
     file attrs             provenance; non-scalar values JSON-encoded
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -224,12 +225,14 @@ def write_robomimic(
     attrs: dict | None = None,
     compression: str | None = "gzip",
     percent_masks: Sequence[int] = (),
+    named_masks: Mapping[str, Sequence[int]] | None = None,
 ) -> Path:
     """Write episodes (consumed one at a time) to a Robomimic-format HDF5 file.
 
     Masks: `train` and `valid` (a seeded split, `valid_fraction` of the demos), and for each p in
     `percent_masks` Robomimic's `<p>_percent` (a seeded p% of the demos) with its own
-    `<p>_percent_train`/`<p>_percent_valid` split. `compression` applies to image observations only.
+    `<p>_percent_train`/`<p>_percent_valid` split; `named_masks` maps further mask names (such as
+    Robomimic's operator masks `better`/`okay`/`worse`) to episode indices. `compression` applies to image observations only.
     The file is written under a temporary name and renamed at the end, so an interrupted write never
     leaves a partial file at `path`. Raises DatasetError naming the episode index and key for
     inconsistent or non-finite data.
@@ -265,6 +268,12 @@ def write_robomimic(
             file.create_dataset("mask/valid", data=_demo_names_array(valid))
             for percent in percent_masks:
                 _write_percent_masks(file, percent, num_demos, valid_fraction, seed)
+            for name, indices in (named_masks or {}).items():
+                if name in file["mask"]:
+                    raise ValueError(f"{path}: mask {name!r} is already written")
+                if any(not 0 <= index < num_demos for index in indices):
+                    raise ValueError(f"{path}: mask {name!r} names episodes outside 0..{num_demos - 1}")
+                file.create_dataset(f"mask/{name}", data=_demo_names_array(sorted(indices)))
             for key, value in (attrs or {}).items():
                 file.attrs[key] = encode_attr(value)
         os.replace(temporary, path)

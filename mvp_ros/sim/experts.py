@@ -6,7 +6,9 @@ do not all do the same thing: each episode picks one of two strategies at random
 the waypoints, the speed and every action, so the data is multimodal. `run_expert` runs and records
 one episode (observations before and after each step, actions, rewards, dones, simulator states;
 its `model_file`, `seed` and `strategy` as attrs), `successful_demos` runs attempts until enough have succeeded, and `mvp demos`
-(mvp_ros.sim.write_demos) writes those to a Robomimic-format HDF5 file.
+(mvp_ros.sim.write_demos) writes those to a Robomimic-format HDF5 file. For mixed-quality data,
+`mixed_quality_demos` has operators of three skill levels (OPERATORS) carry out the same plans,
+slower, noisier, with pauses and regrasps, and yields every episode, failed or not.
 
 - lift, `top`: turn to the nearest cube-face-aligned yaw, hover above the cube, descend, grasp.
   lift, `side`: turn to the other face-aligned yaw (45-90 degrees away), come down beside the cube
@@ -19,6 +21,7 @@ its `model_file`, `seed` and `strategy` as attrs), `successful_demos` runs attem
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -250,6 +253,61 @@ PLANNERS: dict[str, Callable[[SimEnv, dict[str, np.ndarray], np.random.Generator
 }
 
 
+@dataclass(frozen=True)
+class Operator:
+    """A skill level of the mixed-quality demonstrators, like Robomimic's multi-human operators: how
+    fast and how steadily an operator moves, how often they stop mid-motion, and how often their
+    first grasp is let go and redone."""
+
+    speed: tuple[float, float]  # range of the largest position action
+    action_noise: tuple[float, float]  # range of the per-step action noise's standard deviation
+    hesitation: float  # probability, each step, of starting a pause
+    pause_steps: tuple[int, int]  # range of a pause's length (steps)
+    regrasp: float  # probability that the episode opens the hand after its first grasp and grasps again
+
+
+OPERATORS: dict[str, Operator] = {
+    "better": Operator(speed=(0.8, 1.0), action_noise=(0.01, 0.04), hesitation=0.0, pause_steps=(0, 0), regrasp=0.0),
+    "okay": Operator(speed=(0.45, 0.7), action_noise=(0.06, 0.12), hesitation=0.03, pause_steps=(3, 8), regrasp=0.3),
+    "worse": Operator(speed=(0.25, 0.4), action_noise=(0.12, 0.22), hesitation=0.06, pause_steps=(5, 15),
+                      regrasp=0.6),
+}
+
+
+def with_regrasp(waypoints: list[Waypoint], rng: np.random.Generator) -> list[Waypoint]:
+    """The plan with its first grasp let go: after closing, the hand opens, rises, comes down again
+    and closes a second time."""
+    grasping = next(index for index, waypoint in enumerate(waypoints) if waypoint.gripper == CLOSED)
+    grasp = waypoints[grasping]
+    raised = grasp.position + np.array([0.0, 0.0, rng.uniform(0.04, 0.08)])
+    retry = [
+        Waypoint(grasp.position, grasp.yaw, OPEN, tolerance=0.03, hold_steps=int(rng.integers(4, 8))),
+        Waypoint(raised, grasp.yaw, OPEN, tolerance=0.02),
+        Waypoint(grasp.position, grasp.yaw, OPEN, tolerance=0.008),
+        grasp,
+    ]
+    return [*waypoints[: grasping + 1], *retry, *waypoints[grasping + 1:]]
+
+
+class HesitatingExpert(WaypointExpert):
+    """A waypoint expert that now and then stops for a few steps, its hand held as it is."""
+
+    def __init__(self, waypoints: list[Waypoint], operator: Operator, rng: np.random.Generator,
+                 object_position: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None):
+        super().__init__(waypoints, speed=rng.uniform(*operator.speed), action_noise=rng.uniform(*operator.action_noise),
+                         rng=rng, object_position=object_position)
+        self.operator = operator
+        self.paused = 0
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        if self.paused == 0 and self.rng.random() < self.operator.hesitation:
+            self.paused = int(self.rng.integers(self.operator.pause_steps[0], self.operator.pause_steps[1] + 1))
+        if self.paused > 0:
+            self.paused -= 1
+            return np.array([0.0] * 6 + [self.waypoints[self.index].gripper])
+        return super().act(obs)
+
+
 @dataclass
 class Attempt:
     episode: Episode
@@ -257,14 +315,24 @@ class Attempt:
     strategy: str
 
 
-def run_expert(env: SimEnv, task: str, seed: int, obs_keys: tuple[str, ...]) -> Attempt:
-    """One expert episode from `env.reset(seed=seed)`, stopped at success or the horizon."""
+def run_expert(env: SimEnv, task: str, seed: int, obs_keys: tuple[str, ...], operator: str | None = None) -> Attempt:
+    """One expert episode from `env.reset(seed=seed)`, stopped at success or the horizon; by the
+    proficient expert, or by one of the mixed-quality OPERATORS (recorded as the `operator` attr).
+    On the same seed every operator follows the same plan."""
     rng = np.random.default_rng([seed, 1])  # independent of the env's own seeded stream
     obs = env.reset(seed=seed)
     model_file = env.model_xml()
     strategy, waypoints = PLANNERS[task](env, obs, rng)
-    expert = WaypointExpert(waypoints, speed=rng.uniform(0.6, 1.0), action_noise=rng.uniform(0.02, 0.08), rng=rng,
-                            object_position=OBJECT_POSITIONS.get(task))
+    attrs = {"model_file": model_file, "seed": seed, "strategy": strategy}
+    if operator is None:
+        expert = WaypointExpert(waypoints, speed=rng.uniform(0.6, 1.0), action_noise=rng.uniform(0.02, 0.08), rng=rng,
+                                object_position=OBJECT_POSITIONS.get(task))
+    else:
+        skill = OPERATORS[operator]
+        if rng.random() < skill.regrasp:
+            waypoints = with_regrasp(waypoints, rng)
+        expert = HesitatingExpert(waypoints, skill, rng, object_position=OBJECT_POSITIONS.get(task))
+        attrs["operator"] = operator
     steps: dict[str, list] = {key: [] for key in (*obs_keys, "actions", "rewards", "dones", "states")}
     next_obs: dict[str, list] = {key: [] for key in obs_keys}
     done, info = False, {"success": False}
@@ -286,7 +354,7 @@ def run_expert(env: SimEnv, task: str, seed: int, obs_keys: tuple[str, ...]) -> 
         rewards=np.asarray(steps["rewards"]),
         dones=np.asarray(steps["dones"], dtype=np.int64),
         states=np.stack(steps["states"]),
-        attrs={"model_file": model_file, "seed": seed, "strategy": strategy},
+        attrs=attrs,
     )
     return Attempt(episode, bool(info["success"]), strategy)
 
@@ -295,6 +363,13 @@ def episode_seed(seed: int, attempt: int) -> int:
     """The seed of one attempt of a run: `run_expert(env, task, episode_seed(S, i), keys)` redoes
     attempt i of `mvp demos --seed S` (each demo stores it as its `seed` attr)."""
     return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+def assign_operators(episodes: int, seed: int) -> list[str]:
+    """Each episode's operator in a mixed-quality run: as many of each level as possible (within
+    one), in an order shuffled by the run's seed."""
+    levels = [level for _, level in zip(range(episodes), itertools.cycle(OPERATORS))]
+    return [levels[index] for index in np.random.default_rng([seed, 2]).permutation(episodes)]
 
 
 @dataclass
@@ -323,3 +398,17 @@ def successful_demos(
                 stats.successes += 1
                 progress.update(1)
                 yield attempt.episode
+
+
+def mixed_quality_demos(
+    env: SimEnv, task: str, operators: list[str], seed: int, obs_keys: tuple[str, ...], stats: DemoStats
+) -> Iterator[Episode]:
+    """Yields one episode per entry of `operators` (attempt i by operators[i]), failed or slow ones
+    included: Robomimic's mixed-quality data keeps every episode its operators recorded."""
+    start = time.perf_counter()
+    for attempt_index, operator in enumerate(tqdm(operators, desc=f"{task} mixed demos", unit="episode")):
+        attempt = run_expert(env, task, episode_seed(seed, attempt_index), obs_keys, operator)
+        stats.attempts += 1
+        stats.successes += attempt.success
+        stats.seconds = time.perf_counter() - start
+        yield attempt.episode
