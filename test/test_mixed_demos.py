@@ -118,3 +118,15 @@ def test_max_attempts_is_refused_with_mixed_quality(tmp_path):
     with pytest.raises(SystemExit, match="--max-attempts does not apply to --quality mixed"):
         main(["demos", "--task", "lift", "--episodes", "3", "--out", str(tmp_path / "x.hdf5"), "--quality", "mixed",
               "--max-attempts", "5"])
+
+
+@pytest.mark.slow
+def test_can_mixed_file_has_one_episode_per_operator(tmp_path):
+    path = tmp_path / "can_mixed.hdf5"
+    run_demos("--task", "can", "--episodes", "3", "--out", str(path), "--quality", "mixed")
+    with h5py.File(path, "r") as file:
+        assert sorted(file["data"][name].attrs["operator"] for level in OPERATORS for name in mask(file, level)) == \
+            sorted(OPERATORS)
+        assert all(demo["obs"]["object"].shape[1] == 14 for demo in demos_of(file))
+        lengths = {demo.attrs["operator"]: demo.attrs["num_samples"] for demo in demos_of(file)}
+    assert lengths["worse"] > lengths["better"]
