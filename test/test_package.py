@@ -38,7 +38,8 @@ ROSDEP_KEYS = {
 }
 # Installed with pip from requirements.txt (torch by the Makefile's TORCH_SPEC), not by rosdep:
 # module -> distribution.
-PIP_INSTALLED = {"torch": None, "safetensors": "safetensors", "rosbags": "rosbags", "mujoco": "mujoco", "robosuite": "robosuite"}
+PIP_INSTALLED = {"torch": None, "safetensors": "safetensors", "rosbags": "rosbags", "mujoco": "mujoco", "robosuite": "robosuite",
+                 "gymnasium": "gymnasium"}
 INTERFACE_TYPE = re.compile(r"([a-z][a-z0-9_]*)/(msg|srv|action)/[A-Z][A-Za-z0-9]*")
 
 
