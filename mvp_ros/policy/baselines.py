@@ -10,18 +10,20 @@ import math
 import torch
 
 from .config import PolicyConfig
-from .mvp import Backbone
+from .mvp import Backbone, weighted_mean
 
 
 def flow_loss(net: Backbone, cond: torch.Tensor, actions: torch.Tensor, config: PolicyConfig,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Conditional flow matching with the same path and time distribution as MVP; v(a_t, t) = net(a_t, t, t)."""
+              generator: torch.Generator | None = None,
+              weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Conditional flow matching with the same path and time distribution as MVP; v(a_t, t) = net(a_t, t, t);
+    `weights` (B,) multiply each sample's squared error."""
     eps = torch.randn(actions.shape, generator=generator, device=actions.device)
     logits = config.time_logit_mean + config.time_logit_std * torch.randn(
         actions.shape[0], generator=generator, device=actions.device)
     t = torch.sigmoid(logits)
     a_t = (1 - t)[:, None] * eps + t[:, None] * actions
-    loss = (net(a_t, cond, t, t) - (actions - eps)).pow(2).sum(dim=-1).mean()
+    loss = weighted_mean((net(a_t, cond, t, t) - (actions - eps)).pow(2).sum(dim=-1), weights)
     return loss, {"loss": loss.item()}
 
 

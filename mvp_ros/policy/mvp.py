@@ -51,9 +51,16 @@ def squared_error(prediction: torch.Tensor, target: torch.Tensor, config: Policy
     return weight * error
 
 
+def weighted_mean(errors: torch.Tensor, weights: torch.Tensor | None, rows: slice = slice(None)) -> torch.Tensor:
+    """The mean of per-sample errors, each times its weight (weights[rows]) when there are weights."""
+    return errors.mean() if weights is None else (weights[rows] * errors).mean()
+
+
 def mvp_loss(net: Backbone, cond: torch.Tensor, actions: torch.Tensor, config: PolicyConfig,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_MF + lambda * L_IVC on a batch of normalized, flattened action chunks (B, D)."""
+             generator: torch.Generator | None = None,
+             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_MF + lambda * L_IVC on a batch of normalized, flattened action chunks (B, D); `weights` (B,)
+    multiply each sample's squared error (importance-weighted fitting, mvp_ros.rl.fpmd)."""
     eps = torch.randn(actions.shape, generator=generator, device=actions.device)
     t, r, n_equal = sample_time_pairs(actions.shape[0], config, generator, actions.device)
     a_t = (1 - t)[:, None] * eps + t[:, None] * actions
@@ -64,13 +71,13 @@ def mvp_loss(net: Backbone, cond: torch.Tensor, actions: torch.Tensor, config: P
     if n_equal > 0:
         equal = slice(0, n_equal)
         u = net(a_t[equal], cond[equal], t[equal], t[equal])
-        loss_ivc = squared_error(u, v[equal], config).mean()
+        loss_ivc = weighted_mean(squared_error(u, v[equal], config), weights, equal)
     loss_mf = zero
     if n_equal < actions.shape[0]:
         mean = slice(n_equal, None)
         cond_mean = cond[mean]
         u, target = mean_flow_target(lambda a, tt, rr: net(a, cond_mean, tt, rr), a_t[mean], t[mean], r[mean], v[mean])
-        loss_mf = squared_error(u, target, config).mean()
+        loss_mf = weighted_mean(squared_error(u, target, config), weights, mean)
 
     loss = loss_mf + config.ivc_weight * loss_ivc
     return loss, {"loss": loss.item(), "loss_mf": loss_mf.item(), "loss_ivc": loss_ivc.item()}
