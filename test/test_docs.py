@@ -161,22 +161,32 @@ def test_nothing_refers_outside_the_repository() -> None:
             assert outside not in text, f"{path.name} refers to {outside}"
 
 
-README_DEMOS = ("models/lift_image/demo_ros_image.json", "benchmarks/results/demo_lift_lowdim.json")
+README_DEMOS = ("models/lift_image/demo_ros_image.json",)
+MODEL_DEMOS = {"models/lift_lowdim/README.md": "benchmarks/results/demo_lift_lowdim.json"}
 CAMERA_POLICY_DEMOS = {"sensor_msgs/msg/Image": "demo_ros_image.json",
                        "sensor_msgs/msg/CompressedImage (png)": "demo_ros_compressed.json",
                        "sensor_msgs/msg/CompressedImage (jpeg)": "demo_ros_compressed_jpeg.json"}
+# The README's table of shipped policies: each evaluation's row, by the cell naming how it ran.
+SHIPPED_EVALUATIONS = {
+    "models/lift_image/eval_50.json": ("`--seed 1000000 --temporal-ensemble` ", range(1_000_000, 1_000_050)),
+    "models/lift_lowdim/eval_50_temporal_ensemble.json": ("`--temporal-ensemble` ", range(50)),
+    "models/lift_lowdim/eval_50_open_loop.json": ("whole chunk open loop ", range(50)),
+}
 
 
-def test_the_readme_demo_blocks_are_the_committed_demo_runs() -> None:
-    """`make demo` (the camera policy) and `make demo-lowdim`: each block printed as its run printed it."""
-    readme = read("README.md")
-    for name in README_DEMOS:
+def test_the_demo_blocks_are_the_committed_demo_runs() -> None:
+    """`make demo` (the camera policy) in the README, `make demo-lowdim` in its model's README: each
+    block printed as its run printed it."""
+    blocks = {name: "README.md" for name in README_DEMOS} | {name: readme for readme, name in MODEL_DEMOS.items()}
+    for name, document in blocks.items():
         demo = result(name)
+        text = read(document)
         assert demo["node_exit_codes"] == {"sim": 0, "policy": 0} and demo["episodes"] == 10
         for line in demo_lines(demo):
-            assert line in readme, name
-        assert f"--json {name}" in readme
+            assert line in text, name
+        assert f"--json {name}" in text
     assert "--checkpoint models/lift_image --temporal-ensemble --episodes 10 --json demo_results.json" in read("Makefile")
+    assert "--checkpoint models/lift_lowdim --temporal-ensemble --episodes 10 --json demo_results.json" in read("Makefile")
 
 
 def test_the_camera_policy_ros_table_is_its_demo_runs() -> None:
@@ -189,30 +199,36 @@ def test_the_camera_policy_ros_table_is_its_demo_runs() -> None:
         assert f"`{name}` " + ros_demo_cells(demo) in readme, name
 
 
-def test_the_readme_evaluation_table_is_the_committed_evaluations() -> None:
+def test_the_shipped_policies_table_is_their_committed_evaluations() -> None:
+    """The README's row of each evaluation, and the same figures in its model's own README."""
     readme = read("README.md")
-    for name in ("eval_50_temporal_ensemble", "eval_50_open_loop"):
-        evaluation = result(f"models/lift_lowdim/{name}.json")
-        assert evaluation["episodes"] == 50 and evaluation["seeds"] == list(range(50))
-        assert eval_cells(evaluation) in readme, name
+    for name, (how, seeds) in SHIPPED_EVALUATIONS.items():
+        evaluation = result(name)
+        assert evaluation["episodes"] == 50 and evaluation["seeds"] == list(seeds), name
+        assert how + eval_cells(evaluation) in readme, name
         low, high = wilson_interval(evaluation["successes"], evaluation["episodes"])
         assert math.isclose(low, evaluation["success_rate_ci95"][0]) and math.isclose(high, evaluation["success_rate_ci95"][1])
 
 
-def test_the_readme_camera_policy_figures_are_its_evaluation() -> None:
-    evaluation = result("models/lift_image/eval_50.json")
-    assert evaluation["episodes"] == 50 and evaluation["seeds"] == list(range(1_000_000, 1_000_050))
-    assert "--seed 1000000 --temporal-ensemble` " + eval_cells(evaluation) in read("README.md")
+def test_every_shipped_policy_has_its_evaluations_in_its_readme() -> None:
+    models = sorted(path.parent for path in (ROOT / "models").glob("*/model.safetensors"))
+    assert models
+    for model in models:
+        readme = (model / "README.md").read_text()
+        evaluations = sorted(model.glob("eval_50*.json"))
+        assert evaluations, f"{model.name} has no 50-episode evaluation"
+        for path in evaluations:
+            assert eval_cells(json.loads(path.read_text())) in readme, path.relative_to(ROOT)
 
 
 def test_the_readme_figures_all_come_from_a_result_file() -> None:
-    """The README keeps no measurement of its own: the demo block and the evaluation table are all."""
+    """The README keeps no measurement of its own: the demo block and the shipped policies' table are all."""
     readme = read("README.md")
     allowed = {line for name in README_DEMOS for line in demo_lines(result(name))}
+    allowed |= {eval_cells(result(name)) for name in SHIPPED_EVALUATIONS}
     for line in readme.splitlines():
-        if re.search(r"\d ms\b|commands/s|\bx MVP\b|messages/s", line) and not any(part in line for part in allowed):
-            assert ("models/lift_lowdim" in line or "models/lift_image" in line) and "eval" in line, \
-                f"README figure without a result file: {line}"
+        if re.search(r"\d ms\b|commands/s|\bx MVP\b|messages/s", line):
+            assert any(part in line for part in allowed), f"README figure without a result file: {line}"
 
 
 def test_the_benchmark_doc_figures_are_the_result_files() -> None:
