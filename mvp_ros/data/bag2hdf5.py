@@ -13,6 +13,12 @@ Every stream of the contract is resampled on one grid per bag at the contract's 
   each message's receive time go to a new episode) or on pauses of the action stream
   (`--split-gap`: a tick goes to the episode of the command it takes).
 
+What is written, per episode, is what Robomimic's algorithms read: `obs`, `actions`, `next_obs` (the
+observation of the next step; at the last step, which has no next one in the episode, the last
+observation again), `dones` (int, 1 at the last step), `rewards` (zeros: a bag holds no reward),
+and the masks `train` and `valid`. Camera frames stay on disk until they are written, a block at a
+time (mvp_ros.data.rosbag_reader.FrameFile), so memory does not grow with the bag's length.
+
 Messages are dropped as the live policy node drops them, by the same contract code
 (mvp_ros.data.rosbag_reader): a message that does not fit the contract is dropped whole, for every
 key of its topic, and counted by the node's reason: `non_finite` (NaN/inf) or `malformed` (missing
@@ -56,11 +62,13 @@ from mvp_ros.data.rosbag_reader import (
     BagContents,
     BagError,
     Dropped,
+    Frames,
     Transforms,
     check_bag,
     default_typestore,
     describe_drops,
     read_bag,
+    select_rows,
 )
 
 NO_TICKS = np.zeros(0, dtype=np.int64)
@@ -77,15 +85,16 @@ class Selection:
 class Series:
     """One stream's samples sorted by stamp (of equal stamps the last received wins)."""
 
-    def __init__(self, stamps: np.ndarray, values: np.ndarray, rule: str, limit_ns: float, static: bool = False):
+    def __init__(self, stamps: np.ndarray, values: np.ndarray | Frames, rule: str, limit_ns: float,
+                 static: bool = False):
         self.static = static  # a latched /tf_static transform: valid at every time
-        if np.all(stamps[1:] > stamps[:-1]):  # the usual case: kept as is (a camera's frames are not copied)
+        if np.all(stamps[1:] > stamps[:-1]):  # the usual case: kept as is
             self.stamps, self.values = stamps, values
         else:
             order = np.argsort(stamps, kind="stable")
             stamps = stamps[order]
             last_of_equal = np.append(stamps[1:] != stamps[:-1], True)
-            self.stamps, self.values = stamps[last_of_equal], values[order][last_of_equal]
+            self.stamps, self.values = stamps[last_of_equal], select_rows(values, order[last_of_equal])
         self.rule, self.limit_ns = rule, limit_ns
         self.used = np.zeros(len(self.stamps), dtype=bool)
 
@@ -104,9 +113,9 @@ class Series:
             age = ticks - self.stamps[index]
         return index, valid & (age <= self.limit_ns)
 
-    def take(self, index: np.ndarray) -> np.ndarray:
+    def take(self, index: np.ndarray) -> np.ndarray | Frames:
         self.used[index] = True
-        return self.values[index]
+        return select_rows(self.values, index)
 
 
 class Stream:
@@ -130,8 +139,8 @@ class Stream:
         lookups = [part.lookup(ticks) for part in self.parts]
         return Selection(np.logical_and.reduce([valid for _, valid in lookups]), [index for index, _ in lookups])
 
-    def take(self, selection: Selection, ticks: np.ndarray) -> np.ndarray:
-        """Values at the given tick positions (marking their samples used)."""
+    def take(self, selection: Selection, ticks: np.ndarray) -> np.ndarray | Frames:
+        """Values at the given tick positions (marking their samples used); camera frames unread."""
         return self.compose([part.take(index[ticks]) for part, index in zip(self.parts, selection.indices)])
 
     @property
@@ -407,9 +416,12 @@ def bag_episodes(contents: BagContents, contract: Contract, split_gap_s: float |
     for run in _runs(kept, episode_numbers):
         values = {stream.key: stream.take(selection, run) for stream, selection in zip(streams, selections)}
         actions = _relative_actions(values.pop("action"), values, contract)
+        following = np.append(run[1:], run[-1])
+        next_obs = {stream.key: stream.take(selection, following) for stream, selection in zip(streams, selections)
+                    if stream.key != "action"}
         attrs = {"source_bag": str(contents.path), "first_tick_ns": int(ticks[run[0]]),
                  "control_rate_hz": contract.control_rate_hz}
-        episodes.append(Episode(obs=values, actions=actions, attrs=attrs))
+        episodes.append(Episode(obs=values, next_obs=next_obs, actions=actions, attrs=attrs))
     keys = [KeyCounts(stream.key, stream.topic, stream.read, stream.used, stream.dropped, stale[stream.key])
             for stream in streams]
     report = BagReport(contents.path, contract.control_rate_hz, len(ticks), int(kept.sum()), len(episodes), keys,

@@ -46,6 +46,35 @@ class Episode:
     attrs: dict | None = None
 
 
+class BlockArray:
+    """Steps kept elsewhere (camera frames on disk), read a block at a time: `write_robomimic` writes
+    them block by block, so a long episode's images are never all in memory. Subclasses set `shape`
+    and `dtype` and read the steps of a slice."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, steps: slice) -> np.ndarray:
+        raise NotImplementedError
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self[0 : len(self)], dtype=dtype)
+
+
+_BLOCK_BYTES = 4 * 2**20  # a BlockArray is written this much at a time
+
+
+def _as_array(value: Any) -> np.ndarray | BlockArray:
+    return value if isinstance(value, BlockArray) else np.asarray(value)
+
+
 @dataclass(frozen=True)
 class _Schema:
     """What the first episode fixes for all later ones."""
@@ -131,7 +160,7 @@ def _schema_of(index: int, episode: Episode) -> _Schema:
         raise DatasetError(f"episode {index}: actions must be (T, A), got shape {actions.shape}")
     states = None if episode.states is None else np.asarray(episode.states)
     return _Schema(
-        obs={key: (np.asarray(a).shape[1:], np.asarray(a).dtype) for key, a in episode.obs.items()},
+        obs={key: (_as_array(a).shape[1:], _as_array(a).dtype) for key, a in episode.obs.items()},
         action_dim=actions.shape[1],
         state_dim=None if states is None else states.reshape(len(states), -1).shape[1],
         has_next_obs=episode.next_obs is not None,
@@ -151,7 +180,7 @@ def _validated_arrays(index: int, episode: Episode, schema: _Schema) -> dict[str
     if not np.issubdtype(actions.dtype, np.floating):
         raise DatasetError(f"episode {index}: actions must be float, got {actions.dtype}")
     _check_finite(index, "actions", actions)
-    obs = {key: np.asarray(array) for key, array in episode.obs.items()}
+    obs = {key: _as_array(array) for key, array in episode.obs.items()}
     _check_obs(index, "obs", obs, schema, length)
 
     arrays = {f"obs/{key}": array for key, array in obs.items()}
@@ -185,20 +214,23 @@ def _validated_arrays(index: int, episode: Episode, schema: _Schema) -> dict[str
         have = "has" if episode.next_obs is not None else "has no"
         raise DatasetError(f"episode {index}: {have} next_obs, unlike the first episode")
     if episode.next_obs is not None:
-        next_obs = {key: np.asarray(array) for key, array in episode.next_obs.items()}
+        next_obs = {key: _as_array(array) for key, array in episode.next_obs.items()}
         _check_obs(index, "next_obs", next_obs, schema, length)
         arrays.update({f"next_obs/{key}": array for key, array in next_obs.items()})
     return arrays
 
 
-def _write_demo(group: h5py.Group, arrays: dict[str, np.ndarray], compression: str | None) -> None:
+def _write_demo(group: h5py.Group, arrays: dict[str, np.ndarray | BlockArray], compression: str | None) -> None:
     for name, array in arrays.items():
-        if compression is not None and is_image(array):
-            group.create_dataset(
-                name, data=array, compression=compression, chunks=(1, *array.shape[1:])
-            )
+        image = compression is not None and is_image(array)
+        options = {"compression": compression, "chunks": (1, *array.shape[1:])} if image else {}
+        if isinstance(array, BlockArray):
+            dataset = group.create_dataset(name, shape=array.shape, dtype=array.dtype, **options)
+            steps = max(1, _BLOCK_BYTES // max(1, array.dtype.itemsize * int(np.prod(array.shape[1:]))))
+            for start in range(0, len(array), steps):
+                dataset[start : start + steps] = array[start : start + steps]
         else:
-            group.create_dataset(name, data=array)
+            group.create_dataset(name, data=array, **options)
 
 
 def split_train_valid(num_demos: int, valid_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -11,6 +11,10 @@ counted under its topic by the live node's reason: `non_finite` (NaN or inf wher
 reads) or `malformed` (anything else `extract` rejects, or bytes that cannot be decoded). Samples
 keep bag order; sorting and resampling happen in mvp_ros.data.bag2hdf5, so the node's
 `out_of_order` drop does not apply: a late message takes its place by stamp.
+
+Camera frames, once decoded, cropped and resized, go to a temporary file (`FrameFile`) and are
+read back a block at a time when the episodes are written, so memory does not grow with the number
+of images; the other keys' samples (tens of bytes each) stay in memory.
 """
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import os
+import tempfile
 
 import numpy as np
 from rosbags.rosbag2 import Reader
@@ -28,6 +35,7 @@ from tqdm import tqdm
 from mvp_ros.data.contract import (
     TF_TOPICS,
     Contract,
+    ImageObservation,
     JointStateObservation,
     MessageError,
     NonFiniteError,
@@ -35,6 +43,7 @@ from mvp_ros.data.contract import (
     TransformObservation,
     stamp_ns,
 )
+from mvp_ros.data.robomimic import BlockArray
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 DROP_REASONS = ("non_finite", "malformed")  # the live policy node's names for these rejects
@@ -51,12 +60,60 @@ def default_typestore() -> Typestore:
     return get_typestore(Stores.ROS2_KILTED)
 
 
+class FrameFile:
+    """One camera key's frames (all of one shape, uint8) in a temporary file, in the order appended."""
+
+    def __init__(self, frame_shape: tuple[int, ...]) -> None:
+        self.frame_shape = tuple(frame_shape)
+        self.frame_bytes = int(np.prod(frame_shape))
+        self.count = 0
+        self._file = tempfile.TemporaryFile(prefix="mvp_bag2hdf5_frames_")  # deleted when closed
+
+    def append(self, frame: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+        self.count += 1
+
+    def frames(self) -> Frames:
+        self._file.flush()
+        return Frames(self, np.arange(self.count))
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self.frame_shape), dtype=np.uint8)
+        descriptor = self._file.fileno()
+        for index, row in enumerate(rows.tolist()):
+            data = os.pread(descriptor, self.frame_bytes, row * self.frame_bytes)
+            out[index] = np.frombuffer(data, dtype=np.uint8).reshape(self.frame_shape)
+        return out
+
+
+class Frames(BlockArray):
+    """Rows of a FrameFile, read only when sliced (a block at a time by write_robomimic)."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, file: FrameFile, rows: np.ndarray) -> None:
+        self.file, self.rows = file, rows
+        self.shape = (len(rows), *file.frame_shape)
+
+    def select(self, index: np.ndarray) -> Frames:
+        """The frames at `index` (integer or boolean), still unread."""
+        return Frames(self.file, self.rows[index])
+
+    def __getitem__(self, steps: slice) -> np.ndarray:
+        return self.file.read(self.rows[steps])
+
+
+def select_rows(values: np.ndarray | Frames, index: np.ndarray) -> np.ndarray | Frames:
+    """values[index], leaving camera frames on disk."""
+    return values.select(index) if isinstance(values, Frames) else values[index]
+
+
 @dataclass
 class Samples:
     """One contract key's samples from one bag, in bag order."""
 
     stamps: np.ndarray  # int64 ns
-    values: np.ndarray  # (n, *shape)
+    values: np.ndarray | Frames  # (n, *shape)
 
 
 @dataclass
@@ -178,11 +235,14 @@ class _ContractTopic(_Topic):
 
 
 class _MessageTopic(_ContractTopic):
-    """Deserializes each message with the typestore and runs every key's extractor on it."""
+    """Deserializes each message with the typestore and runs every key's extractor on it; a camera
+    key's frames go to a FrameFile."""
 
     def __init__(self, topic: str, msgtype: str, typestore: Typestore, collectors: list[_Collector]):
         super().__init__(topic, msgtype, typestore, collectors)
-        self.rows: list[tuple[list[int], list[np.ndarray]]] = [([], []) for _ in collectors]
+        self.rows: list[tuple[list[int], list[np.ndarray] | FrameFile]] = [
+            ([], FrameFile(collector.spec.shape) if isinstance(collector.spec, ImageObservation) else [])
+            for collector in collectors]
 
     def add(self, raw: bytes, receive_ns: int) -> None:
         samples = self.extract(raw, receive_ns, self.count)
@@ -194,16 +254,9 @@ class _MessageTopic(_ContractTopic):
 
     def finish(self) -> None:
         for collector, (stamps, values) in zip(self.collectors, self.rows):
-            if values:
-                collector.add(np.array(stamps, dtype=np.int64), _stack_releasing(values))
-
-
-def _stack_releasing(values: list[np.ndarray]) -> np.ndarray:
-    """np.stack(values), releasing each element once copied: a camera's frames are held once, not twice."""
-    stacked = np.empty((len(values), *values[0].shape), dtype=values[0].dtype)
-    for index in range(len(values)):
-        stacked[index], values[index] = values[index], None
-    return stacked
+            if stamps:
+                frames = values.frames() if isinstance(values, FrameFile) else np.stack(values)
+                collector.add(np.array(stamps, dtype=np.int64), frames)
 
 
 class _JointStateTopic(_ContractTopic):
