@@ -782,3 +782,42 @@ def test_arm_and_gripper_publishers_and_two_controllers_convert(tmp_path: Path, 
     if gripper_topic == "/joint_states":
         np.testing.assert_array_equal(found["data/demo_0/obs/arm_pos"], [asof(arm_samples, t) for t in ticks])
     np.testing.assert_array_equal(found["data/demo_0/actions"], expected_actions)
+
+
+# ---- what Robomimic's algorithms read -------------------------------------------------------------------
+
+
+def test_robomimics_sequence_dataset_loads_a_converted_bag_with_next_obs(tmp_path: Path) -> None:
+    """robomimic 0.3.0's SequenceDataset, as BCQ, CQL, IQL and TD3-BC load it (next observations, rewards,
+    dones), reads the awkward bag's two episodes: next_obs is the next step's observation (the last
+    step's own at the end), dones are integers with 1 at the last step, rewards are zeros."""
+    obs_utils = pytest.importorskip("robomimic.utils.obs_utils", reason="robomimic 0.3.0 not installed")
+    from robomimic.utils.dataset import SequenceDataset
+
+    assert convert(tmp_path, write_bag(tmp_path / "bag", awkward_scenario().messages)) == 0
+    path = tmp_path / "out.hdf5"
+    keys = ["eef_pos", "joint_pos", "object", "tool_pose"]
+    obs_utils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": keys, "rgb": []}})
+    found = datasets(path)
+    for filter_key in ("train", "valid"):
+        dataset = SequenceDataset(
+            str(path), obs_keys=keys, dataset_keys=("actions", "rewards", "dones"), load_next_obs=True, frame_stack=1,
+            seq_length=1, pad_frame_stack=True, pad_seq_length=True, goal_mode=None, hdf5_cache_mode="all",
+            hdf5_use_swmr=True, filter_by_attribute=filter_key)
+        assert list(dataset.demos) == [name.decode() for name in found[f"mask/{filter_key}"]] and len(dataset.demos) == 1
+        demo = f"data/{dataset.demos[0]}"
+        steps = len(found[f"{demo}/actions"])
+        assert len(dataset) == steps
+        for step in range(steps):
+            item = dataset[step]
+            last = step == steps - 1
+            assert item["dones"][0] == last and item["rewards"][0] == 0.0
+            np.testing.assert_array_equal(item["actions"][0], found[f"{demo}/actions"][step])
+            for key in keys:
+                np.testing.assert_array_equal(item["obs"][key][0], found[f"{demo}/obs/{key}"][step])
+                np.testing.assert_array_equal(item["next_obs"][key][0], found[f"{demo}/obs/{key}"][min(step + 1, steps - 1)])
+        dataset.close_and_delete_hdf5_handle()
+    for demo in ("data/demo_0", "data/demo_1"):
+        assert found[f"{demo}/dones"].dtype == np.int64 and found[f"{demo}/rewards"].dtype == np.float64
+        for key in CONTRACT["observations"]:
+            np.testing.assert_array_equal(found[f"{demo}/next_obs/{key}"][:-1], found[f"{demo}/obs/{key}"][1:])
