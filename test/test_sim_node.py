@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -20,6 +21,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, Int64
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mvp_ros.cli import main as mvp_main
 from mvp_ros.data.contract import Contract, load_contract, stamp_ns
@@ -191,6 +193,57 @@ def test_lockstep_bridge_publishes_what_the_simulation_sees_and_holds_without_a_
     assert "rejected a command: action: /policy/command has 3 values for 7 names" in log
 
 
+def two_output_contract(path: Path, image_contract: Path) -> Path:
+    """The camera contract with the action split over two command topics: the arm's motion as
+    Float64MultiArray, the gripper as a JointTrajectory, each with its own safe action."""
+    contract = yaml.safe_load(image_contract.read_text())
+    motion = contract.pop("action")["names"][:6]
+    contract["action"] = {"outputs": [
+        {"type": "std_msgs/msg/Float64MultiArray", "topic": "/arm/command", "names": motion,
+         "limits": {"lower": [-1] * 6, "upper": [1] * 6}, "safe_action": {"rule": "hold", "zero": motion}},
+        {"type": "trajectory_msgs/msg/JointTrajectory", "topic": "/gripper/command", "names": ["gripper"],
+         "limits": {"lower": [-1], "upper": [1]}, "safe_action": {"rule": "hold", "initial": {"gripper": -1}}}]}
+    path.write_text(yaml.safe_dump(contract))
+    return path
+
+
+def gripper_trajectory(position: float) -> JointTrajectory:
+    """A trajectory naming another joint first: the bridge reads the gripper's position by name."""
+    return JointTrajectory(joint_names=["conveyor", "gripper"],
+                           points=[JointTrajectoryPoint(positions=[5.0, position], time_from_start=Duration(nanosec=50_000_000))])
+
+
+@pytest.mark.slow
+def test_the_bridge_assembles_an_action_split_over_two_outputs_by_name(tmp_path, env, files, peer, reference) -> None:
+    contract = two_output_contract(tmp_path / "two_outputs.yaml", files["image_contract"])
+    process = NodeProcess(["sim-node", "--checkpoint", str(files["checkpoint"]), "--contract", str(contract),
+                           "--seed", str(SEED), "--ros-args", "-p", "lockstep_timeout_s:=0.5", "-p", "max_steps:=4"],
+                          env, tmp_path / "sim.log")
+    arm = peer.node.create_publisher(Float64MultiArray, "/arm/command", 10)
+    gripper = peer.node.create_publisher(JointTrajectory, "/gripper/command", 10)
+    try:
+        peer.wait_for(lambda: arm.get_subscription_count() and gripper.get_subscription_count()
+                      and all(peer.node.count_publishers(t) for t in OBSERVATION_TOPICS), 120, "the simulation node")
+        time.sleep(0.5)
+        first, done = len(peer.messages("/object_state")), len(peer.messages("/mvp_sim/episode_result"))
+        assert peer.call(Trigger, "/mvp_sim/reset").success
+        motion = [np.array([0.4, -0.3, 0.2, 0.0, 0.1, 0.0]), np.array([-0.2, 0.3, 0.1, 0.1, 0.0, -0.1])]
+        sent = [(motion[0], 1.0), (motion[1], None), (None, 0.5), (None, None)]  # None: that output sends nothing
+        for k, (arm_command, gripper_command) in enumerate(sent):
+            peer.wait_for_messages("/object_state", first + k + 1, timeout_s=30)
+            if arm_command is not None:
+                arm.publish(Float64MultiArray(data=arm_command.tolist()))
+            if gripper_command is not None:
+                gripper.publish(gripper_trajectory(gripper_command))
+        result = values_of(peer.wait_for_messages("/mvp_sim/episode_result", done + 1, timeout_s=30)[done])
+    finally:
+        assert process.stop() == 0, process.output()
+    assert (result["seed"], result["steps"], result["held_steps"]) == (str(SEED), "4", "3")
+    applied = [np.append(motion[0], 1.0), np.append(motion[1], 1.0),  # the gripper holds its last command
+               np.append(np.zeros(6), 0.5), np.append(np.zeros(6), 0.5)]  # the arm's hold zeroes the motion
+    assert_matches_reference(peer, reference, SEED, applied, first=first)
+
+
 @pytest.mark.parametrize("image_format", ["png", "jpeg"])
 def test_a_compressed_image_decodes_through_the_contract_to_the_simulations_pixels(reference, image_format) -> None:
     """PNG gives the simulator's image exactly; JPEG approximately, colours in place."""
@@ -328,8 +381,8 @@ def test_free_run_steps_at_the_control_rate_and_holds_without_commands(tmp_path,
      "contract key 'object' has shape (9,), the simulation's object has (10,)"),
     (lambda c: c["action"].update(names=["a", "b"], limits={"lower": [-1, -1], "upper": [1, 1]},
                                   safe_action={"rule": "hold"}),
-     "the simulation takes 7-dim Float64MultiArray commands; the contract's action is std_msgs/msg/Float64MultiArray"
-     " with 2 names"),
+     "the simulation takes 7-dim commands as Float64MultiArray or JointTrajectory; the contract's action is"
+     " std_msgs/msg/Float64MultiArray with 2 names"),
 ])
 def test_a_contract_the_simulation_cannot_serve_is_named(tmp_path, files, capsys, change, message) -> None:
     contract = yaml.safe_load(PANDA_CONTRACT.read_text())

@@ -8,13 +8,16 @@ the cameras the contract's image keys name). Every step the node publishes, in t
                               CompressedImages (PNG or JPEG: `compressed_image_format`),
                               stamped with that time (see mvp_ros.ros.sim_messages)
   ~/success                   std_msgs/Bool: whether the task is solved now
-and it applies the latest command from the contract's action topic. With no new command for a
-step it holds with the contract's safe-action semantics (`hold`: the last command with the motion
-dims zeroed; before any command, the contract's `initial` values and zeros elsewhere).
+and it applies the latest command from the contract's action topic, or, with several outputs
+(`action.outputs`), from each output's topic (Float64MultiArray or JointTrajectory, whose first
+point is read by joint name), each part placed at its names in the action. An output with no new
+command for a step holds by its own safe action (`hold`: its last command with the motion dims
+zeroed; before any command, the contract's `initial` values and zeros elsewhere; `constant`).
 
 Stepping:
-  lockstep (default)  after publishing step k the node waits for the next command, then steps
-                      (or, after `lockstep_timeout_s` of wall time, holds and steps). Simulation
+  lockstep (default)  after publishing step k the node waits for the next command (of every
+                      output), then steps (or, after `lockstep_timeout_s` of wall time, holds
+                      what did not come and steps). Simulation
                       time advances with the loop, not the wall clock, so the policy node on
                       use_sim_time behaves as in `mvp eval` on any machine, however slow.
   free run            steps at the control rate in wall time, applying whatever command arrived.
@@ -53,6 +56,7 @@ from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
 from std_msgs.msg import Bool, Float64MultiArray, Int64
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
 
 from mvp_ros.data.contract import Contract, ImageObservation, JointStateObservation, MessageError, load_contract
 from mvp_ros.ros.diagnostics import RollingTimes, Throttle, diagnostic_array, status
@@ -63,6 +67,7 @@ from mvp_ros.ros.sim_messages import (COMPRESSED_IMAGE_FORMATS, JPEG_QUALITY, Br
                                      JointGroup)
 
 NODE_NAME = "mvp_sim"
+COMMAND_TYPES = {"std_msgs/msg/Float64MultiArray": Float64MultiArray, "trajectory_msgs/msg/JointTrajectory": JointTrajectory}
 DIAGNOSTICS_PERIOD_S = 1.0
 IMAGE_SUFFIX = "_image"
 
@@ -92,10 +97,12 @@ class SimNode(Node):
         self.contract = load_contract(_required(self, "contract"))
         self.env = bridge_env(self._env_args(), self.contract, self.get_parameter("seed").value)
         action = self.contract.action
-        if action.msgtype != "std_msgs/msg/Float64MultiArray" or len(action.names) != self.env.action_dim:
+        self.outputs, self.output_dims = action.streams(), action.slices()
+        types = sorted({output.msgtype for output in self.outputs})
+        if len(action.names) != self.env.action_dim or not set(types) <= set(COMMAND_TYPES):
             raise BridgeError(
-                f"the simulation takes {self.env.action_dim}-dim Float64MultiArray commands; the contract's action is"
-                f" {action.msgtype} with {len(action.names)} names"
+                f"the simulation takes {self.env.action_dim}-dim commands as Float64MultiArray or JointTrajectory; the"
+                f" contract's action is {' and '.join(types)} with {len(action.names)} names"
             )
         self.period_ns = round(1e9 / self.env.control_rate_hz)
         self.max_steps = self.get_parameter("max_steps").value or self.env.horizon
@@ -115,7 +122,9 @@ class SimNode(Node):
         self.episode_start_publisher = self.create_publisher(Int64, "~/episode_start", EVENT_QOS)
         self.episode_result_publisher = self.create_publisher(DiagnosticStatus, "~/episode_result", EVENT_QOS)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
-        self.create_subscription(Float64MultiArray, self.contract.action.topic, self._on_command, RELIABLE_QOS)
+        for index, output in enumerate(self.outputs):
+            self.create_subscription(COMMAND_TYPES[output.msgtype], output.topic,
+                                     lambda msg, info, index=index: self._on_command(index, msg, info), RELIABLE_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
@@ -124,7 +133,7 @@ class SimNode(Node):
         self.episodes = self.successes = self.rejected_commands = self.early_commands = 0
         self.step_ms = RollingTimes()
         self._reject_log = Throttle()
-        self._command: np.ndarray | None = None  # arrived since the last observation was published
+        self._commands: list[np.ndarray | None] = [None] * len(self.outputs)  # per output, since the last observation
         self._applied: np.ndarray | None = None
         self._published_at = -math.inf
         self._published_at_ns = 0  # system clock, as DDS stamps a command's reception
@@ -133,7 +142,7 @@ class SimNode(Node):
         self.clock_publisher.publish(ClockMsg(clock=Time(nanoseconds=self.sim_time_ns).to_msg()))
         self.get_logger().info(
             f"{self.env.env_args['env_name']} at {self.env.control_rate_hz:g} Hz, {'lockstep' if self.lockstep else 'free run'};"
-            f" publishing {sorted(self.topic_publishers)}, applying {self.contract.action.topic}"
+            f" publishing {sorted(self.topic_publishers)}, applying {[output.topic for output in self.outputs]}"
         )
         if self.get_parameter("autostart").value:
             self.request_episode()
@@ -206,19 +215,16 @@ class SimNode(Node):
         """Step when the command arrived (lockstep) or the period is over (free run); start a
         requested episode once the last observation was answered."""
         now = time.perf_counter()
-        answered = not self.lockstep or self._command is not None or now - self._published_at >= self.lockstep_timeout_s
+        answered = (not self.lockstep or all(part is not None for part in self._commands)
+                    or now - self._published_at >= self.lockstep_timeout_s)
         if self._next_seed is not None:
             if answered:
                 self._start_episode(self._next_seed)
             return
         if self.episode is None or not answered or (not self.lockstep and now < self._due_at):
             return
-        if self._command is None:
-            self.episode["held_steps"] += 1
-            action = self.contract.action.safe_action(self._applied)
-            action = np.zeros(self.env.action_dim) if action is None else action
-        else:
-            action = self._command
+        action, held = self._action()
+        self.episode["held_steps"] += held
         started = time.perf_counter()
         observation, _, done, info = self.env.step(action)
         self.step_ms.add((time.perf_counter() - started) * 1e3)
@@ -230,12 +236,24 @@ class SimNode(Node):
         elif done or self.episode["steps"] >= self.max_steps:
             self._finish_episode("failure")
 
+    def _action(self) -> tuple[np.ndarray, bool]:
+        """The step's action, each output's command at its names, and whether an output held: one that
+        sent none since the last observation takes its safe action (zeros where that has no value)."""
+        parts = []
+        for output, dims, command in zip(self.outputs, self.output_dims, self._commands):
+            if command is None:
+                command = output.safe_action(None if self._applied is None else self._applied[dims])
+                command = np.zeros(len(output.names)) if command is None else command
+            parts.append(command)
+        action = np.clip(np.concatenate(parts), self.env.action_low, self.env.action_high)
+        return action, any(command is None for command in self._commands)
+
     def _publish_step(self, observation: dict[str, np.ndarray]) -> None:
         # /clock first, then the observations stamped with it: a node on sim time receives its
         # clock no later than the samples of that instant (so receive-stamped keys get it too).
         self.sim_time_ns += self.period_ns
         stamp = Time(nanoseconds=self.sim_time_ns).to_msg()
-        self._command = None
+        self._commands = [None] * len(self.outputs)
         self._published_at_ns = time.time_ns()
         self.clock_publisher.publish(ClockMsg(clock=stamp))
         for topic, message in self.messages.build(observation, stamp).items():
@@ -244,20 +262,20 @@ class SimNode(Node):
         self._published_at = time.perf_counter()
         self._due_at = max(self._due_at + self.period_ns / 1e9, self._published_at)  # free run: no drift
 
-    def _on_command(self, msg: Float64MultiArray, info: MessageInfo) -> None:
+    def _on_command(self, output: int, msg: Float64MultiArray | JointTrajectory, info: MessageInfo) -> None:
         if 0 < info["received_timestamp"] < self._published_at_ns:
             # Received before the step it would answer was published (e.g. a policy watchdog's safe
             # action during a slow reset, read only now): it answers nothing.
             self.early_commands += 1
             return
         try:
-            command = self.contract.action.extract(msg)
+            command = self.outputs[output].extract(msg)
         except MessageError as error:
             self.rejected_commands += 1
             if self._reject_log.ready(type(error)):
                 self.get_logger().warning(f"rejected a command: {error}")
             return
-        self._command = np.clip(command, self.env.action_low, self.env.action_high)
+        self._commands[output] = command
 
     def _publish_diagnostics(self) -> None:
         values = {
