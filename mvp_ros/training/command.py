@@ -14,6 +14,7 @@ import torch
 from ..policy.checkpoint import read_checkpoint_info
 from ..policy.config import HEADS, ConfigError
 from ..policy.threads import default_threads
+from ..rl import gym_online
 from . import distributed
 from .behaviour_cloning import train_bc
 from .rl import train_mvp_rl
@@ -43,9 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="checkpoint directory to write")
     parser.add_argument("--obs-keys", dest="obs_keys", help="comma-separated observation keys, e.g. robot0_eef_pos,object")
     parser.add_argument("--head", choices=HEADS)
-    parser.add_argument("--algo", choices=ALGOS, help="bc (default) or mvp-rl: offline RL with a critic and best-of-N")
+    parser.add_argument("--algo", choices=ALGOS + gym_online.GYM_ALGOS,
+                        help="bc (default) or mvp-rl: offline RL with a critic and best-of-N; fpmd (--head mvp or flow) "
+                             "or sac: online RL in the Gymnasium task of --env")
     parser.add_argument("--online-steps", dest="online_steps", type=int,
-                        help="mvp-rl: environment steps of online fine-tuning in the dataset's robosuite task")
+                        help="mvp-rl: environment steps of online fine-tuning in the dataset's robosuite task; "
+                             "fpmd, sac: environment steps in --env")
+    parser.add_argument("--env", help="fpmd, sac: the Gymnasium MuJoCo task, e.g. Hopper-v5 or HalfCheetah-v5")
     parser.add_argument("--filter-key", dest="filter_key",
                         help="train on the demos of mask/FILTER_KEY, e.g. better or 20_percent (default: mask/train)")
     parser.add_argument("--valid-filter-key", dest="valid_filter_key",
@@ -76,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.algo in gym_online.GYM_ALGOS:
+        return gym_online.run_command(args)
+    if args.env:
+        raise ConfigError(f"--env is the Gymnasium task of --algo {' or '.join(gym_online.GYM_ALGOS)}")
     overrides = {name: getattr(args, name) for name in
                  ("dataset", "out", "obs_keys", "head", "steps", "horizon", "frame_stack", "batch_size", "lr",
                   "device", "threads", "precision", "prefetch", "seed", "algo", "online_steps", "filter_key",

@@ -1,0 +1,200 @@
+"""FPMD: online RL by policy mirror descent with a one-step flow policy ("One-Step Flow Policy Mirror
+Descent", arXiv 2507.23675), in Gymnasium tasks (mvp_ros.rl.gym_online). Actions normalized to [-1, 1]^|A|.
+
+A mirror-descent step with a KL proximity term moves the policy to
+
+    pi_new(a|s)  proportional to  pi_old(a|s) * exp(Q(s, a) / lambda),
+
+and FPMD fits pi_new with the generative model's own loss on samples of pi_old, importance-weighted:
+
+    a_i = clip(x_i + sigma * n_i, -1, 1),  x_i ~ pi_old(.|s_i),  n_i ~ N(0, I)      (one per state)
+    z_i = clip((min_j Q_j(s_i, a_i) - m) / d, -3, 3)     m, d: running mean and std of the batches' Q
+    w_i = exp(z_i / alpha) / mean_k exp(z_k / alpha)     a constant factor does not move the minimizer
+    L_pi = mean_i w_i * l(a_i | s_i)
+
+with l the MeanFlow + IVC loss of mvp_ros.policy.mvp (FPMD-M, head "mvp") or flow matching (FPMD-R,
+head "flow"). A straight flow's one-step error is bounded by its target's variance, so both act in one
+step once trained (the saved checkpoint); FPMD-R integrates `train_flow_steps` Euler steps while training.
+
+    critic       y = r + gamma (1 - d) max_{i<N} min_j Qbar_j(s', a'_i),  a'_i ~ pi(.|s'), N = 32
+                 (the twin critics of mvp_ros.rl.sac.TwinCritic)
+    acting       the best of N samples under min_j Q_j, plus N(0, sigma^2) noise, sigma = noise_scale * alpha
+    temperature  H = mean_s sum_k 1/2 log(2 pi e (Var_i[a'_{i,k}] + sigma^2)), the entropy of a Gaussian
+                 with the policy's sample variance and the noise; L_alpha = log alpha * (H - H_target)
+    schedule     a policy step, an alpha step and a target step (tau) after every `policy_delay` critic
+                 steps; the actor's learning rate decays linearly to `final_actor_lr`
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..policy.baselines import flow_loss, flow_sample
+from ..policy.checkpoint import save_checkpoint
+from ..policy.config import ConfigError, PolicyConfig
+from ..policy.critic import ChunkCritic, save_critic
+from ..policy.model import ChunkPolicyModel
+from ..policy.mvp import mvp_loss
+from ..policy.normalizer import Normalization
+from .replay import ChunkBatch
+from .sac import ActorCriticConfig, TwinCritic
+from .td import chunk_td_target
+
+FPMD_HEADS = ("mvp", "flow")
+
+
+@dataclass
+class FpmdConfig(ActorCriticConfig):
+    head: str = "mvp"  # mvp: FPMD-M; flow: FPMD-R
+    final_actor_lr: float = 3e-5
+    noise_scale: float = 0.1
+    target_entropy_per_dim: float = -1.0
+    num_candidates: int = 32
+    policy_delay: int = 2
+    weight_clip: float = 3.0
+    q_statistics_rate: float = 0.01
+    train_flow_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.head not in FPMD_HEADS:
+            raise ConfigError(f"head: FPMD trains an MVP head (FPMD-M) or a flow head (FPMD-R), not {self.head!r}")
+
+
+class RunningMoments:
+    """Exponential moving averages of the mean and the mean square of Q; the first batch sets both."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.mean: float | None = None
+        self.mean_square = 0.0
+
+    def update(self, values: torch.Tensor) -> None:
+        mean, mean_square = values.mean().item(), values.pow(2).mean().item()
+        if self.mean is None:
+            self.mean, self.mean_square = mean, mean_square
+            return
+        self.mean += self.rate * (mean - self.mean)
+        self.mean_square += self.rate * (mean_square - self.mean_square)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.mean_square - self.mean ** 2, 1e-12))
+
+
+def mirror_descent_weights(q: torch.Tensor, mean: float, std: float, alpha: float, clip: float) -> torch.Tensor:
+    """w_i = exp(z_i / alpha) / mean_k exp(z_k / alpha), z = clip((q - mean) / std, -clip, clip); as a
+    softmax, so a small alpha cannot overflow."""
+    z = ((q - mean) / std).clamp(-clip, clip)
+    return q.numel() * torch.softmax(z / alpha, dim=0)
+
+
+def gaussian_entropy(samples: torch.Tensor, noise_std: float) -> torch.Tensor:
+    """Mean over states of sum_k 1/2 log(2 pi e (Var_i[a_{i,k}] + noise_std^2)); samples (B, N, |A|)."""
+    variance = samples.var(dim=1, unbiased=False) + noise_std ** 2
+    return 0.5 * torch.log(2 * math.pi * math.e * variance).sum(dim=-1).mean()
+
+
+class FpmdAgent:
+    def __init__(self, policy_config: PolicyConfig, normalization: Normalization, config: FpmdConfig,
+                 total_updates: int, device: torch.device):
+        self.config = config
+        self.normalization = normalization
+        self.actor = ChunkPolicyModel(policy_config, normalization).to(device)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.actor_schedule = torch.optim.lr_scheduler.LinearLR(
+            self.actor_optimizer, 1.0, config.final_actor_lr / config.actor_lr,
+            total_iters=max(total_updates // config.policy_delay, 1))
+        self.critics = TwinCritic(policy_config, normalization, config.hidden_dim, config.depth, config.critic_lr,
+                                  device)
+        self.log_alpha = torch.tensor(math.log(config.initial_alpha), device=device, requires_grad=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        self.target_entropy = config.target_entropy_per_dim * policy_config.action_dim
+        self.q_moments = RunningMoments(config.q_statistics_rate)
+        self.updates = 0
+
+    @property
+    def alpha(self) -> float:
+        return self.log_alpha.exp().item()
+
+    @property
+    def noise_std(self) -> float:
+        return self.config.noise_scale * self.alpha
+
+    def sample(self, obs: dict[str, torch.Tensor], count: int, generator: torch.Generator | None) -> torch.Tensor:
+        """`count` normalized actions per state (B, count, |A|) from the current policy, as it samples in training."""
+        cond = self.actor.obs_encoder(obs).repeat_interleave(count, dim=0)
+        noise = torch.randn(cond.shape[0], self.actor.config.chunk_dim, generator=generator, device=cond.device)
+        if self.config.head == "flow":
+            actions = flow_sample(self.actor.backbone, cond, noise, self.config.train_flow_steps).clamp(-1.0, 1.0)
+        else:
+            actions = self.actor.sample_normalized(cond, noise)
+        return actions.view(-1, count, self.actor.config.action_dim)
+
+    def q_values(self, critic: ChunkCritic, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+        """min_j Q_j (B, N) of normalized actions (B, N, |A|)."""
+        return critic.value(obs, self.actor.action_scaler.unnormalize(actions)[:, :, None])
+
+    def best_of(self, critic: ChunkCritic, obs: dict[str, torch.Tensor],
+                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the best of N samples (B, |A|), its min_j Q_j (B,), all N samples (B, N, |A|))."""
+        candidates = self.sample(obs, self.config.num_candidates, generator)
+        values = self.q_values(critic, obs, candidates)
+        best = values.argmax(dim=-1)
+        rows = torch.arange(candidates.shape[0], device=candidates.device)
+        return candidates[rows, best], values[rows, best], candidates
+
+    def explore(self, actions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        noise = torch.randn(actions.shape, generator=generator, device=actions.device)
+        return (actions + self.noise_std * noise).clamp(-1.0, 1.0)
+
+    def update(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
+        with torch.no_grad():
+            _, next_q, next_candidates = self.best_of(self.critics.target, batch.next_obs, generator)
+            target = chunk_td_target(batch.rewards, batch.step_mask, batch.bootstrap, next_q, self.config.gamma)
+        metrics = self.critics.step(batch, target)
+        self.updates += 1
+        if self.updates % self.config.policy_delay == 0:
+            metrics.update(self.update_policy(batch.obs, generator))
+            metrics.update(self.update_alpha(gaussian_entropy(next_candidates, self.noise_std)))
+            self.critics.update_target(self.config.tau)
+        return metrics
+
+    def update_policy(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None) -> dict[str, float]:
+        """One importance-weighted fitting step towards pi_old * exp(Q / alpha) (module doc)."""
+        with torch.no_grad():
+            actions = self.explore(self.sample(obs, 1, generator)[:, 0], generator)
+            q = self.q_values(self.critics.critic, obs, actions[:, None])[:, 0]
+            self.q_moments.update(q)
+            weights = mirror_descent_weights(q, self.q_moments.mean, self.q_moments.std, self.alpha,
+                                             self.config.weight_clip)
+        cond = self.actor.obs_encoder(obs)
+        loss_fn = mvp_loss if self.config.head == "mvp" else flow_loss
+        loss, loss_metrics = loss_fn(self.actor.backbone, cond, actions, self.actor.config, generator, weights)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_optimizer.step()
+        self.actor_schedule.step()
+        return {f"actor_{name}": value for name, value in loss_metrics.items()} | {
+            "weight_max": weights.max().item()}
+
+    def update_alpha(self, entropy: torch.Tensor) -> dict[str, float]:
+        loss = self.log_alpha * (entropy.item() - self.target_entropy)
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.alpha_optimizer.step()
+        return {"alpha": self.alpha, "entropy": entropy.item()}
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, torch.Tensor], explore: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions (B, |A|) in the task's units: the best of N under the critic, with exploration noise if `explore`."""
+        actions = self.best_of(self.critics.critic, obs, generator)[0]
+        return self.actor.action_scaler.unnormalize(self.explore(actions, generator) if explore else actions)
+
+    def save(self, directory: str | Path, training: dict) -> Path:
+        """The actor as a policy checkpoint (`Policy.load`) and the twin critics beside it (`best_of`)."""
+        save_checkpoint(directory, self.actor, self.normalization, training=training)
+        save_critic(directory, self.critics.critic)
+        return Path(directory)

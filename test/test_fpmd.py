@@ -1,0 +1,112 @@
+"""FPMD (mvp_ros.rl.fpmd): the mirror-descent weights, the running statistics of Q and the entropy estimate
+against closed forms, the importance-weighted MVP and flow losses, and short FPMD-M and FPMD-R runs in
+Gymnasium's Hopper-v5 whose checkpoints `Policy.load` runs."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mvp_ros.cli import main
+from mvp_ros.policy import Policy, PolicyConfig
+from mvp_ros.policy.baselines import flow_loss
+from mvp_ros.policy.mvp import mvp_loss
+from mvp_ros.policy.networks import ChunkBackbone
+from mvp_ros.rl.fpmd import RunningMoments, gaussian_entropy, mirror_descent_weights
+from mvp_ros.rl.gym_online import OnlineRunConfig, run_online
+
+SMALL_AGENT = {"hidden_dim": 64, "depth": 2, "num_candidates": 8, "train_flow_steps": 3}
+
+
+def test_mirror_descent_weights_standardize_clip_exponentiate_and_normalize():
+    q = torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0])
+    weights = mirror_descent_weights(q, mean=2.0, std=1.0, alpha=0.5, clip=3.0)
+    # z = clip((q - 2) / 1, -3, 3) = [-2, -1, 0, 1, 3]; w = exp(z / 0.5) / mean(exp(z / 0.5))
+    unnormalized = [math.exp(z / 0.5) for z in (-2.0, -1.0, 0.0, 1.0, 3.0)]
+    expected = torch.tensor([w / (sum(unnormalized) / 5) for w in unnormalized])
+    assert torch.allclose(weights, expected, rtol=1e-5)
+    assert weights.sum().item() == pytest.approx(5.0)
+    # the clip bounds the largest ratio at exp(2 * 3 / alpha) however far Q is from the mean
+    far = mirror_descent_weights(torch.tensor([-1e6, 1e6]), mean=0.0, std=1.0, alpha=1.0, clip=3.0)
+    assert (far[1] / far[0]).item() == pytest.approx(math.exp(6.0), rel=1e-5)
+
+
+def test_mirror_descent_weights_do_not_overflow_at_a_small_temperature():
+    weights = mirror_descent_weights(torch.tensor([0.0, 1.0, 3.0]), mean=1.0, std=1.0, alpha=1e-3, clip=3.0)
+    assert torch.isfinite(weights).all()
+    assert torch.allclose(weights, torch.tensor([0.0, 0.0, 3.0]))
+
+
+def test_running_moments_of_q_by_hand():
+    moments = RunningMoments(rate=0.5)
+    moments.update(torch.tensor([1.0, 3.0]))  # the first batch sets them: mean 2, mean square 5
+    assert (moments.mean, moments.std) == (pytest.approx(2.0), pytest.approx(1.0))
+    moments.update(torch.tensor([5.0, 5.0]))  # mean 2 + 0.5 (5 - 2) = 3.5, mean square 5 + 0.5 (25 - 5) = 15
+    assert moments.mean == pytest.approx(3.5)
+    assert moments.std == pytest.approx(math.sqrt(15.0 - 3.5 ** 2))
+
+
+def test_gaussian_entropy_of_samples_with_a_known_variance():
+    # one state, two dimensions: samples +-1 (variance 1) and +-2 (variance 4)
+    samples = torch.tensor([[[1.0, 2.0], [-1.0, -2.0], [1.0, -2.0], [-1.0, 2.0]]])
+    expected = 0.5 * math.log(2 * math.pi * math.e * 1.0) + 0.5 * math.log(2 * math.pi * math.e * 4.0)
+    assert gaussian_entropy(samples, noise_std=0.0).item() == pytest.approx(expected, rel=1e-6)
+    noisy = 0.5 * math.log(2 * math.pi * math.e * 1.25) + 0.5 * math.log(2 * math.pi * math.e * 4.25)
+    assert gaussian_entropy(samples, noise_std=0.5).item() == pytest.approx(noisy, rel=1e-6)
+
+
+@pytest.mark.parametrize("head", ["mvp", "flow"])
+def test_the_weighted_losses_weigh_each_sample_and_equal_the_unweighted_ones_at_weight_one(head):
+    config = PolicyConfig(head=head, action_dim=3, horizon=1, obs_shapes={"observation": (4,)}, hidden_dim=32, depth=2)
+    torch.manual_seed(0)
+    backbone = ChunkBackbone(config.chunk_dim, 4, config)
+    cond, actions = torch.randn(8, 4), torch.rand(8, 3) * 2 - 1
+    loss_fn = mvp_loss if head == "mvp" else flow_loss
+
+    def loss(weights):
+        return loss_fn(backbone, cond, actions, config, torch.Generator().manual_seed(1), weights)[0]
+
+    unweighted = loss(None)
+    assert loss(torch.ones(8)).item() == pytest.approx(unweighted.item(), rel=1e-6)
+    assert loss(torch.full((8,), 2.0)).item() == pytest.approx(2 * unweighted.item(), rel=1e-6)
+    # one sample's weight alone: the loss is its own error over the batch size, so the sum over
+    # samples of the one-hot losses is the unweighted loss
+    one_hot = sum(loss(torch.eye(8)[i]).item() for i in range(8))
+    assert one_hot == pytest.approx(unweighted.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("head", ["mvp", "flow"])
+def test_a_short_fpmd_run_in_hopper_saves_a_policy_that_loads(head, tmp_path):
+    out = run_online(OnlineRunConfig(algo="fpmd", env="Hopper-v5", online_steps=160, out=str(tmp_path / head),
+                                     head=head, batch_size=16, learning_starts=40, device="cpu", threads=1,
+                                     agent=SMALL_AGENT), progress=False)
+    log = json.loads((out / "online_log.json").read_text())
+    assert log["updates"] == 120 and log["agent"]["head"] == head
+    metrics = log["last_metrics"]
+    assert {"loss_critic", "actor_loss", "alpha", "entropy", "weight_max"} <= set(metrics)
+    assert all(math.isfinite(value) for value in metrics.values())
+    assert log["episodes"] and all(math.isfinite(episode["return"]) for episode in log["episodes"])
+
+    policy = Policy.load(out, device="cpu")
+    assert (policy.config.head, policy.config.horizon, policy.config.flow_steps) == (head, 1, 1)
+    observation = {"observation": np.zeros(11, np.float32)}
+    action = policy.act(observation)
+    assert action.shape == (1, 3) and np.all(np.abs(action) <= 1.0)
+    assert Policy.load(out, device="cpu", best_of=8).act(observation).shape == (1, 3)
+
+
+def test_mvp_train_fpmd_end_to_end(tmp_path, capsys):
+    out = tmp_path / "fpmd"
+    assert main(["train", "--algo", "fpmd", "--head", "mvp", "--env", "Hopper-v5", "--online-steps", "40",
+                 "--batch-size", "8", "--seed", "3", "--device", "cpu", "--threads", "1", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert f"saved checkpoint to {out}" in capsys.readouterr().out
+    log = json.loads((out / "online_log.json").read_text())
+    assert (log["settings"]["seed"], log["settings"]["learning_starts"], log["updates"]) == (3, 4, 36)
+    assert Policy.load(out, device="cpu").info.training["env"] == "Hopper-v5"
+    assert main(["train", "--algo", "fpmd", "--head", "diffusion", "--env", "Hopper-v5", "--online-steps", "10",
+                 "--out", str(tmp_path / "other")]) == 2
+    assert "FPMD trains an MVP head (FPMD-M) or a flow head (FPMD-R)" in capsys.readouterr().err
