@@ -4,7 +4,8 @@ A synthetic observation publisher (this process) plays the robot driver: every c
 publishes /clock, then every contract topic stamped with that time (the lockstep of
 `mvp sim-node`), and a command subscriber (this process too) takes the node's answers. The node
 runs on that sim time, so each command (a JointTrajectory stamped with the node's clock) names the
-tick it answers:
+tick it answers; with several action outputs (every one a JointTrajectory) a tick is answered when
+each output's command for it has arrived, and its times are those of the last to arrive:
   latency       observations published (from the first message of the tick, so the driver's own
                 publishing counts too) -> command received: two DDS hops, the node's executor and
                 its wait for a complete observation, inference, the limits. "Received" is the
@@ -77,12 +78,22 @@ class NodeSettings:
     device: str = "cpu"
 
 
-def bench_contract(images: bool, rate_hz: float) -> dict:
+def bench_contract(images: bool, rate_hz: float, split_action: bool = False) -> dict:
     """The simulated Panda's contract (JointState, PoseStamped, Float64MultiArray topics) at `rate_hz`,
-    commanding a JointTrajectory, with two 84x84 rgb8 cameras when `images`."""
+    commanding a JointTrajectory (with `split_action`, two: the arm's motion and the gripper), with two
+    84x84 rgb8 cameras when `images`."""
     contract = yaml.safe_load(PANDA_CONTRACT.read_text())
     contract["robot"], contract["control_rate_hz"] = "mvp_bench", rate_hz
     contract["action"]["type"] = "trajectory_msgs/msg/JointTrajectory"
+    if split_action:
+        action = contract.pop("action")
+        names, (lower, upper) = action["names"], (action["limits"]["lower"], action["limits"]["upper"])
+        contract["action"] = {"outputs": [
+            {**action, "names": names[:-1], "limits": {"lower": lower[:-1], "upper": upper[:-1]},
+             "safe_action": {"rule": "hold", "zero": names[:-1]}},
+            {**action, "topic": f"{action['topic']}/gripper", "names": names[-1:],
+             "limits": {"lower": lower[-1:], "upper": upper[-1:]},
+             "safe_action": {"rule": "hold", "initial": {names[-1]: -1}}}]}
     if images:
         for key, topic in CAMERAS.items():
             contract["observations"][key] = {
@@ -117,6 +128,11 @@ class TickDriver(ParentNode):
     """Publishes /clock and the observations in lockstep; receives commands and the node's diagnostics."""
 
     def __init__(self, contract: Contract, domain_id: int, log: Path) -> None:
+        self.outputs = contract.action.streams()
+        for output in self.outputs:
+            if output.msgtype != "trajectory_msgs/msg/JointTrajectory":
+                raise ValueError(f"the tick benchmark matches commands to ticks by their header stamp: {output.key}"
+                                 f" ({output.topic}) is {output.msgtype}, not trajectory_msgs/msg/JointTrajectory")
         super().__init__("mvp_tick_bench", domain_id, {"policy": log})
         self.contract = contract
         self.messages = synthetic_messages(contract)
@@ -124,16 +140,24 @@ class TickDriver(ParentNode):
         self.publishers = {topic: self.node.create_publisher(type(msg), topic, RELIABLE_QOS)
                            for topic, msg in self.messages.items()}
         self.commands: dict[int, CommandTimes] = {}  # by the tick stamp (ns) the command answers
+        self._parts: dict[int, dict[int, CommandTimes]] = {}  # tick stamp -> output -> its command's times
         self.node_values: dict[str, str] = {}
         self.diagnostics_received = 0
         self.next_tick_ns = 0
-        self.node.create_subscription(JointTrajectory, contract.action.topic, self._on_command, RELIABLE_QOS)
+        for index, output in enumerate(self.outputs):
+            self.node.create_subscription(JointTrajectory, output.topic,
+                                          lambda msg, info, index=index: self._on_command(index, msg, info),
+                                          RELIABLE_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE_QOS)
 
-    def _on_command(self, msg: JointTrajectory, info: MessageInfo) -> None:
+    def _on_command(self, output: int, msg: JointTrajectory, info: MessageInfo) -> None:
         callback_ns = time.time_ns()
-        self.commands.setdefault(Time.from_msg(msg.header.stamp).nanoseconds, CommandTimes(
-            info["source_timestamp"] or callback_ns, info["received_timestamp"] or callback_ns, callback_ns))
+        stamp = Time.from_msg(msg.header.stamp).nanoseconds
+        parts = self._parts.setdefault(stamp, {})
+        parts.setdefault(output, CommandTimes(info["source_timestamp"] or callback_ns,
+                                              info["received_timestamp"] or callback_ns, callback_ns))
+        if len(parts) == len(self.outputs):
+            self.commands.setdefault(stamp, max(parts.values(), key=lambda times: times.received_ns))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -234,9 +258,9 @@ def percentiles(prefix: str, values_ms: list[float]) -> dict[str, float | None]:
 
 
 def write_bench_policy(directory: Path, images: bool, width: int, depth: int,
-                       rate_hz: float = 100.0) -> tuple[Path, Path]:
+                       rate_hz: float = 100.0, split_action: bool = False) -> tuple[Path, Path]:
     """An untrained MVP checkpoint of the bench backbone for the simulated Panda's keys, and its contract
-    at `rate_hz`, which the checkpoint carries as the contract of its training data."""
+    (bench_contract) at `rate_hz`, which the checkpoint carries as the contract of its training data."""
     import torch
 
     from mvp_ros.policy.checkpoint import save_checkpoint
@@ -244,7 +268,7 @@ def write_bench_policy(directory: Path, images: bool, width: int, depth: int,
     from mvp_ros.policy.model import ChunkPolicyModel
     from mvp_ros.policy.normalizer import Normalization
 
-    contract_dict = bench_contract(images, rate_hz)
+    contract_dict = bench_contract(images, rate_hz, split_action)
     contract_path = directory / f"contract_{'image' if images else 'lowdim'}.yaml"
     contract_path.write_text(yaml.safe_dump(contract_dict, sort_keys=False))
     contract = load_contract(contract_path)
