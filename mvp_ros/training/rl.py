@@ -172,6 +172,7 @@ def fine_tune_online(learner: MvpRlLearner, replay: ChunkReplay, env_args: dict,
             after_env_step(state)
         if replay.running_steps:
             replay.end_episode(terminated=False)  # cut short by the step budget
+            state.chunk_left = []  # so that resuming with more --online-steps starts a fresh episode's chunk
         return state
     finally:
         bar.close()
