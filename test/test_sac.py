@@ -11,7 +11,8 @@ import torch
 
 from mvp_ros.cli import main
 from mvp_ros.policy import CheckpointError
-from mvp_ros.rl.gym_online import OBSERVATION_KEY, OnlineRunConfig, make_env, run_online, task_description
+from mvp_ros.rl.gym_online import (OBSERVATION_KEY, OnlineRunConfig, TransitionReplay, make_env, run_online,
+                                   task_description)
 from mvp_ros.rl.replay import ChunkBatch
 from mvp_ros.rl.sac import ACTOR_WEIGHTS, TanhGaussianActor, load_sac_actor, soft_td_target, tanh_log_det, temperature_loss
 
@@ -64,6 +65,22 @@ def test_the_actor_log_likelihood_is_the_change_of_variables_of_its_gaussian():
     expected = (torch.distributions.Normal(mu, std).log_prob(u) - torch.log(1 - actions.pow(2))).sum(dim=-1)
     assert torch.allclose(log_prob, expected, atol=1e-3)
     assert actions.abs().max() < 1.0
+
+
+def test_the_transition_replay_keeps_the_last_transitions_with_their_bootstrap():
+    replay = TransitionReplay(obs_dim=2, action_dim=1, capacity=3)
+    for step in range(5):  # steps 0 and 1 are overwritten; step 3 ends at a time limit, step 4 terminates
+        replay.add(np.full(2, step), np.full(1, -step), float(10 * step), np.full(2, step + 1), terminated=step == 4)
+    assert replay.size == 3
+    batch = replay.sample(64, np.random.default_rng(0), torch.device("cpu"))
+    steps = batch.obs[OBSERVATION_KEY][:, 0, 0]
+    assert set(steps.tolist()) == {2.0, 3.0, 4.0}
+    assert torch.equal(batch.next_obs[OBSERVATION_KEY][:, 0, 0], steps + 1)
+    assert torch.equal(batch.actions[:, 0, 0], -steps) and torch.equal(batch.rewards[:, 0], 10 * steps)
+    assert torch.equal(batch.bootstrap, (steps != 4).float())
+    # y = r + gamma * bootstrap * V(s'): no bootstrap past the terminal step only
+    target = soft_td_target(batch, next_q=torch.ones(64), next_log_prob=torch.zeros(64), alpha=0.0, gamma=0.5)
+    assert torch.equal(target, 10 * steps + 0.5 * (steps != 4).float())
 
 
 def test_a_short_sac_run_in_hopper_logs_returns_and_saves_an_actor_that_loads(tmp_path):

@@ -4,10 +4,10 @@ FPMD-R) or the SAC baseline (mvp_ros.rl.sac). Guide: docs/rl_online.md.
 
 The task's observation is the policy's one low-dim key `observation`, standardized by mean 0 and
 std 1 (no statistics exist before the run); actions are scaled to [-1, 1] by the task's bounds.
-Transitions enter the package's replay buffer (mvp_ros.rl.replay) with horizon 1: a terminal step
-ends its episode without a bootstrap, a time limit without the last transition, whose next state the
-buffer does not keep. The first `learning_starts` steps act uniformly at random; after each later
-step the agent makes one update on a batch from the buffer.
+Every step's transition (s, a, r, s', terminated) enters a `TransitionReplay`, whose batches are the
+chunk replay's (mvp_ros.rl.replay.ChunkBatch) at horizon 1: a terminal step has no bootstrap, a time
+limit keeps its bootstrap from the last observation. The first `learning_starts` steps act uniformly
+at random; after each later step the agent makes one update on a batch from the buffer.
 
 The output directory gets the agent's checkpoint (FPMD: `model.safetensors` + `config.json`, which
 `Policy.load` runs, and the critics beside it; SAC: `sac_actor.safetensors` + `sac_actor.json`) and
@@ -33,7 +33,7 @@ from ..policy.normalizer import Normalization
 from ..policy.runtime import resolve_device
 from ..policy.threads import default_threads
 from .fpmd import FpmdAgent, FpmdConfig
-from .replay import ChunkReplay
+from .replay import ChunkBatch
 from .sac import ActorCriticConfig, SacAgent
 
 GYM_ALGOS = ("fpmd", "sac")
@@ -55,6 +55,7 @@ class OnlineRunConfig:
     learning_starts: int | None = None
     eval_every: int = 0
     eval_episodes: int = 10
+    replay_capacity: int = 1_000_000
     eval_seed: int = 100000  # evaluation episode i resets with seed eval_seed + i, at every evaluation
     device: str = "auto"
     threads: int = 0
@@ -70,6 +71,31 @@ class OnlineRunConfig:
             self.learning_starts = min(LEARNING_STARTS, self.online_steps // 10)
         if not self.out:
             raise ConfigError(f"--out: --algo {self.algo} needs the directory to write its checkpoint to")
+
+
+class TransitionReplay:
+    """The last `capacity` transitions, in arrays allocated once; sampling costs the batch, not the buffer."""
+
+    def __init__(self, obs_dim: int, action_dim: int, capacity: int):
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.actions = np.zeros((capacity, action_dim), np.float32)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.capacity, self.size, self.next_row = capacity, 0, 0
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool) -> None:
+        row = self.next_row
+        self.obs[row], self.actions[row], self.rewards[row] = obs, action, reward
+        self.next_obs[row], self.terminated[row] = next_obs, terminated
+        self.next_row, self.size = (row + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, rng: np.random.Generator, device: torch.device) -> ChunkBatch:
+        rows = rng.integers(self.size, size=batch_size)
+        return ChunkBatch(obs={OBSERVATION_KEY: self.obs[rows][:, None]}, actions=self.actions[rows][:, None],
+                          rewards=self.rewards[rows][:, None], step_mask=np.ones((batch_size, 1), np.float32),
+                          bootstrap=1.0 - self.terminated[rows],
+                          next_obs={OBSERVATION_KEY: self.next_obs[rows][:, None]}).to(device)
 
 
 def make_env(name: str):
@@ -154,8 +180,7 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
     env.action_space.seed(config.seed)
     agent = build_agent(config, env, device)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    replay = ChunkReplay({OBSERVATION_KEY: (obs_dim,)}, {OBSERVATION_KEY: np.dtype(np.float32)}, action_dim,
-                         horizon=1, frame_stack=1, capacity=config.online_steps)
+    replay = TransitionReplay(obs_dim, action_dim, min(config.online_steps, config.replay_capacity))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     log = {"algo": config.algo, "env": config.env, "settings": dataclasses.asdict(config),
@@ -171,19 +196,17 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
         else:
             action = agent.act(observation_batch(obs, device), explore=True, generator=generator)[0].cpu().numpy()
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        replay.add_step({OBSERVATION_KEY: obs}, action, float(reward), terminated)
+        replay.add(obs, action, float(reward), next_obs, terminated)
         episode_return, episode_length = episode_return + float(reward), episode_length + 1
         obs = next_obs
         if terminated or truncated:
-            if not terminated:
-                replay.end_episode(terminated=False)
             log["episodes"].append({"env_steps": step + 1, "return": episode_return, "length": episode_length})
             bar.set_postfix(episode_return=f"{episode_return:.1f}")
             obs, _ = env.reset()
             episode_return, episode_length = 0.0, 0
-        if step + 1 > config.learning_starts and len(replay.usable_windows):
+        if step + 1 > config.learning_starts:
             started = time.perf_counter()
-            metrics = agent.update(replay.sample(config.batch_size, rng).to(device), generator)
+            metrics = agent.update(replay.sample(config.batch_size, rng, device), generator)
             update_seconds += time.perf_counter() - started
             updates += 1
             if not all(np.isfinite(value) for value in metrics.values()):
