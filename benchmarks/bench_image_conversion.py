@@ -2,11 +2,15 @@
 
 Writes MCAP bags with rosbags: a 30 Hz sensor_msgs/CompressedImage camera (640x480 JPEG, format
 "rgb8; jpeg compressed bgr8"), 100 Hz joint states and 10 Hz commands, for each bag length asked.
-Each bag is converted by `mvp bag2hdf5` in a fresh process, whose peak resident memory (ru_maxrss)
-and wall time are reported, once with the contract cropping the image to 480x480 and resizing it to
-84x84 (what the policy sees) and once, for the first length, storing the full 640x480 image.
+Each bag is converted by `mvp bag2hdf5` in a fresh process, whose peak resident memory (its own
+VmHWM: a forked child's ru_maxrss also counts the parent's memory at the fork) and wall time are
+reported, once with the contract cropping the image to 480x480 and resizing it to 84x84 (what the
+policy sees) and once, for the shortest bag, storing the full 640x480 image. With --compare-with
+REV every conversion is also run with the package as it was at git revision REV, on the same bag,
+and the two files' observations and actions are compared.
 
-    python benchmarks/bench_image_conversion.py --seconds 20 60 --json benchmarks/results/image_conversion.json
+    python benchmarks/bench_image_conversion.py --seconds 20 60 --compare-with 6feb956 \
+        --json benchmarks/results/image_conversion.json
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import time
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import yaml
 from rosbags.rosbag2 import Writer
@@ -33,6 +38,14 @@ JOINTS = ["shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint", "wrist_1_j
 RESIZED = {"width": 84, "height": 84, "encoding": "rgb8", "crop": {"x": 80, "y": 0, "width": 480, "height": 480},
            "resize": "area"}
 FULL = {"width": WIDTH, "height": HEIGHT, "encoding": "rgb8"}
+REPO = Path(__file__).resolve().parents[1]
+CONVERT_AND_REPORT_PEAK = """
+import sys
+from mvp_ros.cli import main
+code = main(sys.argv[1:])
+print(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+sys.exit(code)
+"""
 
 
 def contract(image: dict) -> dict:
@@ -103,47 +116,85 @@ def write_bag(path: Path, seconds: float, frames: list[bytes]) -> int:
     return sum(file.stat().st_size for file in path.iterdir())
 
 
-def convert_in_subprocess(bag: Path, image: dict, directory: Path) -> dict:
-    """`mvp bag2hdf5` in a child process: its wall seconds and peak resident memory (its own ru_maxrss)."""
+def convert_in_subprocess(bag: Path, image: dict, directory: Path, out: Path, code: Path = REPO) -> dict:
+    """`mvp bag2hdf5` (the package in directory `code`) in a child process: its wall seconds and peak
+    resident memory."""
     contract_path = directory / "contract.yaml"
     contract_path.write_text(yaml.safe_dump(contract(image), sort_keys=False))
-    out, log = directory / "out.hdf5", directory / "conversion.log"
     begin = time.perf_counter()
-    with log.open("w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "mvp_ros.cli", "bag2hdf5", "--contract", str(contract_path),
-                                    "--out", str(out), str(bag)], stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run([sys.executable, "-c", CONVERT_AND_REPORT_PEAK, "bag2hdf5", "--contract", str(contract_path),
+                             "--out", str(out), str(bag)], cwd=code, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(code)})
     seconds = time.perf_counter() - begin
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"conversion failed:\n{log.read_text()}")
+    if result.returncode != 0:
+        raise RuntimeError(f"conversion failed:\n{result.stdout}{result.stderr}")
+    *output, peak = result.stdout.strip().splitlines()
+    return {"seconds": seconds, "peak_rss_mib": int(peak.split()[1]) / 1024, "output": output[-1]}
+
+
+def same_obs_and_actions(first: Path, second: Path) -> bool:
+    """Whether two converted files hold the same demos with equal observations and actions."""
+    with h5py.File(first, "r") as a, h5py.File(second, "r") as b:
+        if sorted(a["data"]) != sorted(b["data"]):
+            return False
+        for demo in a["data"]:
+            names = ["actions", *(f"obs/{key}" for key in a[f"data/{demo}/obs"])]
+            if sorted(a[f"data/{demo}/obs"]) != sorted(b[f"data/{demo}/obs"]):
+                return False
+            if not all(np.array_equal(a[f"data/{demo}/{name}"][()], b[f"data/{demo}/{name}"][()]) for name in names):
+                return False
+    return True
+
+
+def package_at(revision: str, directory: Path) -> Path:
+    """The mvp_ros package (and its config files) as it was at git `revision`, extracted under `directory`."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "mvp_ros", "config"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory
+
+
+def measured_run(bag: Path, seconds: float, image: dict, stored: str, directory: Path,
+                 before: tuple[str, Path] | None) -> dict:
+    """One conversion (and, with `before` = (revision, its package), the same conversion at that revision)."""
+    out = directory / "out.hdf5"
+    result = convert_in_subprocess(bag, image, directory, out)
+    run = {"bag_seconds": seconds, "image_messages": int(seconds * CAMERA_HZ), "stored_image": stored, **result,
+           "image_messages_per_s": int(seconds * CAMERA_HZ) / result["seconds"]}
+    if before is not None:
+        revision, code = before
+        earlier_out = directory / "out_before.hdf5"
+        earlier = convert_in_subprocess(bag, image, directory, earlier_out, code)
+        run["before"] = {"revision": revision, **earlier,
+                         "image_messages_per_s": int(seconds * CAMERA_HZ) / earlier["seconds"]}
+        run["same_obs_and_actions_as_before"] = same_obs_and_actions(out, earlier_out)
+        earlier_out.unlink()
     out.unlink()
-    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024, "output": log.read_text().splitlines()[-1]}
+    print(json.dumps(run))
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[20.0], help="bag lengths in seconds")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--compare-with", metavar="REV", help="also convert with the package at this git revision")
     args = parser.parse_args()
     frames = camera_frames(90)
     runs = []
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
+        before = None
+        if args.compare_with:
+            before = (args.compare_with, package_at(args.compare_with, Path(tempfile.mkdtemp(dir=directory))))
         for seconds in sorted(args.seconds):
             bag = directory / f"bag_{seconds:g}s"
             size = write_bag(bag, seconds, frames)
-            result = convert_in_subprocess(bag, RESIZED, directory)
-            runs.append({"bag_seconds": seconds, "image_messages": int(seconds * CAMERA_HZ), "bag_mib": size / 2**20,
-                         "stored_image": "84x84 (crop 480x480 at x 80, resize area)", **result,
-                         "image_messages_per_s": int(seconds * CAMERA_HZ) / result["seconds"]})
-            print(json.dumps(runs[-1]))
+            runs.append({**measured_run(bag, seconds, RESIZED, "84x84 (crop 480x480 at x 80, resize area)", directory,
+                                        before), "bag_mib": size / 2**20})
         seconds = min(args.seconds)
-        bag = directory / f"bag_{seconds:g}s"
-        result = convert_in_subprocess(bag, FULL, directory)
-        runs.append({"bag_seconds": seconds, "image_messages": int(seconds * CAMERA_HZ), "bag_mib": None,
-                     "stored_image": "640x480 (no resize)", **result,
-                     "image_messages_per_s": int(seconds * CAMERA_HZ) / result["seconds"]})
-        print(json.dumps(runs[-1]))
+        runs.append(measured_run(directory / f"bag_{seconds:g}s", seconds, FULL, "640x480 (no resize)", directory,
+                                 before))
     results = {
         "command": " ".join(["python", *sys.argv]),
         "camera": f"{WIDTH}x{HEIGHT} JPEG sensor_msgs/CompressedImage at {CAMERA_HZ} Hz, MCAP bag written with rosbags",

@@ -16,9 +16,18 @@ def conversion_rows(results: dict) -> list[str]:
     rows = []
     for run in results["runs"]:
         bag = f"{run['bag_seconds']:g} s, {run['image_messages']} images"
+        before = run["before"]
         rows.append(f"| {bag} | {run['stored_image']} | {run['seconds']:.1f} s | {run['image_messages_per_s']:.0f} | "
-                    f"{run['peak_rss_mib']:.0f} MiB |")
+                    f"{run['peak_rss_mib']:.0f} MiB | {before['seconds']:.1f} s, {before['peak_rss_mib']:.0f} MiB |")
     return rows
+
+
+def conversion_readme_sentence(results: dict) -> str:
+    """The README's figures: the two bag lengths at the policy's image size."""
+    short, long = results["runs"][:2]
+    return (f"a {short['bag_seconds']:g} s bag of a 30 Hz 640x480 JPEG camera converts in {short['seconds']:.1f} s with"
+            f" {short['peak_rss_mib']:.0f} MiB peak memory, one {long['bag_seconds'] / short['bag_seconds']:g} times as"
+            f" long in {long['seconds']:.1f} s with {long['peak_rss_mib']:.0f} MiB")
 
 
 def continuity_rows(results: dict) -> list[str]:
@@ -37,8 +46,12 @@ def jitter_sentence(results: dict) -> str:
 
 def test_the_deployment_guide_figures_are_the_result_files() -> None:
     doc = (ROOT / "docs" / "deployment.md").read_text()
-    for row in conversion_rows(result("benchmarks/results/image_conversion.json")):
+    conversion = result("benchmarks/results/image_conversion.json")
+    for row in conversion_rows(conversion):
         assert row in doc, row
+    assert all(run["same_obs_and_actions_as_before"] for run in conversion["runs"])
+    assert f"as at {conversion['runs'][0]['before']['revision']}, before conversion streamed" in " ".join(doc.split())
+    assert conversion_readme_sentence(conversion) in " ".join((ROOT / "README.md").read_text().split())
     continuity = result("benchmarks/results/trajectory_continuity.json")
     for row in continuity_rows(continuity):
         assert row in doc, row
