@@ -95,6 +95,7 @@ def test_a_short_sac_run_in_hopper_logs_returns_and_saves_an_actor_that_loads(tm
     assert steps == sorted(steps) and steps[-1] <= 200 and all(math.isfinite(e["return"]) for e in log["episodes"])
     assert sum(episode["length"] for episode in log["episodes"]) == steps[-1]
     assert log["evaluations"][0]["env_steps"] == 200 and math.isfinite(log["evaluations"][0]["mean_return"])
+    assert (out / "returns.png").read_bytes().startswith(b"\x89PNG")
 
     actor = load_sac_actor(out)
     env = make_env("Hopper-v5")

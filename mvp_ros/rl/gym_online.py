@@ -13,7 +13,7 @@ The output directory gets the agent's checkpoint (FPMD: `model.safetensors` + `c
 `Policy.load` runs, and the critics beside it; SAC: `sac_actor.safetensors` + `sac_actor.json`) and
 `online_log.json`: every training episode's return against environment steps, the evaluations
 (`--eval-every`: episodes without exploration noise in a separate environment), the last update's
-losses and the updates per second.
+losses and the updates per second; `returns.png` plots the returns.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from .sac import ActorCriticConfig, SacAgent
 GYM_ALGOS = ("fpmd", "sac")
 OBSERVATION_KEY = "observation"
 LOG_JSON = "online_log.json"
+PLOT_FILE = "returns.png"
 LEARNING_STARTS = 5000
 
 
@@ -161,6 +162,27 @@ def evaluate(agent: FpmdAgent | SacAgent, env_name: str, episodes: int, seed: in
     return returns
 
 
+def plot_returns(log: dict, path: Path) -> None:
+    """Training episodes' returns and the evaluations' mean returns against environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    episodes, evaluations = log["episodes"], log["evaluations"]
+    axis.plot([e["env_steps"] for e in episodes], [e["return"] for e in episodes], ".", alpha=0.4,
+              label="training episodes (with exploration)")
+    if evaluations:
+        axis.plot([e["env_steps"] for e in evaluations], [e["mean_return"] for e in evaluations], "o-",
+                  label="evaluation mean")
+    axis.set(xlabel="environment steps", ylabel="return", title=f"{log['algo']} on {log['env']}")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def run_online(config: OnlineRunConfig, progress: bool = True) -> Path:
     """Trains `config.algo` in `config.env` for `config.online_steps` environment steps; returns the output directory."""
     previous_threads = torch.get_num_threads()
@@ -221,6 +243,7 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
     agent.save(out, training={"algo": config.algo, "env": config.env, "online_steps": config.online_steps,
                               "seed": config.seed, "settings": log["settings"], "agent": log["agent"]})
     (out / LOG_JSON).write_text(json.dumps(log, indent=2))
+    plot_returns(log, out / PLOT_FILE)
     return out
 
 
