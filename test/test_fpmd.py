@@ -15,8 +15,8 @@ from mvp_ros.policy import Policy, PolicyConfig
 from mvp_ros.policy.baselines import flow_loss
 from mvp_ros.policy.mvp import mvp_loss
 from mvp_ros.policy.networks import ChunkBackbone
-from mvp_ros.rl.fpmd import RunningMoments, gaussian_entropy, mirror_descent_weights
-from mvp_ros.rl.gym_online import OnlineRunConfig, run_online
+from mvp_ros.rl.fpmd import FpmdAgent, FpmdConfig, RunningMoments, gaussian_entropy, mirror_descent_weights
+from mvp_ros.rl.gym_online import OBSERVATION_KEY, OnlineRunConfig, make_env, run_online, task_description
 
 SMALL_AGENT = {"hidden_dim": 64, "depth": 2, "num_candidates": 8, "train_flow_steps": 3}
 
@@ -78,6 +78,7 @@ def test_the_weighted_losses_weigh_each_sample_and_equal_the_unweighted_ones_at_
     assert one_hot == pytest.approx(unweighted.item(), rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["mvp", "flow"])
 def test_a_short_fpmd_run_in_hopper_saves_a_policy_that_loads(head, tmp_path):
     out = run_online(OnlineRunConfig(algo="fpmd", env="Hopper-v5", online_steps=160, out=str(tmp_path / head),
@@ -98,6 +99,7 @@ def test_a_short_fpmd_run_in_hopper_saves_a_policy_that_loads(head, tmp_path):
     assert Policy.load(out, device="cpu", best_of=8).act(observation).shape == (1, 3)
 
 
+@pytest.mark.slow
 def test_mvp_train_fpmd_end_to_end(tmp_path, capsys):
     out = tmp_path / "fpmd"
     assert main(["train", "--algo", "fpmd", "--head", "mvp", "--env", "Hopper-v5", "--online-steps", "40",
@@ -110,3 +112,39 @@ def test_mvp_train_fpmd_end_to_end(tmp_path, capsys):
     assert main(["train", "--algo", "fpmd", "--head", "diffusion", "--env", "Hopper-v5", "--online-steps", "10",
                  "--out", str(tmp_path / "other")]) == 2
     assert "FPMD trains an MVP head (FPMD-M) or a flow head (FPMD-R)" in capsys.readouterr().err
+
+
+class DistanceCritic(torch.nn.Module):
+    """A fixed critic: Q(s, a) = sign * ||a - a*||^2 in the task's units, the same for every state."""
+
+    def __init__(self, best_action: torch.Tensor, sign: float):
+        super().__init__()
+        self.best_action, self.sign = best_action, sign
+
+    def value(self, obs, chunks):
+        return self.sign * (chunks[:, :, 0] - self.best_action).pow(2).sum(dim=-1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["mvp", "flow"])
+def test_mirror_descent_steps_move_the_policy_towards_the_critics_best_action(head):
+    env = make_env("Hopper-v5")
+    settings = FpmdConfig(head=head, actor_lr=3e-3, final_actor_lr=3e-3, **SMALL_AGENT)
+    policy_config, normalization = task_description(env, head, settings.hidden_dim, settings.depth)
+    best_action = torch.tensor([0.6, -0.6, 0.3])
+    obs = {OBSERVATION_KEY: torch.randn(64, 1, 11, generator=torch.Generator().manual_seed(0))}
+
+    def distance_after_steps(sign: float, steps: int) -> float:
+        """The policy's mean distance to a* after `steps` mirror-descent steps, from the same start."""
+        torch.manual_seed(0)
+        agent = FpmdAgent(policy_config, normalization, settings, total_updates=1000, device=torch.device("cpu"))
+        agent.critics.critic = DistanceCritic(best_action, sign)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(steps):
+            agent.update_policy(obs, generator)
+        with torch.no_grad():
+            return (agent.sample(obs, 8, generator) - best_action).norm(dim=-1).mean().item()
+
+    start = distance_after_steps(-1.0, 0)
+    towards, away = distance_after_steps(-1.0, 60), distance_after_steps(+1.0, 60)
+    assert towards < 0.95 * start < away

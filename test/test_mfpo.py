@@ -49,6 +49,7 @@ def test_the_average_divergence_target_of_the_exact_solution_is_itself():
     assert torch.allclose(target, value) and torch.allclose(value, (t + r) / 2)
 
 
+@pytest.mark.slow
 def test_a_divergence_network_learns_the_exact_divergence_of_a_linear_field():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(2)

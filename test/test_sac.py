@@ -83,6 +83,7 @@ def test_the_transition_replay_keeps_the_last_transitions_with_their_bootstrap()
     assert torch.equal(target, 10 * steps + 0.5 * (steps != 4).float())
 
 
+@pytest.mark.slow
 def test_a_short_sac_run_in_hopper_logs_returns_and_saves_an_actor_that_loads(tmp_path):
     out = run_online(OnlineRunConfig(algo="sac", env="Hopper-v5", online_steps=200, out=str(tmp_path / "sac"),
                                      batch_size=32, learning_starts=50, eval_every=200, eval_episodes=1,
@@ -115,6 +116,7 @@ def test_mvp_train_sac_refuses_what_does_not_apply(tmp_path, capsys):
         (["--env", "NoSuchTask-v0"], "--env 'NoSuchTask-v0': Gymnasium cannot make this task"),
         ([], "give it with --env"),
         (["--env", "Hopper-v5", "--resume"], "--resume and --dataset do not apply"),
+        (["--env", "Hopper-v5", "--lr", "1e-3", "--horizon", "4"], "--horizon, --lr: not settings of --algo sac"),
     ]:
         assert main(["train", "--algo", "sac", "--online-steps", "10", "--out", str(tmp_path / "run"),
                      *arguments]) == 2

@@ -37,6 +37,11 @@ from .replay import ChunkBatch
 from .sac import ActorCriticConfig, SacAgent
 
 GYM_ALGOS = ("fpmd", "sac")
+# `mvp train`'s flags for training on a dataset, which these runs refuse rather than ignore: flag -> argument
+DATASET_FLAGS = {"--config": "config", "--obs-keys": "obs_keys", "--filter-key": "filter_key",
+                 "--valid-filter-key": "valid_filter_key", "--steps": "steps", "--horizon": "horizon",
+                 "--frame-stack": "frame_stack", "--lr": "lr", "--precision": "precision", "--prefetch": "prefetch",
+                 "--eval-max-steps": "eval_max_steps"}
 OBSERVATION_KEY = "observation"
 LOG_JSON = "online_log.json"
 PLOT_FILE = "returns.png"
@@ -253,6 +258,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--algo {args.algo} trains online in a Gymnasium task: give it with --env, e.g. Hopper-v5")
     if args.resume or args.dataset:
         raise ConfigError(f"--algo {args.algo} trains from scratch online: --resume and --dataset do not apply")
+    ignored = [flag for flag, name in DATASET_FLAGS.items() if getattr(args, name) is not None]
+    if ignored:
+        raise ConfigError(f"{', '.join(ignored)}: not settings of --algo {args.algo} (docs/rl_online.md lists its flags)")
     if args.algo == "sac" and args.head:
         raise ConfigError("--head: SAC's actor is a tanh-Gaussian; --head picks FPMD's (mvp: FPMD-M, flow: FPMD-R)")
     settings = {name: getattr(args, name) for name in ("head", "seed", "batch_size", "eval_every", "eval_episodes",
