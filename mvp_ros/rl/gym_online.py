@@ -13,7 +13,8 @@ The output directory gets the agent's checkpoint (FPMD: `model.safetensors` + `c
 `Policy.load` runs, and the critics beside it; SAC: `sac_actor.safetensors` + `sac_actor.json`) and
 `online_log.json`: every training episode's return against environment steps, the evaluations
 (`--eval-every`: episodes without exploration noise in a separate environment), the last update's
-losses and the updates per second; `returns.png` plots the returns.
+losses, the updates per second and the time per action while training (the agent's acting rule,
+FPMD's best-of-N included); `returns.png` plots the returns.
 """
 from __future__ import annotations
 
@@ -213,7 +214,7 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
     log = {"algo": config.algo, "env": config.env, "settings": dataclasses.asdict(config),
            "agent": dataclasses.asdict(agent.config), "episodes": [], "evaluations": []}
     metrics: dict[str, float] = {}
-    update_seconds, updates = 0.0, 0
+    update_seconds, updates, act_seconds = 0.0, 0, []
     obs, _ = env.reset(seed=config.seed)
     episode_return, episode_length = 0.0, 0
     bar = tqdm(range(config.online_steps), desc=f"{config.algo} {config.env}", unit="env step", disable=not progress)
@@ -221,7 +222,9 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
         if step < config.learning_starts:
             action = env.action_space.sample()
         else:
+            started = time.perf_counter()
             action = agent.act(observation_batch(obs, device), explore=True, generator=generator)[0].cpu().numpy()
+            act_seconds.append(time.perf_counter() - started)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         replay.add(obs, action, float(reward), next_obs, terminated)
         episode_return, episode_length = episode_return + float(reward), episode_length + 1
@@ -244,7 +247,9 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
             log["evaluations"].append({"env_steps": step + 1, "mean_return": float(np.mean(returns)), "returns": returns})
     env.close()
     log |= {"updates": updates, "update_seconds": update_seconds,
-            "updates_per_second": updates / update_seconds if update_seconds else None, "last_metrics": metrics}
+            "updates_per_second": updates / update_seconds if update_seconds else None,
+            "act_ms_p50": float(np.percentile(act_seconds, 50) * 1e3) if act_seconds else None,
+            "act_ms_p99": float(np.percentile(act_seconds, 99) * 1e3) if act_seconds else None, "last_metrics": metrics}
     agent.save(out, training={"algo": config.algo, "env": config.env, "online_steps": config.online_steps,
                               "seed": config.seed, "settings": log["settings"], "agent": log["agent"]})
     (out / LOG_JSON).write_text(json.dumps(log, indent=2))
