@@ -12,6 +12,7 @@ import torch
 
 from mvp_ros.cli import main
 from mvp_ros.policy import Policy, PolicyConfig
+from mvp_ros.policy.config import ConfigError
 from mvp_ros.policy.baselines import flow_loss
 from mvp_ros.policy.mvp import mvp_loss
 from mvp_ros.policy.networks import ChunkBackbone
@@ -148,3 +149,17 @@ def test_mirror_descent_steps_move_the_policy_towards_the_critics_best_action(he
     start = distance_after_steps(-1.0, 0)
     towards, away = distance_after_steps(-1.0, 60), distance_after_steps(+1.0, 60)
     assert towards < 0.95 * start < away
+
+
+def test_bad_fpmd_settings_name_the_setting(tmp_path):
+    def config(**changes):
+        settings = {"algo": "fpmd", "env": "Hopper-v5", "online_steps": 10, "out": str(tmp_path / "run"), **changes}
+        return OnlineRunConfig(**settings)
+
+    with pytest.raises(ConfigError, match="agent: num_critics not settings of --algo fpmd"):
+        run_online(config(agent={"num_critics": 3}), progress=False)
+    with pytest.raises(ConfigError, match="num_candidates: must be at least 1"):
+        run_online(config(agent={"num_candidates": 0}), progress=False)
+    with pytest.raises(ConfigError, match="batch_size: must be at least 1"):
+        config(batch_size=0)
+    assert not (tmp_path / "run").exists()

@@ -61,6 +61,12 @@ class FpmdConfig(ActorCriticConfig):
     def __post_init__(self) -> None:
         if self.head not in FPMD_HEADS:
             raise ConfigError(f"head: FPMD trains an MVP head (FPMD-M) or a flow head (FPMD-R), not {self.head!r}")
+        for name in ("num_candidates", "policy_delay", "train_flow_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("initial_alpha", "weight_clip", "actor_lr", "final_actor_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
 
 
 class RunningMoments:

@@ -74,6 +74,9 @@ class OnlineRunConfig:
         if self.online_steps < 1:
             raise ConfigError(f"--online-steps: --algo {self.algo} needs at least 1 environment step, "
                               f"got {self.online_steps}")
+        for name in ("batch_size", "eval_episodes", "replay_capacity"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.learning_starts is None:
             self.learning_starts = min(LEARNING_STARTS, self.online_steps // 10)
         if not self.out:
@@ -133,6 +136,10 @@ def task_description(env, head: str, hidden_dim: int, depth: int) -> tuple[Polic
 
 
 def build_agent(config: OnlineRunConfig, env, device: torch.device) -> FpmdAgent | SacAgent:
+    settings_class = FpmdConfig if config.algo == "fpmd" else ActorCriticConfig
+    unknown = sorted(set(config.agent) - {field.name for field in dataclasses.fields(settings_class)})
+    if unknown:
+        raise ConfigError(f"agent: {', '.join(unknown)} not settings of --algo {config.algo} ({settings_class.__name__})")
     if config.algo == "fpmd":
         settings = FpmdConfig(**{"head": config.head, **config.agent})
         policy_config, normalization = task_description(env, settings.head, settings.hidden_dim, settings.depth)
