@@ -1,16 +1,22 @@
-"""MFPO's pieces (mvp_ros.rl.mfpo) against closed forms: Hutchinson's divergence estimate, the average
-divergence identity and a divergence network trained on linear fields, whose exact divergence is the trace
-of their matrix; the log-likelihood of a mean-flow sample; effective sample sizes on a known distribution
-and the ESS mixture of two estimates."""
+"""MFPO (mvp_ros.rl.mfpo) against closed forms: Hutchinson's divergence estimate, the average divergence
+identity and a divergence network trained on linear fields, whose exact divergence is the trace of their
+matrix; the log-likelihood of a mean-flow sample; effective sample sizes on a known distribution, the ESS
+mixture of two estimates and the soft velocity target of a Gaussian Boltzmann policy; and a short run in
+Gymnasium's Hopper-v5 whose checkpoint `Policy.load` runs."""
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from mvp_ros.cli import main
+from mvp_ros.policy import Policy
+from mvp_ros.rl.gym_online import OnlineRunConfig, run_online
 from mvp_ros.rl.mfpo import (DivergenceNetwork, average_divergence_target, effective_sample_size, ess_mixture,
-                             hutchinson_divergence, rademacher, sample_with_log_likelihood)
+                             hutchinson_divergence, rademacher, sample_with_log_likelihood, soft_velocity_target)
 
 MATRIX = torch.tensor([[0.5, 1.0, -0.3], [0.2, -1.5, 0.7], [-0.4, 0.1, 2.0]])  # trace 1.0
 
@@ -109,3 +115,60 @@ def test_the_ess_mixture_weighs_each_estimate_by_its_effective_sample_size():
     mixture, ess_1, ess_2 = ess_mixture(values_1, torch.zeros(1, 4), values_2, one_hot)
     assert (ess_1.item(), ess_2.item()) == (pytest.approx(4.0), pytest.approx(1.0))
     assert torch.allclose(mixture, (4 * torch.tensor([[4.0, 3.0]]) + torch.tensor([[-2.0, 8.0]])) / 5)
+
+
+def gaussian_posterior_velocity(a_t: torch.Tensor, t: torch.Tensor, sigma: float) -> torch.Tensor:
+    """v* = (E[a | a_t] - a_t) / (1 - t) for a ~ N(0, sigma^2) and a_t ~ N(t a, (1 - t)^2): the posterior mean
+    is t sigma^2 a_t / (t^2 sigma^2 + (1 - t)^2)."""
+    mean = t * sigma ** 2 * a_t / (t ** 2 * sigma ** 2 + (1 - t) ** 2)
+    return (mean - a_t) / (1 - t)
+
+
+def test_the_soft_velocity_target_is_the_velocity_of_the_boltzmann_policy():
+    # Q(a) = -alpha a^2 / (2 sigma^2): pi* = N(0, sigma^2), inside the box for sigma = 0.25 up to 4 sigma
+    alpha, sigma, samples = 0.5, 0.25, 40000
+    generator = torch.Generator().manual_seed(5)
+
+    def q_of(actions):
+        return -alpha * actions[..., 0] ** 2 / (2 * sigma ** 2)
+
+    a_t = torch.tensor([[0.3], [-0.2], [0.05]], dtype=torch.float64)
+    t = torch.tensor([0.5, 0.7, 0.3], dtype=torch.float64)
+    policy = torch.distributions.Normal(0.0, 0.5)  # a proposal wider than pi*, with a known log pi
+    actions = policy.sample((3, samples, 1)).double().clamp(-1, 1)
+    log_prob = policy.log_prob(actions)[..., 0]
+    velocity, ess_policy, ess_clean = soft_velocity_target(q_of, a_t, t, actions, log_prob, q_of(actions), alpha,
+                                                           samples, generator)
+    assert torch.allclose(velocity[:, 0], gaussian_posterior_velocity(a_t[:, 0], t, sigma), atol=0.01)
+    assert (ess_policy > 100).all() and (ess_clean > 100).all()
+
+
+def test_the_ess_mixture_ignores_a_proposal_without_a_sample_of_positive_weight():
+    values_1, values_2 = torch.tensor([[[1.0], [3.0]]]), torch.tensor([[[100.0], [100.0]]])
+    mixture, _, ess_2 = ess_mixture(values_1, torch.zeros(1, 2), values_2, torch.full((1, 2), -math.inf))
+    assert ess_2.item() == 0.0 and torch.allclose(mixture, torch.tensor([[2.0]]))
+
+
+@pytest.mark.slow
+def test_a_short_mfpo_run_in_hopper_saves_a_two_step_policy_that_loads(tmp_path):
+    out = run_online(OnlineRunConfig(algo="mfpo", env="Hopper-v5", online_steps=160, out=str(tmp_path / "mfpo"),
+                                     batch_size=16, learning_starts=40, eval_every=160, eval_episodes=1,
+                                     device="cpu", threads=1, agent={"hidden_dim": 64, "depth": 2,
+                                                                     "proposal_samples": 8}), progress=False)
+    log = json.loads((out / "online_log.json").read_text())
+    assert log["updates"] == 120
+    metrics = log["last_metrics"]
+    assert {"loss_critic", "actor_loss", "loss_divergence", "alpha", "entropy", "ess_policy", "ess_clean"} <= set(metrics)
+    assert all(math.isfinite(value) for value in metrics.values())
+    assert math.isfinite(log["evaluations"][0]["mean_return"])
+    policy = Policy.load(out, device="cpu")
+    assert (policy.config.head, policy.config.mvp_steps, policy.config.equal_time_fraction) == ("mvp", 2, 0.75)
+    observation = {"observation": np.zeros(11, np.float32)}
+    assert policy.act(observation).shape == (1, 3)
+    assert Policy.load(out, device="cpu", best_of=10).act(observation).shape == (1, 3)
+
+
+def test_mvp_train_mfpo_refuses_a_head(tmp_path, capsys):
+    assert main(["train", "--algo", "mfpo", "--env", "Hopper-v5", "--head", "flow", "--online-steps", "10",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "--head: MFPO's actor is fixed" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def test_a_short_sac_run_in_hopper_logs_returns_and_saves_an_actor_that_loads(tm
 
 def test_mvp_train_sac_refuses_what_does_not_apply(tmp_path, capsys):
     for arguments, message in [
-        (["--env", "Hopper-v5", "--head", "flow"], "--head: SAC's actor is a tanh-Gaussian"),
+        (["--env", "Hopper-v5", "--head", "flow"], "--head: SAC's actor is fixed"),
         (["--env", "NoSuchTask-v0"], "--env 'NoSuchTask-v0': Gymnasium cannot make this task"),
         ([], "give it with --env"),
         (["--env", "Hopper-v5", "--resume"], "--resume and --dataset do not apply"),

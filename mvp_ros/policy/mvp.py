@@ -64,16 +64,23 @@ def mvp_loss(net: Backbone, cond: torch.Tensor, actions: torch.Tensor, config: P
     eps = torch.randn(actions.shape, generator=generator, device=actions.device)
     t, r, n_equal = sample_time_pairs(actions.shape[0], config, generator, actions.device)
     a_t = (1 - t)[:, None] * eps + t[:, None] * actions
-    v = actions - eps
+    return mean_flow_loss(net, cond, a_t, t, r, n_equal, actions - eps, config, weights)
 
-    zero = actions.new_zeros(())
+
+def mean_flow_loss(net: Backbone, cond: torch.Tensor, a_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor,
+                   n_equal: int, v: torch.Tensor, config: PolicyConfig,
+                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_MF + lambda * L_IVC at points a_t (B, D) with times t <= r, the first `n_equal` pairs with r = t,
+    towards the velocities v: mvp_loss's v = a_star - eps, or an estimate of a target policy's field
+    (mvp_ros.rl.mfpo)."""
+    zero = a_t.new_zeros(())
     loss_ivc = zero
     if n_equal > 0:
         equal = slice(0, n_equal)
         u = net(a_t[equal], cond[equal], t[equal], t[equal])
         loss_ivc = weighted_mean(squared_error(u, v[equal], config), weights, equal)
     loss_mf = zero
-    if n_equal < actions.shape[0]:
+    if n_equal < a_t.shape[0]:
         mean = slice(n_equal, None)
         cond_mean = cond[mean]
         u, target = mean_flow_target(lambda a, tt, rr: net(a, cond_mean, tt, rr), a_t[mean], t[mean], r[mean], v[mean])

@@ -1,6 +1,6 @@
-"""`mvp train --algo fpmd|sac --env TASK --online-steps N`: online RL in a Gymnasium MuJoCo task
+"""`mvp train --algo fpmd|mfpo|sac --env TASK --online-steps N`: online RL in a Gymnasium MuJoCo task
 (Hopper-v5, HalfCheetah-v5, ...) with FPMD (mvp_ros.rl.fpmd; `--head mvp` FPMD-M, `--head flow`
-FPMD-R) or the SAC baseline (mvp_ros.rl.sac). Guide: docs/rl_online.md.
+FPMD-R), MFPO (mvp_ros.rl.mfpo) or the SAC baseline (mvp_ros.rl.sac). Guide: docs/rl_online.md.
 
 The task's observation is the policy's one low-dim key `observation`, standardized by mean 0 and
 std 1 (no statistics exist before the run); actions are scaled to [-1, 1] by the task's bounds.
@@ -9,8 +9,8 @@ chunk replay's (mvp_ros.rl.replay.ChunkBatch) at horizon 1: a terminal step has 
 limit keeps its bootstrap from the last observation. The first `learning_starts` steps act uniformly
 at random; after each later step the agent makes one update on a batch from the buffer.
 
-The output directory gets the agent's checkpoint (FPMD: `model.safetensors` + `config.json`, which
-`Policy.load` runs, and the critics beside it; SAC: `sac_actor.safetensors` + `sac_actor.json`) and
+The output directory gets the agent's checkpoint (FPMD, MFPO: `model.safetensors` + `config.json`,
+which `Policy.load` runs, and the critics beside it; SAC: `sac_actor.safetensors` + `sac_actor.json`) and
 `online_log.json`: every training episode's return against environment steps, the evaluations
 (`--eval-every`: episodes without exploration noise in a separate environment), the last update's
 losses, the updates per second and the time per action while training (the agent's acting rule,
@@ -34,10 +34,11 @@ from ..policy.normalizer import Normalization
 from ..policy.runtime import resolve_device
 from ..policy.threads import default_threads
 from .fpmd import FpmdAgent, FpmdConfig
+from .mfpo import MfpoAgent, MfpoConfig
 from .replay import ChunkBatch
 from .sac import ActorCriticConfig, SacAgent
 
-GYM_ALGOS = ("fpmd", "sac")
+GYM_ALGOS = ("fpmd", "mfpo", "sac")
 # `mvp train`'s flags for training on a dataset, which these runs refuse rather than ignore: flag -> argument
 DATASET_FLAGS = {"--config": "config", "--obs-keys": "obs_keys", "--filter-key": "filter_key",
                  "--valid-filter-key": "valid_filter_key", "--steps": "steps", "--horizon": "horizon",
@@ -47,6 +48,7 @@ OBSERVATION_KEY = "observation"
 LOG_JSON = "online_log.json"
 PLOT_FILE = "returns.png"
 LEARNING_STARTS = 5000
+Agent = FpmdAgent | MfpoAgent | SacAgent
 
 
 @dataclass
@@ -66,7 +68,7 @@ class OnlineRunConfig:
     eval_seed: int = 100000  # evaluation episode i resets with seed eval_seed + i, at every evaluation
     device: str = "auto"
     threads: int = 0
-    agent: dict = field(default_factory=dict)  # FpmdConfig or (SAC) ActorCriticConfig fields
+    agent: dict = field(default_factory=dict)  # FpmdConfig, MfpoConfig or (SAC) ActorCriticConfig fields
 
     def __post_init__(self) -> None:
         if self.algo not in GYM_ALGOS:
@@ -125,18 +127,20 @@ def make_env(name: str):
     return env
 
 
-def task_description(env, head: str, hidden_dim: int, depth: int) -> tuple[PolicyConfig, Normalization]:
-    """The task as the package's networks see it (module doc); one-step sampling where a head has steps."""
+def task_description(env, head: str, hidden_dim: int, depth: int, **policy_settings) -> tuple[PolicyConfig, Normalization]:
+    """The task as the package's networks see it (module doc); one-step sampling where a head has steps,
+    unless `policy_settings` (PolicyConfig fields) say otherwise."""
     obs_dim = env.observation_space.shape[0]
     config = PolicyConfig(head=head, action_dim=env.action_space.shape[0], horizon=1,
-                          obs_shapes={OBSERVATION_KEY: (obs_dim,)}, hidden_dim=hidden_dim, depth=depth, flow_steps=1)
+                          obs_shapes={OBSERVATION_KEY: (obs_dim,)}, hidden_dim=hidden_dim, depth=depth,
+                          **{"flow_steps": 1, **policy_settings})
     normalization = Normalization(action_min=env.action_space.low.tolist(), action_max=env.action_space.high.tolist(),
                                   obs_mean={OBSERVATION_KEY: [0.0] * obs_dim}, obs_std={OBSERVATION_KEY: [1.0] * obs_dim})
     return config, normalization
 
 
-def build_agent(config: OnlineRunConfig, env, device: torch.device) -> FpmdAgent | SacAgent:
-    settings_class = FpmdConfig if config.algo == "fpmd" else ActorCriticConfig
+def build_agent(config: OnlineRunConfig, env, device: torch.device) -> Agent:
+    settings_class = {"fpmd": FpmdConfig, "mfpo": MfpoConfig, "sac": ActorCriticConfig}[config.algo]
     unknown = sorted(set(config.agent) - {field.name for field in dataclasses.fields(settings_class)})
     if unknown:
         raise ConfigError(f"agent: {', '.join(unknown)} not settings of --algo {config.algo} ({settings_class.__name__})")
@@ -145,6 +149,12 @@ def build_agent(config: OnlineRunConfig, env, device: torch.device) -> FpmdAgent
         policy_config, normalization = task_description(env, settings.head, settings.hidden_dim, settings.depth)
         total_updates = config.online_steps - config.learning_starts
         return FpmdAgent(policy_config, normalization, settings, total_updates, device)
+    if config.algo == "mfpo":
+        settings = MfpoConfig(**config.agent)
+        policy_config, normalization = task_description(env, "mvp", settings.hidden_dim, settings.depth,
+                                                        mvp_steps=settings.sampling_steps,
+                                                        equal_time_fraction=settings.equal_time_fraction)
+        return MfpoAgent(policy_config, normalization, settings, device)
     settings = ActorCriticConfig(**config.agent)
     # SAC's actor is a tanh-Gaussian of its own; the config describes the task to the encoder and the
     # critics, and its head ("mlp") is never sampled.
@@ -157,7 +167,7 @@ def observation_batch(obs: np.ndarray, device: torch.device) -> dict[str, torch.
     return {OBSERVATION_KEY: torch.as_tensor(obs, dtype=torch.float32, device=device)[None, None]}
 
 
-def evaluate(agent: FpmdAgent | SacAgent, env_name: str, episodes: int, seed: int, device: torch.device) -> list[float]:
+def evaluate(agent: Agent, env_name: str, episodes: int, seed: int, device: torch.device) -> list[float]:
     """Returns of `episodes` episodes without exploration noise, episode i reset with seed + i."""
     env = make_env(env_name)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -265,7 +275,7 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`mvp train` with --algo fpmd or sac (mvp_ros.training.command routes here)."""
+    """`mvp train` with --algo fpmd, mfpo or sac (mvp_ros.training.command routes here)."""
     if not args.env:
         raise ConfigError(f"--algo {args.algo} trains online in a Gymnasium task: give it with --env, e.g. Hopper-v5")
     if args.resume or args.dataset:
@@ -273,8 +283,8 @@ def run_command(args: argparse.Namespace) -> int:
     ignored = [flag for flag, name in DATASET_FLAGS.items() if getattr(args, name) is not None]
     if ignored:
         raise ConfigError(f"{', '.join(ignored)}: not settings of --algo {args.algo} (docs/rl_online.md lists its flags)")
-    if args.algo == "sac" and args.head:
-        raise ConfigError("--head: SAC's actor is a tanh-Gaussian; --head picks FPMD's (mvp: FPMD-M, flow: FPMD-R)")
+    if args.algo != "fpmd" and args.head:
+        raise ConfigError(f"--head: {args.algo.upper()}'s actor is fixed; --head picks FPMD's (mvp: FPMD-M, flow: FPMD-R)")
     settings = {name: getattr(args, name) for name in ("head", "seed", "batch_size", "eval_every", "eval_episodes",
                                                        "device", "threads") if getattr(args, name) is not None}
     config = OnlineRunConfig(algo=args.algo, env=args.env, online_steps=args.online_steps or 0, out=args.out or "",

@@ -1,7 +1,10 @@
-"""Pieces of MFPO (Mean Flow Policy Optimization, arXiv 2604.14698): the action log-likelihood of a
-MeanFlow policy from an average divergence network, and the effective sample sizes by which its soft
-policy improvement mixes two importance-sampling estimates. The agent that trains with them is not
-written yet (docs/rl_online.md). Notation of mvp_ros.policy.mvp: noise at t = 0, action at t = 1.
+"""MFPO (Mean Flow Policy Optimization, arXiv 2604.14698): a two-step MeanFlow policy trained online by
+maximum-entropy soft policy iteration, in Gymnasium tasks (mvp_ros.rl.gym_online). Its action
+log-likelihood comes from an average divergence network; its policy improvement regresses the MeanFlow
+onto an importance-weighted estimate of the velocity field of pi* proportional to exp(Q / alpha), mixing
+two proposals by their effective sample sizes. This is a reading of the method's summary in issue 19,
+not checked against the authors' code (docs/rl_online.md lists what it leaves out). Notation of
+mvp_ros.policy.mvp: noise at t = 0, action at t = 1, a_t = (1 - t) eps + t a.
 
 Log-likelihood. Along a flow da/dt = v(a, t) from a_0 ~ N(0, I), d/dt log p_t(a_t) = -div v(a_t, t), so
 
@@ -24,16 +27,41 @@ Effective sample size. Self-normalized importance weights w_i of n samples carry
 ESS = (sum w)^2 / sum w^2 samples drawn from the target, from 1 (one sample has all the weight) to n
 (equal weights). Two estimates of the same quantity, one per proposal, are mixed by their ESS:
 x = (ESS_1 x_1 + ESS_2 x_2) / (ESS_1 + ESS_2).
+
+Soft policy improvement. The flow from N(0, I) to pi* along a_t = (1 - t) eps + t a has the velocity
+v*(a_t, t) = E[(a - a_t) / (1 - t)] under the posterior p*(a | a_t) proportional to
+exp(Q(s, a) / alpha) N(a_t; t a, (1 - t)^2 I) on the action box, estimated by self-normalized
+importance sampling from two proposals:
+
+    policy samples        a_i ~ pi(.|s):                   log w_i = Q/alpha - |a_t - t a_i|^2 / (2 (1-t)^2) - log pi(a_i|s)
+    clean-action samples  a_i ~ N(a_t / t, ((1-t)/t)^2 I):  log w_i = Q/alpha   (the Gaussians cancel; 0 outside the box)
+
+mixed by their ESS. At points a_t built from the policy's own samples, with (t, r) pairs of which a
+share has r = t, the MeanFlow + IVC loss (mvp_ros.policy.mvp.mean_flow_loss) regresses the policy onto
+that velocity. Each update also takes a soft TD step of the twin critics (mvp_ros.rl.sac: y = r +
+gamma (1 - d) (min_j Qbar_j(s', a') - alpha log pi(a'|s'))), a step of D_phi, a temperature step
+towards the target entropy -0.5 |A| and a Polyak step of the target critics. It acts with one policy
+sample, and in evaluation with the best of `eval_candidates` samples under the critic.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from ..policy.checkpoint import save_checkpoint
+from ..policy.config import ConfigError, PolicyConfig
+from ..policy.critic import ChunkCritic, save_critic
+from ..policy.model import ChunkPolicyModel
+from ..policy.mvp import mean_flow_loss, sample_time_pairs
 from ..policy.networks import TimeEmbedding, mlp
+from ..policy.normalizer import Normalization
+from .replay import ChunkBatch
+from .sac import ActorCriticConfig, TwinCritic, soft_td_target, temperature_loss
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # v(a, t)
 AverageDivergence = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # D(a, t, r) -> (B,)
@@ -96,9 +124,146 @@ def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
 def ess_mixture(values_1: torch.Tensor, log_weights_1: torch.Tensor, values_2: torch.Tensor,
                 log_weights_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each proposal's self-normalized estimate sum_i w_i x_i (values (B, N, D), log-weights (B, N)),
-    mixed by their ESS: (the mixture (B, D), ESS_1 (B,), ESS_2 (B,))."""
-    ess_1, ess_2 = effective_sample_size(log_weights_1), effective_sample_size(log_weights_2)
-    estimate_1 = (torch.softmax(log_weights_1, dim=-1)[..., None] * values_1).sum(dim=-2)
-    estimate_2 = (torch.softmax(log_weights_2, dim=-1)[..., None] * values_2).sum(dim=-2)
+    mixed by their ESS: (the mixture (B, D), ESS_1 (B,), ESS_2 (B,)). The first proposal needs a sample
+    of positive weight in every row."""
+    ess_1, ess_2 = (torch.nan_to_num(effective_sample_size(weights), nan=0.0)
+                    for weights in (log_weights_1, log_weights_2))
+    # a proposal with no sample of positive weight (all log-weights -inf) has ESS 0 and no say
+    estimate_1 = (torch.nan_to_num(torch.softmax(log_weights_1, dim=-1))[..., None] * values_1).sum(dim=-2)
+    estimate_2 = (torch.nan_to_num(torch.softmax(log_weights_2, dim=-1))[..., None] * values_2).sum(dim=-2)
     share_1 = (ess_1 / (ess_1 + ess_2))[:, None]
     return share_1 * estimate_1 + (1 - share_1) * estimate_2, ess_1, ess_2
+
+
+def soft_velocity_target(q_of: Callable[[torch.Tensor], torch.Tensor], a_t: torch.Tensor, t: torch.Tensor,
+                         policy_actions: torch.Tensor, policy_log_prob: torch.Tensor, policy_q: torch.Tensor,
+                         alpha: float, clean_count: int, generator: torch.Generator | None,
+                         min_time: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """v*(a_t, t) of pi* proportional to exp(Q / alpha) on [-1, 1]^|A| from the two proposals of the module
+    doc: policy samples (B, M, |A|) with their log pi and Q (B, M), and `clean_count` clean-action
+    samples per row, whose Q `q_of` gives ((B, N, |A|) -> (B, N)). Returns (v* (B, |A|), ESS_1, ESS_2)."""
+    one_minus_t = (1 - t).clamp_min(min_time)[:, None, None]
+    points = a_t[:, None]
+    log_likelihood = -(points - t[:, None, None] * policy_actions).pow(2).sum(dim=-1) / (2 * one_minus_t[..., 0] ** 2)
+    policy_log_weights = policy_q / alpha + log_likelihood - policy_log_prob
+    safe_t = t.clamp_min(min_time)[:, None, None]
+    noise = torch.randn((a_t.shape[0], clean_count, a_t.shape[1]), generator=generator, device=a_t.device)
+    clean = points / safe_t + one_minus_t / safe_t * noise
+    inside = (clean.abs() <= 1).all(dim=-1)
+    clean_log_weights = torch.where(inside, q_of(clean.clamp(-1.0, 1.0)) / alpha, -math.inf)
+    return ess_mixture((policy_actions - points) / one_minus_t, policy_log_weights, (clean - points) / one_minus_t,
+                       clean_log_weights)
+
+
+@dataclass
+class MfpoConfig(ActorCriticConfig):
+    target_entropy_per_dim: float = -0.5
+    sampling_steps: int = 2
+    equal_time_fraction: float = 0.75  # of the batch trained with r = t
+    proposal_samples: int = 16  # per proposal and state
+    eval_candidates: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("sampling_steps", "proposal_samples", "eval_candidates"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+
+
+class MfpoAgent:
+    def __init__(self, policy_config: PolicyConfig, normalization: Normalization, config: MfpoConfig,
+                 device: torch.device):
+        self.config = config
+        self.normalization = normalization
+        self.actor = ChunkPolicyModel(policy_config, normalization).to(device)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.divergence = DivergenceNetwork(policy_config.action_dim, self.actor.obs_encoder.output_dim,
+                                            config.hidden_dim, config.depth).to(device)
+        self.divergence_optimizer = torch.optim.Adam(self.divergence.parameters(), lr=config.actor_lr)
+        self.critics = TwinCritic(policy_config, normalization, config.hidden_dim, config.depth, config.critic_lr,
+                                  device)
+        self.log_alpha = torch.tensor(math.log(config.initial_alpha), device=device, requires_grad=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        self.target_entropy = config.target_entropy_per_dim * policy_config.action_dim
+
+    @property
+    def alpha(self) -> float:
+        return self.log_alpha.exp().item()
+
+    def sample(self, obs: dict[str, torch.Tensor], count: int,
+               generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` normalized actions per state (B, count, |A|), clipped to the box, and log pi of each (B, count)."""
+        cond = self.actor.obs_encoder(obs).repeat_interleave(count, dim=0)
+        noise = torch.randn(cond.shape[0], self.actor.config.action_dim, generator=generator, device=cond.device)
+        actions, log_prob = sample_with_log_likelihood(
+            lambda a, t, r: self.actor.backbone(a, cond, t, r), lambda a, t, r: self.divergence(a, cond, t, r),
+            noise, self.config.sampling_steps)
+        return actions.clamp(-1.0, 1.0).view(-1, count, actions.shape[-1]), log_prob.view(-1, count)
+
+    def q_values(self, critic: ChunkCritic, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+        """min_j Q_j (B, N) of normalized actions (B, N, |A|)."""
+        return critic.value(obs, self.actor.action_scaler.unnormalize(actions)[:, :, None])
+
+    def update(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
+        alpha = self.alpha
+        with torch.no_grad():
+            next_actions, next_log_prob = self.sample(batch.next_obs, 1, generator)
+            next_q = self.q_values(self.critics.target, batch.next_obs, next_actions)[:, 0]
+            target = soft_td_target(batch, next_q, next_log_prob[:, 0], alpha, self.config.gamma)
+        metrics = self.critics.step(batch, target)
+        metrics.update(self.update_policy(batch.obs, alpha, generator))
+        self.critics.update_target(self.config.tau)
+        return metrics
+
+    def update_policy(self, obs: dict[str, torch.Tensor], alpha: float,
+                      generator: torch.Generator | None) -> dict[str, float]:
+        """A soft policy improvement step, a divergence-network step and a temperature step (module doc)."""
+        config = self.actor.config
+        cond = self.actor.obs_encoder(obs)
+        with torch.no_grad():
+            actions, log_prob = self.sample(obs, self.config.proposal_samples, generator)
+            q = self.q_values(self.critics.critic, obs, actions)
+            batch = cond.shape[0]
+            t, r, n_equal = sample_time_pairs(batch, config, generator, cond.device)
+            eps = torch.randn(actions[:, 0].shape, generator=generator, device=cond.device)
+            a_t = (1 - t)[:, None] * eps + t[:, None] * actions[:, 0]
+            velocity, ess_policy, ess_clean = soft_velocity_target(
+                lambda clean: self.q_values(self.critics.critic, obs, clean), a_t, t, actions, log_prob, q, alpha,
+                self.config.proposal_samples, generator)
+        loss, loss_metrics = mean_flow_loss(self.actor.backbone, cond, a_t, t, r, n_equal, velocity, config)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_optimizer.step()
+
+        value, divergence_target = average_divergence_target(
+            lambda a, tt, rr: self.divergence(a, cond.detach(), tt, rr),
+            lambda a, tt: self.actor.backbone(a, cond.detach(), tt, tt),
+            a_t, t, r, rademacher(tuple(a_t.shape), generator, a_t.device))
+        divergence_loss = (value - divergence_target).pow(2).mean()
+        self.divergence_optimizer.zero_grad(set_to_none=True)
+        divergence_loss.backward()
+        self.divergence_optimizer.step()
+
+        alpha_loss = temperature_loss(self.log_alpha, log_prob[:, 0], self.target_entropy)
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
+        return {f"actor_{name}": value for name, value in loss_metrics.items()} | {
+            "loss_divergence": divergence_loss.item(), "alpha": alpha, "entropy": -log_prob.mean().item(),
+            "ess_policy": ess_policy.mean().item(), "ess_clean": ess_clean.mean().item()}
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, torch.Tensor], explore: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions (B, |A|) in the task's units: a policy sample, or (evaluation) the best of `eval_candidates`."""
+        if explore:
+            actions = self.sample(obs, 1, generator)[0][:, 0]
+        else:
+            candidates = self.sample(obs, self.config.eval_candidates, generator)[0]
+            best = self.q_values(self.critics.critic, obs, candidates).argmax(dim=-1)
+            actions = candidates[torch.arange(candidates.shape[0], device=candidates.device), best]
+        return self.actor.action_scaler.unnormalize(actions)
+
+    def save(self, directory: str | Path, training: dict) -> Path:
+        """The actor as a policy checkpoint (`Policy.load`, two steps) and the twin critics beside it."""
+        save_checkpoint(directory, self.actor, self.normalization, training=training)
+        save_critic(directory, self.critics.critic)
+        return Path(directory)
