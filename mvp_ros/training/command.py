@@ -45,12 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--obs-keys", dest="obs_keys", help="comma-separated observation keys, e.g. robot0_eef_pos,object")
     parser.add_argument("--head", choices=HEADS)
     parser.add_argument("--algo", choices=ALGOS + gym_online.GYM_ALGOS,
-                        help="bc (default) or mvp-rl: offline RL with a critic and best-of-N; fpmd (--head mvp or flow) "
-                             "or sac: online RL in the Gymnasium task of --env")
+                        help="bc (default) or mvp-rl: offline RL with a critic and best-of-N; fpmd (--head mvp or flow), "
+                             "mfpo or sac: online RL in the Gymnasium task of --env")
     parser.add_argument("--online-steps", dest="online_steps", type=int,
                         help="mvp-rl: environment steps of online fine-tuning in the dataset's robosuite task; "
-                             "fpmd, sac: environment steps in --env")
-    parser.add_argument("--env", help="fpmd, sac: the Gymnasium MuJoCo task, e.g. Hopper-v5 or HalfCheetah-v5")
+                             "fpmd, mfpo, sac: environment steps in --env")
+    parser.add_argument("--env", help="fpmd, mfpo, sac: the Gymnasium MuJoCo task, e.g. Hopper-v5 or HalfCheetah-v5")
     parser.add_argument("--filter-key", dest="filter_key",
                         help="train on the demos of mask/FILTER_KEY, e.g. better or 20_percent (default: mask/train)")
     parser.add_argument("--valid-filter-key", dest="valid_filter_key",
