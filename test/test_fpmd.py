@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,9 @@ from mvp_ros.policy.mvp import mvp_loss
 from mvp_ros.policy.networks import ChunkBackbone
 from mvp_ros.rl.fpmd import FpmdAgent, FpmdConfig, RunningMoments, gaussian_entropy, mirror_descent_weights
 from mvp_ros.rl.gym_online import OBSERVATION_KEY, OnlineRunConfig, make_env, run_online, task_description
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from fixed_critics import DistanceCritic  # noqa: E402
 
 SMALL_AGENT = {"hidden_dim": 64, "depth": 2, "num_candidates": 8, "train_flow_steps": 3}
 
@@ -113,17 +118,6 @@ def test_mvp_train_fpmd_end_to_end(tmp_path, capsys):
     assert main(["train", "--algo", "fpmd", "--head", "diffusion", "--env", "Hopper-v5", "--online-steps", "10",
                  "--out", str(tmp_path / "other")]) == 2
     assert "FPMD trains an MVP head (FPMD-M) or a flow head (FPMD-R)" in capsys.readouterr().err
-
-
-class DistanceCritic(torch.nn.Module):
-    """A fixed critic: Q(s, a) = sign * ||a - a*||^2 in the task's units, the same for every state."""
-
-    def __init__(self, best_action: torch.Tensor, sign: float):
-        super().__init__()
-        self.best_action, self.sign = best_action, sign
-
-    def value(self, obs, chunks):
-        return self.sign * (chunks[:, :, 0] - self.best_action).pow(2).sum(dim=-1)
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +16,13 @@ import torch
 
 from mvp_ros.cli import main
 from mvp_ros.policy import Policy
-from mvp_ros.rl.gym_online import OnlineRunConfig, run_online
-from mvp_ros.rl.mfpo import (DivergenceNetwork, average_divergence_target, effective_sample_size, ess_mixture,
-                             hutchinson_divergence, rademacher, sample_with_log_likelihood, soft_velocity_target)
+from mvp_ros.rl.gym_online import OBSERVATION_KEY, OnlineRunConfig, make_env, run_online, task_description
+from mvp_ros.rl.mfpo import (DivergenceNetwork, MfpoAgent, MfpoConfig, average_divergence_target,
+                             effective_sample_size, ess_mixture, hutchinson_divergence, rademacher,
+                             sample_with_log_likelihood, soft_velocity_target)
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from fixed_critics import DistanceCritic  # noqa: E402
 
 MATRIX = torch.tensor([[0.5, 1.0, -0.3], [0.2, -1.5, 0.7], [-0.4, 0.1, 2.0]])  # trace 1.0
 
@@ -172,3 +178,26 @@ def test_mvp_train_mfpo_refuses_a_head(tmp_path, capsys):
     assert main(["train", "--algo", "mfpo", "--env", "Hopper-v5", "--head", "flow", "--online-steps", "10",
                  "--out", str(tmp_path / "run")]) == 2
     assert "--head: MFPO's actor is fixed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_soft_policy_improvement_steps_move_the_policy_towards_the_critics_best_action():
+    settings = MfpoConfig(hidden_dim=64, depth=2, proposal_samples=8, actor_lr=3e-3)
+    policy_config, normalization = task_description(make_env("Hopper-v5"), "mvp", settings.hidden_dim, settings.depth,
+                                                    mvp_steps=2, equal_time_fraction=0.75)
+    best_action = torch.tensor([0.6, -0.6, 0.3])
+    obs = {OBSERVATION_KEY: torch.randn(64, 1, 11, generator=torch.Generator().manual_seed(0))}
+
+    def distance_after_steps(sign: float, steps: int) -> float:
+        """The two-step policy's mean distance to a* after `steps` improvement steps, from the same start."""
+        torch.manual_seed(0)
+        agent = MfpoAgent(policy_config, normalization, settings, torch.device("cpu"))
+        agent.critics.critic = DistanceCritic(best_action, sign)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(steps):
+            agent.update_policy(obs, 0.1, generator)
+        with torch.no_grad():
+            return (agent.sample(obs, 8, generator)[0] - best_action).norm(dim=-1).mean().item()
+
+    start = distance_after_steps(-1.0, 0)
+    assert distance_after_steps(-1.0, 60) < 0.5 * start < start < distance_after_steps(+1.0, 60)
