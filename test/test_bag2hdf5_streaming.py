@@ -1,6 +1,7 @@
 """`mvp bag2hdf5` streams camera frames: converting a bag three times as long, with full-size 320x240
-frames stored, costs no more peak memory (ru_maxrss of the converting process), and the frames
-written a block at a time are the camera's, tick by tick, in `obs` and in `next_obs`."""
+frames stored, costs no more peak memory (the converting process's own high-water mark); the frames
+written a block at a time are the camera's, tick by tick, in `obs` and in `next_obs`, and the file
+equals the one written from the same episodes held in memory, as conversion wrote them before."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,12 @@ import numpy as np
 import pytest
 import yaml
 
-from test_bag2hdf5 import MS, T0, TYPES, float_array, header, joint_state, write_bag
+from mvp_ros.data import robomimic
+from mvp_ros.data.bag2hdf5 import bag_episodes, convert
+from mvp_ros.data.contract import Contract
+from mvp_ros.data.robomimic import Episode, write_robomimic
+from mvp_ros.data.rosbag_reader import Frames, default_typestore, read_bag
+from test_bag2hdf5 import MS, T0, TYPES, datasets, float_array, header, joint_state, write_bag
 
 REPO = Path(__file__).parents[1]
 WIDTH, HEIGHT = 320, 240
@@ -91,3 +97,19 @@ def test_peak_memory_does_not_grow_with_the_bag_length_and_the_streamed_frames_a
         obs, next_obs = demo["obs/camera"][()], demo["next_obs/camera"][()]
         np.testing.assert_array_equal(next_obs[:-1], obs[1:])
         np.testing.assert_array_equal(next_obs[-1], obs[-1])
+
+
+def test_streamed_file_equals_the_one_written_from_memory(tmp_path: Path) -> None:
+    bag = camera_bag(tmp_path / "bag", 4)
+    contract = Contract.from_dict(CONTRACT)
+    convert([bag], contract, tmp_path / "streamed.hdf5", log=lambda line: None)
+    (episode,), _ = bag_episodes(read_bag(bag, contract, default_typestore()), contract)
+    assert isinstance(episode.obs["camera"], Frames) and isinstance(episode.next_obs["camera"], Frames)
+    assert episode.obs["camera"].shape[0] * WIDTH * HEIGHT * 3 > 2 * robomimic._BLOCK_BYTES  # written in 3 blocks
+    in_memory = Episode(obs={key: np.asarray(value) for key, value in episode.obs.items()}, actions=episode.actions,
+                        next_obs={key: np.asarray(value) for key, value in episode.next_obs.items()}, attrs=episode.attrs)
+    write_robomimic(tmp_path / "in_memory.hdf5", [in_memory])
+    streamed, expected = datasets(tmp_path / "streamed.hdf5"), datasets(tmp_path / "in_memory.hdf5")
+    assert sorted(streamed) == sorted(expected)
+    for name, array in expected.items():
+        np.testing.assert_array_equal(streamed[name], array, err_msg=name)
