@@ -9,12 +9,12 @@ chunk replay's (mvp_ros.rl.replay.ChunkBatch) at horizon 1: a terminal step has 
 limit keeps its bootstrap from the last observation. The first `learning_starts` steps act uniformly
 at random; after each later step the agent makes one update on a batch from the buffer.
 
-The output directory gets the agent's checkpoint (FPMD, MFPO: `model.safetensors` + `config.json`,
-which `Policy.load` runs, and the critics beside it; SAC: `sac_actor.safetensors` + `sac_actor.json`) and
-`online_log.json`: every training episode's return against environment steps, the evaluations
-(`--eval-every`: episodes without exploration noise in a separate environment), the last update's
-losses, the updates per second and the time per action while training (the agent's acting rule,
-FPMD's best-of-N included); `returns.png` plots the returns.
+The output directory gets, after every evaluation and at the end, the agent's checkpoint (FPMD,
+MFPO: `model.safetensors` + `config.json`, which `Policy.load` runs, and the critics beside it; SAC:
+`sac_actor.safetensors` + `sac_actor.json`) and `online_log.json`: every training episode's return
+against environment steps, the evaluations (`--eval-every`: episodes without exploration noise in a
+separate environment), the last update's losses, the updates per second and the time per action
+while training (the agent's acting rule, FPMD's best-of-N included); `returns.png` plots the returns.
 """
 from __future__ import annotations
 
@@ -262,16 +262,23 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
         if config.eval_every and (step + 1) % config.eval_every == 0:
             returns = evaluate(agent, config.env, config.eval_episodes, config.eval_seed, device)
             log["evaluations"].append({"env_steps": step + 1, "mean_return": float(np.mean(returns)), "returns": returns})
+        if config.eval_every and (step + 1) % config.eval_every == 0 or step + 1 == config.online_steps:
+            log |= {"env_steps": step + 1, "updates": updates, "update_seconds": update_seconds,
+                    "updates_per_second": updates / update_seconds if update_seconds else None,
+                    "act_ms_p50": float(np.percentile(act_seconds, 50) * 1e3) if act_seconds else None,
+                    "act_ms_p99": float(np.percentile(act_seconds, 99) * 1e3) if act_seconds else None,
+                    "last_metrics": metrics}
+            save_run(agent, out, log)
     env.close()
-    log |= {"updates": updates, "update_seconds": update_seconds,
-            "updates_per_second": updates / update_seconds if update_seconds else None,
-            "act_ms_p50": float(np.percentile(act_seconds, 50) * 1e3) if act_seconds else None,
-            "act_ms_p99": float(np.percentile(act_seconds, 99) * 1e3) if act_seconds else None, "last_metrics": metrics}
-    agent.save(out, training={"algo": config.algo, "env": config.env, "online_steps": config.online_steps,
-                              "seed": config.seed, "settings": log["settings"], "agent": log["agent"]})
+    return out
+
+
+def save_run(agent: Agent, out: Path, log: dict) -> None:
+    """The checkpoint, online_log.json and returns.png as of `log["env_steps"]` (after every evaluation and at the end)."""
+    agent.save(out, training={"algo": log["algo"], "env": log["env"], "env_steps": log["env_steps"],
+                              "settings": log["settings"], "agent": log["agent"]})
     (out / LOG_JSON).write_text(json.dumps(log, indent=2))
     plot_returns(log, out / PLOT_FILE)
-    return out
 
 
 def run_command(args: argparse.Namespace) -> int:
