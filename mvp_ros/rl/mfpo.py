@@ -191,7 +191,8 @@ class MfpoAgent:
 
     def sample(self, obs: dict[str, torch.Tensor], count: int,
                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`count` normalized actions per state (B, count, |A|), clipped to the box, and log pi of each (B, count)."""
+        """`count` normalized actions per state (B, count, |A|), clipped to the box, and the log pi (B, count) of
+        each before the clipping, which moves only samples that left the box."""
         cond = self.actor.obs_encoder(obs).repeat_interleave(count, dim=0)
         noise = torch.randn(cond.shape[0], self.actor.config.action_dim, generator=generator, device=cond.device)
         actions, log_prob = sample_with_log_likelihood(
