@@ -18,13 +18,12 @@ of images; the other keys' samples (tens of bytes each) stay in memory.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import os
-import tempfile
 
 import numpy as np
 from rosbags.rosbag2 import Reader
