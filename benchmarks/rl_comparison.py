@@ -14,9 +14,11 @@ update budget, and is evaluated with `mvp eval` on the same fresh seeds, chunks 
           with a larger total, so each stage ends the episode it was in);
   QC      the same as MVP-RL with `--head flow` (10 Euler steps per candidate): Q-chunking's best-of-N.
 
-The JSON holds every command, the scale, the seeds, the machine, each evaluation's success and
-each method's training updates per second (offline; online: environment steps, each with its
-update, per second) from the runs' train_log.csv and its inference time per chunk from `mvp eval`.
+The JSON holds the scale, the seeds, the machine, and per evaluation point its success, the
+commands that made it and the load average before its training and after its evaluation; per
+online point also the episodes the online phase had finished and their success rate; per method
+its training updates per second (offline; online: environment steps, each with its update, per
+second) from the runs' train_log.csv and its inference time per chunk from `mvp eval`.
 Every stage whose evaluation is in --work-dir is skipped, so a stopped run continues where it was.
 """
 from __future__ import annotations
@@ -33,6 +35,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import h5py
+import numpy as np
 import yaml
 
 LOWDIM_KEYS = "robot0_eef_pos,robot0_eef_quat,robot0_gripper_qpos,object"
@@ -54,7 +58,7 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale(demos=200, offline_steps=4000, online_stages=(1000, 2000, 3000), eval_episodes=20,
+    "small": Scale(demos=200, offline_steps=2000, online_stages=(500, 1000, 2000, 3000), eval_episodes=20,
                    eval_max_steps=0, batch_size=128, hidden_dim=256, depth=3, candidates=8, compile=True,
                    log_every=100),
     "quick": Scale(demos=6, offline_steps=12, online_stages=(8, 16), eval_episodes=2, eval_max_steps=30,
@@ -98,23 +102,50 @@ def training_config(scale: Scale) -> dict:
                    "critic_depth": scale.depth, "compile": scale.compile}}
 
 
+def dataset_summary(path: Path) -> dict:
+    """Per operator of the mixed-quality file: its episodes, how many succeed, their mean length."""
+    with h5py.File(path, "r") as file:
+        demos = [file["data"][name] for name in file["data"]]
+        operators = {}
+        for operator in sorted({str(demo.attrs["operator"]) for demo in demos}):
+            own = [demo for demo in demos if str(demo.attrs["operator"]) == operator]
+            operators[operator] = {"episodes": len(own),
+                                   "successes": sum(bool(np.max(demo["rewards"][()]) >= 1.0) for demo in own),
+                                   "mean_steps": round(float(np.mean([demo.attrs["num_samples"] for demo in own])), 1)}
+        return {"episodes": len(demos), "train_mask_episodes": len(file["mask"]["train"]), "operators": operators}
+
+
 def trained_step(out: Path) -> int:
     state = out / "training_state.json"
     return json.loads(state.read_text())["step"] if state.exists() else 0
 
 
-def log_rate(out: Path, first_step: int, last_step: int) -> dict:
-    """Steps per second over the rows of train_log.csv logged in (first_step, last_step], measured
-    from the first such row, so the first steps of a process (compilation, loading) are left out."""
+def online_episodes(out: Path, step: int) -> dict:
+    """The online episodes finished by `step` and their success rate while training (best-of-N,
+    open loop), from the last row train_log.csv holds for that step."""
+    with (out / "train_log.csv").open() as stream:
+        row = [row for row in csv.DictReader(stream) if int(row["step"]) == step][-1]
+    return {"online_episodes": int(row["episodes"]), "online_success_rate": round(float(row["success_rate"]), 3)}
+
+
+def log_rate(out: Path, first_step: int, last_step: int) -> float:
+    """Steps per second over the rows of train_log.csv logged in (first_step, last_step]. Each process
+    (the run, and each --resume) appends rows with seconds counted from its own start; each one's
+    steps are timed from its first row, so that its start (loading, compilation) is left out."""
     with (out / "train_log.csv").open() as stream:
         rows = [(int(row["step"]), float(row["seconds"])) for row in csv.DictReader(stream)
                 if first_step < int(row["step"]) <= last_step]
-    if len(rows) < 2:
-        raise SystemExit(f"{out / 'train_log.csv'}: fewer than two rows logged between steps {first_step} and "
+    processes: list[list[tuple[int, float]]] = []
+    for step, seconds in rows:
+        if not processes or step <= processes[-1][-1][0] or seconds < processes[-1][-1][1]:
+            processes.append([])
+        processes[-1].append((step, seconds))
+    timed = [(process[-1][0] - process[0][0], process[-1][1] - process[0][1]) for process in processes
+             if len(process) > 1]
+    if not timed:
+        raise SystemExit(f"{out / 'train_log.csv'}: no process logged two rows between steps {first_step} and "
                          f"{last_step}; lower log_every")
-    (step_a, seconds_a), (step_b, seconds_b) = rows[0], rows[-1]
-    return {"steps": step_b - step_a, "seconds": round(seconds_b - seconds_a, 3),
-            "per_second": round((step_b - step_a) / (seconds_b - seconds_a), 3)}
+    return round(sum(steps for steps, _ in timed) / sum(seconds for _, seconds in timed), 3)
 
 
 class Comparison:
@@ -158,6 +189,7 @@ class Comparison:
         best_of = 1 if method.algo == "bc" else self.scale.candidates
         if not path.exists():
             commands: list[str] = []
+            load_before = os.getloadavg()[0]
             train_seconds = self.train(method, out, online_steps, commands)
             command = mvp("eval", "--checkpoint", out, "--episodes", self.scale.eval_episodes,
                           "--seed", self.args.eval_seed, "--best-of", best_of, "--torch-threads", 1,
@@ -167,7 +199,8 @@ class Comparison:
             eval_seconds = run(command, commands)
             result = json.loads(path.read_text())
             result["driver"] = {"commands": commands, "train_wall_seconds": round(train_seconds, 1),
-                                "eval_wall_seconds": round(eval_seconds, 1)}
+                                "eval_wall_seconds": round(eval_seconds, 1),
+                                "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
             path.write_text(json.dumps(result, indent=2) + "\n")
         result = json.loads(path.read_text())
         return {"env_steps": online_steps, "updates": self.scale.offline_steps + online_steps,
@@ -182,12 +215,11 @@ class Comparison:
         stages = (0,) if method.algo == "bc" else (0, *self.scale.online_stages)
         points = [self.evaluate(method, out, online_steps) for online_steps in stages]
         offline = self.scale.offline_steps
-        online_rates = [log_rate(out, offline + before, offline + after)
-                        for before, after in zip(stages, stages[1:])]
-        online_steps, online_seconds = sum(rate["steps"] for rate in online_rates), sum(rate["seconds"] for rate in online_rates)
+        for point in points[1:]:
+            point.update(online_episodes(out, offline + point["env_steps"]))
         return {"method": method.name, "label": method.label, "head": method.head, "algo": method.algo,
-                "best_of": points[0]["best_of"], "offline_updates_per_s": log_rate(out, 0, offline)["per_second"],
-                "online_env_steps_per_s": round(online_steps / online_seconds, 3) if online_rates else None,
+                "best_of": points[0]["best_of"], "offline_updates_per_s": log_rate(out, 0, offline),
+                "online_env_steps_per_s": log_rate(out, offline, offline + stages[-1]) if stages[-1] else None,
                 "inference_ms_p50": points[0]["inference_ms_p50"], "points": points}
 
 
@@ -248,18 +280,19 @@ def main(argv: list[str] | None = None) -> None:
     args.work_dir = args.work_dir or Path("runs/rl_comparison" + ("_quick" if args.quick else ""))
 
     comparison = Comparison(args, scale)
-    load_before = os.getloadavg()[0]
     comparison.write_dataset()
     comparison.work.mkdir(parents=True, exist_ok=True)
     comparison.config_path.write_text(yaml.safe_dump(training_config(scale), sort_keys=False))
     methods = [comparison.method_result(method) for method in METHODS]
+    loads = [load for method in methods for point in method["points"] for load in point["load_average_1min"]]
     result = {
         "command": shlex.join([".venv/bin/python", "benchmarks/rl_comparison.py", *(argv or sys.argv[1:])]),
-        "task": "lift", "dataset": str(args.dataset), "scale_name": scale_name, "scale": asdict(scale),
+        "task": "lift", "dataset": str(args.dataset), "dataset_summary": dataset_summary(args.dataset),
+        "scale_name": scale_name, "scale": asdict(scale),
         "training_config": training_config(scale), "obs_keys": LOWDIM_KEYS.split(","), "horizon": 5,
         "seeds": {"demos": args.seed, "training": args.seed,
                   "evaluation": list(range(args.eval_seed, args.eval_seed + scale.eval_episodes))},
-        "machine": {**machine(), "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
+        "machine": {**machine(), "load_average_1min_range": [min(loads), max(loads)]},
         "dataset_command": shlex.join(["mvp", *map(str, comparison.dataset_command()[1:])]), "methods": methods,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -46,11 +46,14 @@ def test_quick_comparison_trains_evaluates_and_resumes(tmp_path):
         state = json.loads((tmp_path / "runs" / name / "training_state.json").read_text())
         assert state["step"] == 28 and state["online"]["env_steps"] == 16
         assert state["online"]["chunk_left"] == []  # the next stage starts a new episode, not this chunk's rest
+        assert all(point["online_episodes"] >= 0 and 0 <= point["online_success_rate"] <= 1
+                   for point in method["points"][1:])
         online_stage = method["points"][2]["commands"][0]
         assert "--resume" in online_stage and "--online-steps 16" in online_stage
     for method in methods.values():
         assert method["offline_updates_per_s"] > 0 and method["inference_ms_p50"] > 0
         for point in method["points"]:
+            assert min(result["machine"]["load_average_1min_range"]) <= min(point["load_average_1min"])
             assert point["seeds"] == seeds and 0 <= point["successes"] <= point["episodes"] == 2
             assert point["commands"][-1].startswith("mvp eval") and f"--best-of {method['best_of']}" in point["commands"][-1]
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
