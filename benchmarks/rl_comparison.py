@@ -8,7 +8,8 @@ Every method trains with `mvp train` on the same data (`mvp demos --task lift --
 written first if the file is missing), network, batch, critic settings, training seed and offline
 update budget, and is evaluated with `mvp eval` on the same fresh seeds, chunks executed open loop:
 
-  BC      `--algo bc`, the MVP head, the policy alone;
+  BC      `--algo bc`, the MVP head, the policy alone; and the same with the flow head, which
+          separates what QC's critic adds from what its head does alone;
   MVP-RL  `--algo mvp-rl`, evaluated with `--best-of N` after the offline updates (0 environment
           steps beyond the data), then after each stage of `--online-steps` (the same run resumed
           with a larger total, so each stage ends the episode it was in);
@@ -72,11 +73,14 @@ class Method:
     label: str
     head: str
     algo: str
+    color: str  # of its line in the plot
 
 
-METHODS = (Method("bc", "BC (MVP head)", "mvp", "bc"),
-           Method("mvp-rl", "MVP-RL", "mvp", "mvp-rl"),
-           Method("qc", "QC (flow head, 10 Euler steps)", "flow", "mvp-rl"))
+# BC of the flow head separates what QC's critic adds from what its head does without one.
+METHODS = (Method("bc", "BC (MVP head)", "mvp", "bc", "tab:grey"),
+           Method("bc-flow", "BC (flow head, 10 Euler steps)", "flow", "bc", "tab:brown"),
+           Method("mvp-rl", "MVP-RL", "mvp", "mvp-rl", "tab:blue"),
+           Method("qc", "QC (flow head, 10 Euler steps)", "flow", "mvp-rl", "tab:orange"))
 
 
 def mvp(*arguments: object) -> list[object]:
@@ -218,6 +222,7 @@ class Comparison:
         for point in points[1:]:
             point.update(online_episodes(out, offline + point["env_steps"]))
         return {"method": method.name, "label": method.label, "head": method.head, "algo": method.algo,
+                "color": method.color,
                 "best_of": points[0]["best_of"], "offline_updates_per_s": log_rate(out, 0, offline),
                 "online_env_steps_per_s": log_rate(out, offline, offline + stages[-1]) if stages[-1] else None,
                 "inference_ms_p50": points[0]["inference_ms_p50"], "points": points}
@@ -238,10 +243,10 @@ def plot(result: dict, path: Path) -> None:
         high = [point["success_rate_ci95"][1] - point["success_rate"] for point in method["points"]]
         label = method["label"] + (f", best-of-{method['best_of']}" if method["best_of"] > 1 else "")
         if len(steps) == 1:  # BC takes no environment steps: its level, for reference
-            axis.axhline(rates[0], linestyle="--", color="grey", label=f"{label} (offline only)")
-            axis.errorbar(steps, rates, yerr=[low, high], fmt="o", color="grey", capsize=3)
+            axis.axhline(rates[0], linestyle="--", color=method["color"], label=f"{label} (offline only)")
+            axis.errorbar(steps, rates, yerr=[low, high], fmt="o", color=method["color"], capsize=3)
         else:
-            axis.errorbar(steps, rates, yerr=[low, high], marker="o", capsize=3, label=label)
+            axis.errorbar(steps, rates, yerr=[low, high], marker="o", capsize=3, label=label, color=method["color"])
     scale = result["scale"]
     axis.set_xlim(-0.05 * last_step, 1.05 * last_step)
     axis.set_ylim(-0.05, 1.05)

@@ -33,9 +33,10 @@ def test_quick_comparison_trains_evaluates_and_resumes(tmp_path):
     result = json.loads((tmp_path / "comparison.json").read_text())
     assert result["scale_name"] == "quick" and result["scale"]["online_stages"] == [8, 16]
     methods = {method["method"]: method for method in result["methods"]}
-    assert list(methods) == ["bc", "mvp-rl", "qc"]
-    assert [point["env_steps"] for point in methods["bc"]["points"]] == [0]
-    assert methods["bc"]["best_of"] == 1 and methods["bc"]["online_env_steps_per_s"] is None
+    assert list(methods) == ["bc", "bc-flow", "mvp-rl", "qc"]
+    for name in ("bc", "bc-flow"):
+        assert [point["env_steps"] for point in methods[name]["points"]] == [0]
+        assert methods[name]["best_of"] == 1 and methods[name]["online_env_steps_per_s"] is None
     seeds = result["seeds"]["evaluation"]
     assert seeds == [1000000, 1000001]
     for name in ("mvp-rl", "qc"):
@@ -57,7 +58,7 @@ def test_quick_comparison_trains_evaluates_and_resumes(tmp_path):
             assert point["seeds"] == seeds and 0 <= point["successes"] <= point["episodes"] == 2
             assert point["commands"][-1].startswith("mvp eval") and f"--best-of {method['best_of']}" in point["commands"][-1]
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert first.count("$ mvp train") == 7 and first.count("$ mvp demos") == 1
+    assert first.count("$ mvp train") == 8 and first.count("$ mvp demos") == 1
 
     again = run_quick(tmp_path)
     assert "$ mvp" not in again

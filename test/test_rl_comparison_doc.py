@@ -67,17 +67,33 @@ def success(point: dict) -> str:
 
 def result_phrases(result: dict) -> list[str]:
     points = {method["method"]: method["points"] for method in result["methods"]}
-    return [f"{success(points['bc'][0])} for BC and {success(points['mvp-rl'][0])} for MVP-RL with "
+    return [f"{success(points['bc'][0])} for BC (MVP head) and {success(points['mvp-rl'][0])} for MVP-RL with "
             f"best-of-{result['scale']['candidates']}",
-            f"({success(points['qc'][0])})",
+            f"({success(points['qc'][0])}), and BC with the flow head is at {success(points['bc-flow'][0])}",
             f"reaches {success(points['mvp-rl'][-1])} and QC {success(points['qc'][-1])} after "
             f"{points['qc'][-1]['env_steps']:,} environment steps"]
+
+
+def test_the_rl_comparison_verdict_holds_for_the_result_file() -> None:
+    """The section's reading of the intervals: offline MVP-RL within BC's interval; after the online
+    phase MVP-RL above BC of its head beyond the intervals and QC above BC of its head within them;
+    QC above MVP-RL at every point, with overlapping intervals."""
+    result = json.loads((ROOT / RESULT).read_text())
+    points = {method["method"]: method["points"] for method in result["methods"]}
+    assert points["mvp-rl"][0]["success_rate_ci95"][0] <= points["bc"][0]["success_rate_ci95"][1]
+    assert points["mvp-rl"][-1]["success_rate_ci95"][0] > points["bc"][0]["success_rate_ci95"][1]
+    assert points["qc"][-1]["success_rate_ci95"][0] <= points["bc-flow"][0]["success_rate_ci95"][1]
+    assert points["qc"][-1]["success_rate"] > points["bc-flow"][0]["success_rate"]
+    for qc, mvp_rl in zip(points["qc"], points["mvp-rl"]):
+        assert qc["success_rate"] > mvp_rl["success_rate"]
+        assert qc["success_rate_ci95"][0] <= mvp_rl["success_rate_ci95"][1]
 
 
 def test_the_rl_comparison_figures_are_the_result_file() -> None:
     doc = (ROOT / "docs" / "benchmarks.md").read_text()
     result = json.loads((ROOT / RESULT).read_text())
-    assert result["scale_name"] == "small" and [method["method"] for method in result["methods"]] == ["bc", "mvp-rl", "qc"]
+    assert result["scale_name"] == "small"
+    assert [method["method"] for method in result["methods"]] == ["bc", "bc-flow", "mvp-rl", "qc"]
     flat = doc.replace("\n", " ")
     assert result["command"] in doc.replace(" \\\n    ", " ")
     assert result["dataset_command"] in doc
