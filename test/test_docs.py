@@ -268,3 +268,15 @@ def test_the_method_doc_ablation_is_the_result_files() -> None:
         summary = result(f"benchmarks/results/{name}.json")["summary"]
         for row in ivc_rows(summary, power):
             assert row in doc, row
+
+
+def test_the_readme_rl_comparison_is_its_result_file() -> None:
+    comparison = result("benchmarks/results/rl_comparison.json")
+    last = comparison["scale"]["online_stages"][-1]
+    readme = read("README.md")
+    assert f"after {last:,} online env steps |" in readme
+    for method in comparison["methods"]:
+        points = {point["env_steps"]: point for point in method["points"]}
+        name = method["label"] + (f", best-of-{method['best_of']}" if method["best_of"] > 1 else "")
+        online = f"{points[last]['success_rate']:.2f}" if last in points else "-"
+        assert f"| {name} | {points[0]['success_rate']:.2f} | {online} |" in readme, name
