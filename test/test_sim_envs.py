@@ -206,6 +206,23 @@ def test_a_step_observes_cameras_and_joints_at_the_state_it_ends_in(lift_images)
             np.testing.assert_allclose(stepped[key], recomputed[key], atol=1e-9, err_msg=key)
 
 
+def test_a_step_rewards_the_state_it_ends_in():
+    """As its observations: with a dense reward, which changes every step, a step's reward is the one
+    computed again at the state it leaves (robosuite's own saw the positions before the last
+    integration, so a sparse reward could miss the step that succeeds)."""
+    args = env_args_for("lift", images=False)
+    env = make_env({**args, "env_kwargs": {**args["env_kwargs"], "reward_shaping": True}})
+    try:
+        env.reset(seed=3)
+        for action in ACTIONS[:6]:
+            _, reward, _, _ = env.step(action)
+            env.reset_to(env.get_state())
+            assert reward == pytest.approx(env.unwrapped.reward(action), abs=1e-12)
+            assert reward > 0.0
+    finally:
+        env.close()
+
+
 @pytest.mark.slow
 def test_each_environment_renders_in_its_own_context(lift_images):
     before = lift_images.reset(seed=2)["agentview_image"]

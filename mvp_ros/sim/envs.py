@@ -159,11 +159,14 @@ class SimEnv:
         for camera in cameras:  # rendered once, at the state the step ends in, below
             camera.set_enabled(False)
         try:
-            _, reward, _, info = self.unwrapped.step(action)
+            _, _, _, info = self.unwrapped.step(action)
         finally:
             for camera in cameras:
                 camera.set_enabled(True)
         raw = self._observations_at_current_state()
+        # robosuite's own reward saw the lagging positions (see below): at the success boundary its
+        # sparse reward could be 0 on the step that succeeds. The reward of the state the step ends in.
+        reward = self.unwrapped.reward(action)
         success = self.is_success()
         done = success or self.unwrapped.timestep >= self.horizon
         return self._observation(raw), float(reward), done, {**info, "success": success}
