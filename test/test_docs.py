@@ -171,6 +171,7 @@ SHIPPED_EVALUATIONS = {
     "models/lift_image/eval_50.json": ("`--seed 1000000 --temporal-ensemble` ", range(1_000_000, 1_000_050)),
     "models/lift_lowdim/eval_50_temporal_ensemble.json": ("`--temporal-ensemble` ", range(50)),
     "models/lift_lowdim/eval_50_open_loop.json": ("whole chunk open loop ", range(50)),
+    "models/can_image/eval_50.json": ("`--seed 1000000 --temporal-ensemble` ", range(1_000_000, 1_000_050)),
     "models/can_lowdim/eval_50.json": ("`--seed 1000000 --temporal-ensemble` ", range(1_000_000, 1_000_050)),
     "models/square_lowdim/eval_50.json": ("`--seed 1000000 --temporal-ensemble` ", range(1_000_000, 1_000_050)),
 }
