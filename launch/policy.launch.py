@@ -21,16 +21,14 @@ Without a ROS install the same node runs as
 `mvp policy-node --ros-args --params-file config/policy_node.yaml`.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode
-from launch_ros.event_handlers import OnStateTransition
-from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
-from lifecycle_msgs.msg import Transition
+
+from mvp_ros.ros.launch_actions import lifecycle_autostart_actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -62,16 +60,9 @@ def generate_launch_description() -> LaunchDescription:
                 "contract": LaunchConfiguration("contract"),
                 "device": LaunchConfiguration("device"),
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-                "autostart": False,  # launch drives the transitions below
+                "autostart": False,  # launch drives the transitions (lifecycle_autostart_actions)
             },
         ],
     )
     autostart = IfCondition(LaunchConfiguration("autostart"))
-    activate_once_configured = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=policy, start_state="configuring", goal_state="inactive", handle_once=True,
-        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy),
-                                              transition_id=Transition.TRANSITION_ACTIVATE))],
-    ), condition=autostart)
-    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy),
-                                            transition_id=Transition.TRANSITION_CONFIGURE), condition=autostart)
-    return LaunchDescription([*arguments, policy, activate_once_configured, configure])
+    return LaunchDescription([*arguments, policy, *lifecycle_autostart_actions(policy, autostart)])

@@ -16,16 +16,14 @@ stay where the contract says, and the simulation publishes /clock, which is glob
 simulations at once, give each its own ROS_DOMAIN_ID.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
-from launch_ros.event_handlers import OnStateTransition
-from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
-from lifecycle_msgs.msg import Transition
+
+from mvp_ros.ros.launch_actions import lifecycle_autostart_actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -81,16 +79,9 @@ def generate_launch_description() -> LaunchDescription:
                 "use_sim_time": True,
                 "reset_topic": "mvp_sim/episode_start",  # relative: the simulation's ~/episode_start in the same namespace
                 "inference_timeout_s": 1.0,  # lockstep: the simulation waits, so wall-clock time is no hazard
-                "autostart": False,  # launch drives the transitions below
+                "autostart": False,  # launch drives the transitions (lifecycle_autostart_actions)
             },
         ],
     )
     autostart = IfCondition(LaunchConfiguration("autostart"))
-    activate_once_configured = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=policy, start_state="configuring", goal_state="inactive", handle_once=True,
-        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy),
-                                              transition_id=Transition.TRANSITION_ACTIVATE))],
-    ), condition=autostart)
-    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy),
-                                            transition_id=Transition.TRANSITION_CONFIGURE), condition=autostart)
-    return LaunchDescription([*arguments, simulation, policy, activate_once_configured, configure])
+    return LaunchDescription([*arguments, simulation, policy, *lifecycle_autostart_actions(policy, autostart)])

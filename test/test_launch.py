@@ -5,9 +5,10 @@ syntax trees: every executable they start must be a console script of setup.py, 
 name must be in the repository (and installed by setup.py), every parameter they set must be one
 the node declares. Every node takes the `namespace` argument and the topic names the launch files
 pass are relative, so they move with it; a lifecycle node is started as launch_ros's LifecycleNode,
-which launch configures and then activates. The parameter files have the one section `/**`, and
-rcl's own parser applies them to the nodes under any name and namespace. Where launch_ros is
-importable, the launch descriptions are also run.
+which the package's shared launch actions (mvp_ros/ros/launch_actions.py) configure and then
+activate. The parameter files have the one section `/**`, and rcl's own parser applies them to the
+nodes under any name and namespace. Where launch_ros is importable, the launch descriptions are
+also run.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ from ros_peer import REPO, Peer, domain_environment  # noqa: E402
 from tiny_policy import PANDA_SIM_CONTRACT, write_tiny_checkpoint  # noqa: E402
 
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
+LAUNCH_ACTIONS = REPO / "mvp_ros" / "ros" / "launch_actions.py"
+AUTOSTART_ACTIONS = "lifecycle_autostart_actions"
 PARAMETER_FILES = {"mvp_policy": REPO / "config" / "policy_node.yaml", "mvp_sim": REPO / "config" / "sim_node.yaml"}
 NODE_MODULES = {"mvp_policy": policy_node, "mvp_sim": sim_node}
 NODE_PARAMETERS = {  # node name -> parameter -> type; the simulation is the clock, so only the policy takes use_sim_time
@@ -179,11 +182,20 @@ def test_launch_file_nodes_take_the_namespace_argument_and_relative_topic_names(
                     f" namespace; write it relative ({value.value.lstrip('/')!r})")
 
 
+def is_autostart_condition(expression: ast.AST | None) -> bool:
+    return (isinstance(expression, ast.Call) and call_name(expression) == "IfCondition"
+            and is_launch_configuration(expression.args[0], "autostart"))
+
+
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda path: path.name)
 def test_lifecycle_nodes_start_as_LifecycleNode_that_launch_configures_then_activates(launch_file: Path) -> None:
+    """Each lifecycle node is a LifecycleNode whose transitions the package's lifecycle_autostart_actions
+    drive under the `autostart` argument (what those actions do: the tests of launch_actions below)."""
     tree = ast.parse(launch_file.read_text())
     variables = assignments(tree)
     returned = {name.id for call in calls(tree, "LaunchDescription") for name in ast.walk(call) if isinstance(name, ast.Name)}
+    description_calls = {id(call) for description in calls(tree, "LaunchDescription") for call in ast.walk(description)}
+    imported = {(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
     for node in node_calls(tree):
         name = ast.literal_eval(keyword(node, "name"))
         if name not in LIFECYCLE_NODES:
@@ -198,32 +210,90 @@ def test_lifecycle_nodes_start_as_LifecycleNode_that_launch_configures_then_acti
         target = variable_of(node, variables)
         assert target in returned, f"{launch_file.name}: {name} is not in the returned LaunchDescription"
 
-        handlers = [call for call in calls(tree, "OnStateTransition")
-                    if isinstance(keyword(call, "target_lifecycle_node"), ast.Name)
-                    and keyword(call, "target_lifecycle_node").id == target]
-        assert len(handlers) == 1, f"{launch_file.name}: {name} needs one OnStateTransition handler (activate once configured)"
-        handler = handlers[0]
-        states = tuple(None if keyword(handler, state) is None else ast.literal_eval(keyword(handler, state))
-                       for state in ("start_state", "goal_state"))
-        assert states == ("configuring", "inactive"), (
-            f"{launch_file.name}: activate {name} on configuring -> inactive only (not after a deactivate); got {states}")
-        activations = [call for call in change_states(handler, target) if transition(call) == "TRANSITION_ACTIVATE"]
-        assert activations, f"{launch_file.name}: the handler must emit ChangeState(TRANSITION_ACTIVATE) for {name}"
-        inside_handler = {id(call) for call in ast.walk(handler)}
-        configures = [call for call in change_states(tree, target)
-                      if transition(call) == "TRANSITION_CONFIGURE" and id(call) not in inside_handler]
-        assert len(configures) == 1, f"{launch_file.name}: launch must emit ChangeState(TRANSITION_CONFIGURE) for {name} at start"
+        assert ("mvp_ros.ros.launch_actions", AUTOSTART_ACTIONS) in imported, (
+            f"{launch_file.name}: import {AUTOSTART_ACTIONS} from mvp_ros.ros.launch_actions")
+        autostarts = [call for call in calls(tree, AUTOSTART_ACTIONS)
+                      if isinstance(call.args[0], ast.Name) and call.args[0].id == target]
+        assert len(autostarts) == 1, f"{launch_file.name}: launch {AUTOSTART_ACTIONS}({target}, ...) once for {name}"
+        assert is_autostart_condition(resolved(autostarts[0].args[1], variables)), (
+            f"{launch_file.name}: {AUTOSTART_ACTIONS} for {name} must take IfCondition(LaunchConfiguration('autostart'))")
+        assert id(autostarts[0]) in description_calls, (
+            f"{launch_file.name}: the actions of {AUTOSTART_ACTIONS} for {name} are not in the returned LaunchDescription")
 
-        actions = {  # the actions that carry the transitions: the handler's registration and the configure event
-            "RegisterEventHandler": next(call for call in calls(tree, "RegisterEventHandler") if handler in call.args),
-            "EmitEvent": next(call for call in calls(tree, "EmitEvent") if keyword(call, "event") is configures[0]),
-        }
-        for kind, action in actions.items():
-            condition = resolved(keyword(action, "condition"), variables)
-            assert (isinstance(condition, ast.Call) and call_name(condition) == "IfCondition"
-                    and is_launch_configuration(condition.args[0], "autostart")), (
-                f"{launch_file.name}: the {kind} for {name} must have condition=IfCondition(LaunchConfiguration('autostart'))")
-            assert variable_of(action, variables) in returned, f"{launch_file.name}: the {kind} for {name} is not launched"
+
+def test_the_autostart_actions_configure_at_launch_then_activate_once_configured() -> None:
+    """launch_actions.lifecycle_autostart_actions(node, condition), read as a syntax tree: a handler that
+    activates `node` on configuring -> inactive only (not after a deactivate), registered before the
+    configure request goes out, both under `condition`."""
+    tree = ast.parse(LAUNCH_ACTIONS.read_text())
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == AUTOSTART_ACTIONS)
+    target, condition_parameter = (argument.arg for argument in function.args.args)
+    variables = assignments(function)
+
+    handlers = [call for call in calls(function, "OnStateTransition")
+                if isinstance(keyword(call, "target_lifecycle_node"), ast.Name)
+                and keyword(call, "target_lifecycle_node").id == target]
+    assert len(handlers) == 1, "one OnStateTransition handler (activate once configured)"
+    handler = handlers[0]
+    states = tuple(None if keyword(handler, state) is None else ast.literal_eval(keyword(handler, state))
+                   for state in ("start_state", "goal_state"))
+    assert states == ("configuring", "inactive"), f"activate on configuring -> inactive only, not after a deactivate: {states}"
+    assert ast.literal_eval(keyword(handler, "handle_once")) is True
+    activations = [call for call in change_states(handler, target) if transition(call) == "TRANSITION_ACTIVATE"]
+    assert len(activations) == 1, "the handler must emit ChangeState(TRANSITION_ACTIVATE) for the node"
+    inside_handler = {id(call) for call in ast.walk(handler)}
+    configures = [call for call in change_states(function, target)
+                  if transition(call) == "TRANSITION_CONFIGURE" and id(call) not in inside_handler]
+    assert len(configures) == 1, "launch must emit ChangeState(TRANSITION_CONFIGURE) for the node at start"
+
+    actions = {  # the actions that carry the transitions, in the order launch must run them
+        "RegisterEventHandler": next(call for call in calls(function, "RegisterEventHandler") if handler in call.args),
+        "EmitEvent": next(call for call in calls(function, "EmitEvent") if keyword(call, "event") is configures[0]),
+    }
+    returns = [node.value for node in ast.walk(function) if isinstance(node, ast.Return)]
+    assert len(returns) == 1 and isinstance(returns[0], ast.List)
+    assert [resolved(element, variables) for element in returns[0].elts] == list(actions.values()), (
+        "return the handler's registration, then the configure event")
+    for kind, action in actions.items():
+        condition = keyword(action, "condition")
+        assert isinstance(condition, ast.Name) and condition.id == condition_parameter, (
+            f"the {kind} must have condition={condition_parameter}")
+
+
+def test_the_autostart_actions_build_with_launch_ros() -> None:
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed: it comes with a ROS 2 install, not from PyPI")
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.conditions import IfCondition
+    from launch_ros.actions import LifecycleNode as LifecycleNodeAction
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    from mvp_ros.ros.launch_actions import lifecycle_autostart_actions
+
+    node = LifecycleNodeAction(package="mvp_ros", executable="policy_node", name="mvp_policy", namespace="")
+    condition = IfCondition("true")
+    registration, configure = lifecycle_autostart_actions(node, condition)
+    assert isinstance(registration, RegisterEventHandler) and isinstance(registration.event_handler, OnStateTransition)
+    assert isinstance(configure, EmitEvent) and isinstance(configure.event, ChangeState)
+    assert configure.event.transition_id == Transition.TRANSITION_CONFIGURE
+    assert registration.condition is condition and configure.condition is condition
+
+
+def test_no_module_of_the_package_but_launch_actions_imports_launch() -> None:
+    """The node processes never load launch or launch_ros: only launch files import launch_actions."""
+    launch_modules = {"launch", "launch_ros", "mvp_ros.ros.launch_actions"}
+    for path in sorted((REPO / "mvp_ros").rglob("*.py")):
+        if path == LAUNCH_ACTIONS:
+            continue
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.update([node.module, *(f"{node.module}.{alias.name}" for alias in node.names)])
+        offending = {name for name in imported if name in launch_modules or name.split(".")[0] in {"launch", "launch_ros"}}
+        assert not offending, f"{path.relative_to(REPO)} imports {sorted(offending)}"
 
 
 @pytest.mark.parametrize("node", sorted(PARAMETER_FILES))
