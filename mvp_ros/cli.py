@@ -16,6 +16,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mvp_ros.training.command", "train a policy on a Robomimic-format HDF5 dataset"),
     "bag2hdf5": ("mvp_ros.data.bag2hdf5", "convert rosbag2 bags to Robomimic-format HDF5 through an observation contract"),
+    "merge": ("mvp_ros.data.merge", "merge Robomimic-format HDF5 files of one task (several recording sessions or demo runs)"),
     "demos": ("mvp_ros.sim.write_demos", "write scripted-expert robosuite demonstrations to Robomimic-format HDF5"),
     "bench": ("mvp_ros.bench.command",
               "inference latency of every head, the policy node's ROS tick and training cost, side by side (JSON, plot)"),
