@@ -154,6 +154,33 @@ def test_every_relative_link_in_the_readme_and_docs_points_to_a_file() -> None:
             assert ROOT.resolve() in path.parents or path == ROOT.resolve(), f"{document.name} links outside: {target}"
 
 
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings (outside code blocks): lower case, punctuation
+    other than hyphens dropped, spaces as hyphens."""
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", prose, flags=re.MULTILINE)}
+
+
+def test_heading_anchors_are_githubs() -> None:
+    assert heading_anchors("# The `mvp` command\n```\n# a comment\n```\n## RL on data: BC, MVP-RL and QC's\n") == {
+        "the-mvp-command", "rl-on-data-bc-mvp-rl-and-qcs"}
+
+
+def test_every_link_into_a_section_names_a_heading_of_its_file() -> None:
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "models").glob("*/README.md"))]
+    linked = 0
+    for document in documents:
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text()):
+            if re.match(r"[a-z]+:", target) or "#" not in target:
+                continue
+            file, anchor = target.split("#", 1)
+            path = document.parent / file if file else document
+            assert anchor in heading_anchors(path.read_text()), f"{document.relative_to(ROOT)} links {target}: no such heading"
+            linked += 1
+    assert linked >= 10
+
+
 def test_nothing_refers_outside_the_repository() -> None:
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = path.read_text()
