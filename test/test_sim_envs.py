@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from robosuite.utils.camera_utils import get_camera_transform_matrix, project_points_from_world_to_camera  # noqa: E402
 
-from mvp_ros.sim.envs import EnvArgsError, env_args_for, make_env  # noqa: E402
+from mvp_ros.sim.envs import EnvArgsError, env_args_for, make_env, with_cameras_of  # noqa: E402
 
 ACTIONS = np.array([[0.4, -0.3, -0.5, 0.0, 0.0, 0.2, -1.0]] * 10 + [[0.0, 0.5, 0.3, 0.1, 0.0, 0.0, 1.0]] * 10)
 
@@ -246,3 +246,22 @@ def test_render_needs_an_offscreen_renderer(lift):
         assert image.shape == (48, 64, 3) and image.dtype == np.uint8 and "agentview_image" not in env.observation_keys
     finally:
         env.close()
+
+
+def test_an_environment_renders_only_the_cameras_its_policy_reads(lift_images):
+    env_args = env_args_for("lift", images=True)
+    lowdim_keys = ["robot0_eef_pos", "object"]
+    assert with_cameras_of(env_args, [*lowdim_keys, "agentview_image", "robot0_eye_in_hand_image"]) is env_args
+    one_camera = make_env(with_cameras_of(env_args, [*lowdim_keys, "agentview_image"]))
+    lowdim = make_env(with_cameras_of(env_args, lowdim_keys))
+    try:
+        reference = lift_images.reset(seed=3)
+        for env, images in ((one_camera, ["agentview_image"]), (lowdim, [])):
+            obs = env.reset(seed=3)
+            assert sorted(key for key in obs if key.endswith("_image")) == images
+            for key in (*lowdim_keys, *images):
+                np.testing.assert_array_equal(obs[key], reference[key])
+        assert lowdim.unwrapped.sim._render_context_offscreen is None
+    finally:
+        one_camera.close()
+        lowdim.close()

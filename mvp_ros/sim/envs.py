@@ -306,6 +306,22 @@ def make_env(env_args: dict[str, Any] | str, *, offscreen_render: bool = False) 
     return SimEnv(robosuite.make(env_args["env_name"], **env_kwargs), env_args)
 
 
+def with_cameras_of(env_args: dict, obs_keys: Sequence[str]) -> dict:
+    """`env_args` rendering only the cameras whose images (`<camera>_image`) are among `obs_keys`: a
+    low-dim policy trained on a file with images is rolled out without rendering them, which on a CPU
+    costs more than the physics."""
+    env_kwargs = env_args.get("env_kwargs")
+    if not isinstance(env_kwargs, dict) or not env_kwargs.get("use_camera_obs"):
+        return env_args
+    names = env_kwargs.get("camera_names", [])
+    names = [names] if isinstance(names, str) else list(names)  # robosuite takes one name or a list
+    cameras = [name for name in names if f"{name}_image" in obs_keys]
+    if cameras == names:
+        return env_args
+    return {**env_args, "env_kwargs": {**env_kwargs, "camera_names": cameras, "use_camera_obs": bool(cameras),
+                                       "has_offscreen_renderer": bool(cameras)}}
+
+
 def build_env(env_args: dict, seed: int, offscreen_render: bool) -> SimEnv:
     """The environment of `env_args`, constructed with `seed`. robosuite draws some model properties
     once, when it builds the model (Lift's cube size), from a generator that is seeded from the OS

@@ -27,7 +27,7 @@ from tqdm import tqdm  # noqa: E402
 
 from mvp_ros.policy import Policy  # noqa: E402
 from mvp_ros.policy.config import PolicyConfig  # noqa: E402
-from mvp_ros.sim.envs import SimEnv, build_env  # noqa: E402
+from mvp_ros.sim.envs import SimEnv, build_env, with_cameras_of  # noqa: E402
 from mvp_ros.policy.chunks import ACT_ENSEMBLE_DECAY, ChunkExecutor  # noqa: E402
 from mvp_ros.data.robomimic import read_env_args, read_initial_states  # noqa: E402
 from mvp_ros.sim.rollout import EpisodeResult, InitialState, run_episode  # noqa: E402
@@ -207,7 +207,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             "it on its robot with the policy node, or train on a dataset that records env_args (e.g. from mvp demos)")
     executor = ChunkExecutor(policy.horizon, args.execute, args.temporal_ensemble, args.ensemble_decay)
     demos, initial_states = dataset_initial_states(args, policy.info.env_args["env_name"])
-    env = build_env(policy.info.env_args, args.seed, offscreen_render=args.video is not None)
+    env = build_env(with_cameras_of(policy.info.env_args, policy.obs_keys), args.seed,
+                    offscreen_render=args.video is not None)
     seeds = [args.seed + episode for episode in range(args.episodes)]
     max_steps = args.max_steps or env.horizon
     try:
