@@ -276,7 +276,7 @@ def test_the_autostart_actions_build_with_launch_ros() -> None:
     registration, configure = lifecycle_autostart_actions(node, condition)
     assert isinstance(registration, RegisterEventHandler) and isinstance(registration.event_handler, OnStateTransition)
     assert isinstance(configure, EmitEvent) and isinstance(configure.event, ChangeState)
-    assert configure.event.transition_id == Transition.TRANSITION_CONFIGURE
+    assert configure.event.transition_id == Transition.TRANSITION_CONFIGURE and configure.event.lifecycle_node_matcher(node)
     assert registration.condition is condition and configure.condition is condition
 
 
