@@ -240,6 +240,25 @@ def test_the_shipped_policies_table_is_their_committed_evaluations() -> None:
         assert math.isclose(low, evaluation["success_rate_ci95"][0]) and math.isclose(high, evaluation["success_rate_ci95"][1])
 
 
+TASK_NAMES = {"Lift": "Lift", "PickPlaceCan": "Can", "NutAssemblySquare": "Square"}
+
+
+def test_the_readme_describes_the_shipped_checkpoints_as_they_are() -> None:
+    """Head, backbone, chunk length and demonstrations per task, from each checkpoint's config.json."""
+    demos = {}
+    for config_path in sorted((ROOT / "models").glob("*/config.json")):
+        config = json.loads(config_path.read_text())
+        policy, training = config["policy"], config["training"]
+        assert (policy["head"], policy["depth"], policy["hidden_dim"], policy["horizon"]) == ("mvp", 4, 512, 5), config_path
+        demos.setdefault(TASK_NAMES[config["env_args"]["env_name"]], set()).add(
+            training["dataset_demos"] + training["valid_demos"])
+    assert all(len(counts) == 1 for counts in demos.values()), demos
+    listed = ", ".join(f"{task} {demos[task].pop()}" for task in TASK_NAMES.values() if task in demos)
+    readme = " ".join(read("README.md").split())
+    assert "All use the MVP head, a 4x512 backbone and chunks of 5 actions" in readme
+    assert f"(`mvp demos`; {listed})" in readme, listed
+
+
 def test_every_shipped_policy_has_its_evaluations_in_its_readme() -> None:
     models = sorted(path.parent for path in (ROOT / "models").glob("*/model.safetensors"))
     assert models
@@ -302,8 +321,13 @@ def test_the_method_doc_ablation_is_the_result_files() -> None:
 
 def test_the_readme_rl_comparison_is_its_result_file() -> None:
     comparison = result("benchmarks/results/rl_comparison.json")
-    last = comparison["scale"]["online_stages"][-1]
+    scale = comparison["scale"]
+    last = scale["online_stages"][-1]
     readme = read("README.md")
+    assert (f"({scale['demos']} Lift episodes of three operators, {scale['depth']}x{scale['hidden_dim']} networks, "
+            f"N = {scale['candidates']}, {scale['offline_steps']:,} offline updates, {scale['eval_episodes']} episodes "
+            "per point)") in " ".join(readme.split())
+    assert set(comparison["dataset_summary"]["operators"]) == {"better", "okay", "worse"}
     assert f"after {last:,} online env steps |" in readme
     for method in comparison["methods"]:
         points = {point["env_steps"]: point for point in method["points"]}
