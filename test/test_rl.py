@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from mvp_ros.cli import main
 from mvp_ros.data.robomimic import Episode, RobomimicDataset, read_file_attrs, write_robomimic
+from mvp_ros.data.windows import WindowIndex
 from mvp_ros.policy import CheckpointError, Policy, PolicyConfig, load_checkpoint
 from mvp_ros.policy.model import ChunkPolicyModel
 from mvp_ros.policy.normalizer import Normalization
@@ -152,6 +153,38 @@ def test_a_running_episode_is_sampled_once_its_chunk_and_next_state_exist(tmp_pa
         replay.end_episode()
     with pytest.raises(CheckpointError, match="continues a replay buffer of 4 steps, but the dataset gives 0"):
         ChunkReplay({"x": (1,)}, {"x": np.dtype(np.float32)}, 2, 3, 1, 20).load_steps(saved)
+
+
+def test_replay_batches_equal_the_window_index_of_its_episodes_as_steps_arrive():
+    """Kept step by step, the buffer's windows are those WindowIndex makes of its episodes (the running
+    one included) with frame stacking; a draw of usable windows is the same as indexing them."""
+    rng = np.random.default_rng(4)
+    replay = ChunkReplay({"x": (2,)}, {"x": np.dtype(np.float32)}, 3, horizon=4, frame_stack=2, capacity=200)
+    replay.add_episode({"x": rng.normal(size=(7, 2)).astype(np.float32)}, rng.normal(size=(7, 3)),
+                       rng.normal(size=7), terminated=False)
+    for length, terminal in ((9, True), (12, False), (8, None)):
+        for step in range(length):
+            ends = step == length - 1 and terminal is not None
+            replay.add_step({"x": rng.normal(size=2).astype(np.float32)}, rng.normal(size=3), float(rng.normal()),
+                            terminal=ends and terminal)
+            lengths = replay.episode_lengths + ([replay.running_steps] if replay.running_steps else [])
+            index = WindowIndex(lengths, frame_stack=2, action_horizon=4)
+            windows = np.arange(replay.size)
+            batch = replay.batch(windows)
+            np.testing.assert_array_equal(batch.obs["x"], replay.obs["x"][index.obs_steps(windows)])
+            np.testing.assert_array_equal(batch.actions, replay.actions[index.action_steps(windows)])
+            last = index.step_last[windows]
+            np.testing.assert_array_equal(batch.bootstrap, (windows + 4 <= last).astype(np.float32))
+            if len(replay.usable_windows):
+                drawn = replay.sample(64, np.random.default_rng(step))
+                expected = replay.batch(replay.usable_windows[np.random.default_rng(step).integers(
+                    len(replay.usable_windows), size=64)])
+                np.testing.assert_array_equal(drawn.obs["x"], expected.obs["x"])
+                np.testing.assert_array_equal(drawn.rewards, expected.rewards)
+            if ends and not terminal:
+                replay.end_episode(terminated=False)
+    with pytest.raises(IndexError, match="out of range for 36 stored steps"):
+        replay.batch(np.array([36]))
 
 
 def test_best_of_n_takes_the_argmax_of_one_batched_sampler_call(tiny_dataset):

@@ -31,7 +31,6 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from ..data.robomimic import DatasetError, RobomimicDataset, open_hdf5
-from ..data.windows import WindowIndex
 from ..policy.checkpoint import CheckpointError
 
 REPLAY_FORMAT = "mvp_ros.replay"
@@ -111,25 +110,25 @@ class ChunkReplay:
         self.episode_terminated: list[bool] = []
         self.running_steps = 0  # steps of the running episode, stored after the closed ones
         self._closed_windows = np.zeros(0, np.int64)  # the closed episodes' usable windows
-        self._windows: WindowIndex | None = None
+        # Each stored step's episode bounds, kept as steps arrive, so that sampling after every online
+        # step costs the batch alone, not a rebuild over the whole buffer.
+        self._step_first = np.zeros(capacity, np.int64)
+        self._step_last = np.zeros(capacity, np.int64)
 
     @property
     def num_episodes(self) -> int:
         return len(self.episode_lengths)
 
     @property
-    def windows(self) -> WindowIndex:
-        if self._windows is None:
-            self._windows = WindowIndex(self.episode_lengths + ([self.running_steps] if self.running_steps else []),
-                                        self.frame_stack, self.horizon)
-        return self._windows
-
-    @property
     def usable_windows(self) -> np.ndarray:
         """The windows that train the critic and the policy (module doc)."""
         start = self.size - self.running_steps
-        running = np.arange(start, start + max(self.running_steps - self.horizon, 0))
+        running = np.arange(start, start + self._running_usable)
         return np.concatenate([self._closed_windows, running]) if len(running) else self._closed_windows
+
+    @property
+    def _running_usable(self) -> int:
+        return max(self.running_steps - self.horizon, 0)
 
     def add_episode(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
                     terminated: bool) -> None:
@@ -162,7 +161,6 @@ class ChunkReplay:
         usable = length if terminated else max(length - self.horizon, 0)
         self._closed_windows = np.concatenate([self._closed_windows, np.arange(start, start + usable)])
         self.running_steps = 0
-        self._windows = None
 
     def _append(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray) -> None:
         length = len(actions)
@@ -179,9 +177,11 @@ class ChunkReplay:
             self.obs[key][steps] = values
         self.actions[steps] = actions
         self.rewards[steps] = rewards
+        episode_start = self.size - self.running_steps
         self.size += length
         self.running_steps += length
-        self._windows = None
+        self._step_first[steps] = episode_start
+        self._step_last[episode_start:self.size] = self.size - 1
 
     def save_steps_from(self, directory: str | Path, start: int) -> None:
         """The steps from `start` on (the online ones: `start` is where the offline data ends) with their
@@ -234,25 +234,37 @@ class ChunkReplay:
             offset += length
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> ChunkBatch:
-        if len(self.usable_windows) == 0:
+        closed, running = len(self._closed_windows), self._running_usable
+        if closed + running == 0:
             raise ValueError(f"no usable chunk windows in the replay buffer ({self.num_episodes} episodes, "
                              f"{self.size} steps): every episode is shorter than the horizon {self.horizon} "
                              "and none terminated")
-        return self.batch(self.usable_windows[rng.integers(len(self.usable_windows), size=batch_size)])
+        # The usable windows are the closed ones, then the running episode's from its start on.
+        drawn = rng.integers(closed + running, size=batch_size)
+        windows = self.size - self.running_steps + drawn - closed
+        from_closed = drawn < closed
+        windows[from_closed] = self._closed_windows[drawn[from_closed]]
+        return self.batch(windows)
 
     def batch(self, windows: np.ndarray) -> ChunkBatch:
-        index = self.windows
-        windows = index.check(windows)
-        last = index.step_last[windows][:, None]
+        """The chunk windows starting at the given stored steps (each within its episode's bounds)."""
+        windows = np.asarray(windows, dtype=np.int64)
+        if windows.size == 0:
+            raise IndexError("empty batch: no window indices given")
+        if windows.min() < 0 or windows.max() >= self.size:
+            raise IndexError(f"window index out of range for {self.size} stored steps")
+        first, last = self._step_first[windows][:, None], self._step_last[windows][:, None]
         reward_steps = windows[:, None] + np.arange(self.horizon)[None, :]
         step_mask = reward_steps <= last
         next_step = windows + self.horizon
         bootstrap = next_step <= last[:, 0]
         next_windows = np.minimum(next_step, last[:, 0])  # stays in the episode; unused where bootstrap is 0
-        obs_steps, next_obs_steps = index.obs_steps(windows), index.obs_steps(next_windows)
+        frames = np.arange(1 - self.frame_stack, 1)[None, :]
+        obs_steps = np.clip(windows[:, None] + frames, first, last)
+        next_obs_steps = np.clip(next_windows[:, None] + frames, first, last)
         return ChunkBatch(
             obs={key: values[obs_steps] for key, values in self.obs.items()},
-            actions=self.actions[index.action_steps(windows)],
+            actions=self.actions[np.minimum(reward_steps, last)],
             rewards=np.where(step_mask, self.rewards[np.minimum(reward_steps, last)], 0.0).astype(np.float32),
             step_mask=step_mask.astype(np.float32),
             bootstrap=bootstrap.astype(np.float32),
