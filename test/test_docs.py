@@ -181,6 +181,17 @@ def test_every_link_into_a_section_names_a_heading_of_its_file() -> None:
     assert linked >= 10
 
 
+def test_the_readme_ros_install_pins_what_rosdep_does_not_install() -> None:
+    """The pip line of the ROS 2 install: what package.xml leaves to pip (gymnasium with imageio, which its
+    MuJoCo tasks load), at the Makefile's torch and requirements.txt's pins."""
+    pins = dict(line.split("==") for line in read("requirements.txt").splitlines() if "==" in line and not line.startswith("#"))
+    line = next(line for line in read("README.md").splitlines() if line.startswith("pip install "))
+    listed = dict(requirement.split("==") for requirement in line.split()[2:])
+    assert listed.pop("torch") == re.search(r"^TORCH_SPEC \?= torch==(\S+)$", read("Makefile"), flags=re.MULTILINE)[1]
+    assert {"safetensors", "rosbags", "mujoco", "robosuite", "gymnasium", "imageio"} <= set(listed)
+    assert listed == {name: pins[name] for name in listed}
+
+
 def test_nothing_refers_outside_the_repository() -> None:
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = path.read_text()
