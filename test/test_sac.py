@@ -116,7 +116,8 @@ def test_mvp_train_sac_refuses_what_does_not_apply(tmp_path, capsys):
         (["--env", "Hopper-v5", "--head", "flow"], "--head: SAC's actor is fixed"),
         (["--env", "NoSuchTask-v0"], "--env 'NoSuchTask-v0': Gymnasium cannot make this task"),
         ([], "give it with --env"),
-        (["--env", "Hopper-v5", "--resume"], "--resume and --dataset do not apply"),
+        (["--env", "Hopper-v5", "--dataset", "demos.hdf5"], "--dataset does not apply"),
+        (["--env", "Hopper-v5", "--resume"], "holds no online run to continue"),
         (["--env", "Hopper-v5", "--lr", "1e-3", "--horizon", "4"], "--horizon, --lr: not settings of --algo sac"),
     ]:
         assert main(["train", "--algo", "sac", "--online-steps", "10", "--out", str(tmp_path / "run"),

@@ -22,7 +22,9 @@ step once trained (the saved checkpoint); FPMD-R integrates `train_flow_steps` E
     temperature  H = mean_s sum_k 1/2 log(2 pi e (Var_i[a'_{i,k}] + sigma^2)), the entropy of a Gaussian
                  with the policy's sample variance and the noise; L_alpha = log alpha * (H - H_target)
     schedule     a policy step, an alpha step and a target step (tau) after every `policy_delay` critic
-                 steps; the actor's learning rate decays linearly to `final_actor_lr`
+                 steps; the actor's learning rate decays linearly to `final_actor_lr` over the run's
+                 updates (or `actor_lr_decay_updates`); a run resumed with more steps continues the decay
+                 from the rate it had reached to `final_actor_lr` at its new end
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from ..policy.model import ChunkPolicyModel
 from ..policy.mvp import mvp_loss
 from ..policy.normalizer import Normalization
 from .replay import ChunkBatch
-from .sac import ActorCriticConfig, TwinCritic
+from .sac import ActorCriticConfig, AgentState, TwinCritic
 from .td import chunk_td_target
 
 FPMD_HEADS = ("mvp", "flow")
@@ -57,6 +59,7 @@ class FpmdConfig(ActorCriticConfig):
     weight_clip: float = 3.0
     q_statistics_rate: float = 0.01
     train_flow_steps: int = 10
+    actor_lr_decay_updates: int = 0  # critic updates over which the actor's rate decays; 0: all of the run's
 
     def __post_init__(self) -> None:
         if self.head not in FPMD_HEADS:
@@ -64,6 +67,8 @@ class FpmdConfig(ActorCriticConfig):
         for name in ("num_candidates", "policy_delay", "train_flow_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.actor_lr_decay_updates < 0:
+            raise ConfigError(f"actor_lr_decay_updates: must be 0 (the run's updates) or more, got {self.actor_lr_decay_updates}")
         for name in ("initial_alpha", "weight_clip", "actor_lr", "final_actor_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -110,9 +115,9 @@ class FpmdAgent:
         self.normalization = normalization
         self.actor = ChunkPolicyModel(policy_config, normalization).to(device)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.actor_schedule = torch.optim.lr_scheduler.LinearLR(
-            self.actor_optimizer, 1.0, config.final_actor_lr / config.actor_lr,
-            total_iters=max(total_updates // config.policy_delay, 1))
+        self.planned_policy_updates = max((config.actor_lr_decay_updates or total_updates) // config.policy_delay, 1)
+        self.policy_updates = 0
+        self.lr_anchor = (0, config.actor_lr)  # (policy update, rate) the linear decay starts from
         self.critics = TwinCritic(policy_config, normalization, config.hidden_dim, config.depth, config.critic_lr,
                                   device)
         self.log_alpha = torch.tensor(math.log(config.initial_alpha), device=device, requires_grad=True)
@@ -182,9 +187,17 @@ class FpmdAgent:
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_optimizer.step()
-        self.actor_schedule.step()
+        self.policy_updates += 1
+        for group in self.actor_optimizer.param_groups:
+            group["lr"] = self.actor_lr()
         return {f"actor_{name}": value for name, value in loss_metrics.items()} | {
             "weight_max": weights.max().item()}
+
+    def actor_lr(self) -> float:
+        """The rate after `policy_updates` policy steps: linear from the anchor to `final_actor_lr` at the planned end."""
+        start_update, start_lr = self.lr_anchor
+        fraction = min((self.policy_updates - start_update) / max(self.planned_policy_updates - start_update, 1), 1.0)
+        return start_lr + (self.config.final_actor_lr - start_lr) * fraction
 
     def update_alpha(self, entropy: torch.Tensor) -> dict[str, float]:
         loss = self.log_alpha * (entropy.item() - self.target_entropy)
@@ -198,6 +211,26 @@ class FpmdAgent:
         """Actions (B, |A|) in the task's units: the best of N under the critic, with exploration noise if `explore`."""
         actions = self.best_of(self.critics.critic, obs, generator)[0]
         return self.actor.action_scaler.unnormalize(self.explore(actions, generator) if explore else actions)
+
+    def state(self) -> AgentState:
+        return AgentState(modules={"actor": self.actor, "critic": self.critics.critic, "critic_target": self.critics.target},
+                          optimizers={"actor": self.actor_optimizer, "critic": self.critics.optimizer,
+                                      "alpha": self.alpha_optimizer},
+                          tensors={"log_alpha": self.log_alpha},
+                          counters={"updates": self.updates, "policy_updates": self.policy_updates,
+                                    "planned_policy_updates": self.planned_policy_updates,
+                                    "lr_anchor": list(self.lr_anchor), "q_mean": self.q_moments.mean,
+                                    "q_mean_square": self.q_moments.mean_square})
+
+    def restore_counters(self, counters: dict) -> None:
+        """The counters of `state()`, saved by a run that may have planned fewer updates: then the rate's
+        decay restarts from the rate reached (restored with the optimizer) towards the new end."""
+        self.updates, self.policy_updates = counters["updates"], counters["policy_updates"]
+        self.q_moments.mean, self.q_moments.mean_square = counters["q_mean"], counters["q_mean_square"]
+        if counters["planned_policy_updates"] == self.planned_policy_updates:
+            self.lr_anchor = tuple(counters["lr_anchor"])
+        else:
+            self.lr_anchor = (self.policy_updates, self.actor_optimizer.param_groups[0]["lr"])
 
     def save(self, directory: str | Path, training: dict) -> Path:
         """The actor as a policy checkpoint (`Policy.load`) and the twin critics beside it (`best_of`)."""

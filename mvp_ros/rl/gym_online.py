@@ -15,6 +15,14 @@ MFPO: `model.safetensors` + `config.json`, which `Policy.load` runs, and the cri
 against environment steps, the evaluations (`--eval-every`: episodes without exploration noise in a
 separate environment), the last update's losses, the updates per second and the time per action
 while training (the agent's acting rule, FPMD's best-of-N included); `returns.png` plots the returns.
+
+Beside them, `online_state.safetensors` + `online_state.json` hold what `--resume` needs to continue
+as if never stopped: the agent's networks, optimizers, temperature and counters, the replay buffer,
+the episode in progress (observation, return, length, the MuJoCo state, the time limit's count), the
+random states (numpy, torch, the task's) and the timings. A run resumed with a larger
+`--online-steps` continues from the saved step with the saved settings; it equals one run to the
+larger total where nothing depends on the total (SAC, MFPO; FPMD when `actor_lr_decay_updates` fixes
+its learning-rate decay, which otherwise stretches to the new end).
 """
 from __future__ import annotations
 
@@ -27,8 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ..policy.checkpoint import CheckpointError
 from ..policy.config import ConfigError, PolicyConfig
 from ..policy.normalizer import Normalization
 from ..policy.runtime import resolve_device
@@ -36,7 +46,7 @@ from ..policy.threads import default_threads
 from .fpmd import FpmdAgent, FpmdConfig
 from .mfpo import MfpoAgent, MfpoConfig
 from .replay import ChunkBatch
-from .sac import ActorCriticConfig, SacAgent
+from .sac import ActorCriticConfig, AgentState, SacAgent
 
 GYM_ALGOS = ("fpmd", "mfpo", "sac")
 # `mvp train`'s flags for training on a dataset, which these runs refuse rather than ignore: flag -> argument
@@ -47,6 +57,11 @@ DATASET_FLAGS = {"--config": "config", "--obs-keys": "obs_keys", "--filter-key":
 OBSERVATION_KEY = "observation"
 LOG_JSON = "online_log.json"
 PLOT_FILE = "returns.png"
+STATE_WEIGHTS = "online_state.safetensors"
+STATE_JSON = "online_state.json"
+# the settings a resumed run takes from the saved one; the others (total steps, evaluation schedule,
+# device, threads) may change
+FIXED_SETTINGS = ("algo", "env", "head", "seed", "batch_size", "learning_starts", "replay_capacity", "eval_seed", "agent")
 LEARNING_STARTS = 5000
 Agent = FpmdAgent | MfpoAgent | SacAgent
 
@@ -101,6 +116,17 @@ class TransitionReplay:
         self.obs[row], self.actions[row], self.rewards[row] = obs, action, reward
         self.next_obs[row], self.terminated[row] = next_obs, terminated
         self.next_row, self.size = (row + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The kept transitions, oldest first."""
+        order = np.arange(self.size) if self.size < self.capacity else np.roll(np.arange(self.capacity), -self.next_row)
+        return {name: getattr(self, name)[order] for name in ("obs", "actions", "rewards", "next_obs", "terminated")}
+
+    def extend(self, arrays: dict[str, np.ndarray]) -> None:
+        """Adds the transitions of `arrays()`, oldest first."""
+        for row in range(len(arrays["rewards"])):
+            self.add(arrays["obs"][row], arrays["actions"][row], float(arrays["rewards"][row]), arrays["next_obs"][row],
+                     bool(arrays["terminated"][row]))
 
     def sample(self, batch_size: int, rng: np.random.Generator, device: torch.device) -> ChunkBatch:
         rows = rng.integers(self.size, size=batch_size)
@@ -206,17 +232,31 @@ def plot_returns(log: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def run_online(config: OnlineRunConfig, progress: bool = True) -> Path:
-    """Trains `config.algo` in `config.env` for `config.online_steps` environment steps; returns the output directory."""
+def run_online(config: OnlineRunConfig, progress: bool = True, resume: bool = False) -> Path:
+    """Trains `config.algo` in `config.env` for `config.online_steps` environment steps; returns the output
+    directory. `resume`: continues the run saved in `config.out` (made with `resume_config`)."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads or default_threads())
     try:
-        return _run(config, progress)
+        return _run(config, progress, resume)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run(config: OnlineRunConfig, progress: bool) -> Path:
+@dataclass
+class LoopState:
+    """The training loop between two environment steps."""
+
+    step: int = 0  # environment steps taken
+    obs: np.ndarray | None = None
+    episode_return: float = 0.0
+    episode_length: int = 0
+    updates: int = 0
+    update_seconds: float = 0.0
+    act_seconds: list[float] = field(default_factory=list)
+
+
+def _run(config: OnlineRunConfig, progress: bool, resume: bool) -> Path:
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -228,34 +268,37 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
     replay = TransitionReplay(obs_dim, action_dim, min(config.online_steps, config.replay_capacity))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    loop = LoopState(obs=env.reset(seed=config.seed)[0])
     log = {"algo": config.algo, "env": config.env, "settings": dataclasses.asdict(config),
            "agent": dataclasses.asdict(agent.config), "episodes": [], "evaluations": []}
     metrics: dict[str, float] = {}
-    update_seconds, updates, act_seconds = 0.0, 0, []
-    obs, _ = env.reset(seed=config.seed)
-    episode_return, episode_length = 0.0, 0
-    bar = tqdm(range(config.online_steps), desc=f"{config.algo} {config.env}", unit="env step", disable=not progress)
+    if resume:
+        log = json.loads((out / LOG_JSON).read_text()) | {"settings": dataclasses.asdict(config)}
+        loop = restore_state(out, agent, replay, env, rng, generator)
+        log.setdefault("resumed_at", []).append(loop.step)
+        metrics = log["last_metrics"]
+    bar = tqdm(range(loop.step, config.online_steps), desc=f"{config.algo} {config.env}", unit="env step",
+               initial=loop.step, total=config.online_steps, disable=not progress)
     for step in bar:
         if step < config.learning_starts:
             action = env.action_space.sample()
         else:
             started = time.perf_counter()
-            action = agent.act(observation_batch(obs, device), explore=True, generator=generator)[0].cpu().numpy()
-            act_seconds.append(time.perf_counter() - started)
+            action = agent.act(observation_batch(loop.obs, device), explore=True, generator=generator)[0].cpu().numpy()
+            loop.act_seconds.append(time.perf_counter() - started)
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        replay.add(obs, action, float(reward), next_obs, terminated)
-        episode_return, episode_length = episode_return + float(reward), episode_length + 1
-        obs = next_obs
+        replay.add(loop.obs, action, float(reward), next_obs, terminated)
+        loop.episode_return, loop.episode_length = loop.episode_return + float(reward), loop.episode_length + 1
+        loop.obs, loop.step = next_obs, step + 1
         if terminated or truncated:
-            log["episodes"].append({"env_steps": step + 1, "return": episode_return, "length": episode_length})
-            bar.set_postfix(episode_return=f"{episode_return:.1f}")
-            obs, _ = env.reset()
-            episode_return, episode_length = 0.0, 0
+            log["episodes"].append({"env_steps": step + 1, "return": loop.episode_return, "length": loop.episode_length})
+            bar.set_postfix(episode_return=f"{loop.episode_return:.1f}")
+            loop.obs, loop.episode_return, loop.episode_length = env.reset()[0], 0.0, 0
         if step + 1 > config.learning_starts:
             started = time.perf_counter()
             metrics = agent.update(replay.sample(config.batch_size, rng, device), generator)
-            update_seconds += time.perf_counter() - started
-            updates += 1
+            loop.update_seconds += time.perf_counter() - started
+            loop.updates += 1
             if not all(np.isfinite(value) for value in metrics.values()):
                 raise RuntimeError(f"{config.algo} on {config.env}: a loss became non-finite at environment step "
                                    f"{step + 1}: {metrics}")
@@ -263,12 +306,13 @@ def _run(config: OnlineRunConfig, progress: bool) -> Path:
             returns = evaluate(agent, config.env, config.eval_episodes, config.eval_seed, device)
             log["evaluations"].append({"env_steps": step + 1, "mean_return": float(np.mean(returns)), "returns": returns})
         if config.eval_every and (step + 1) % config.eval_every == 0 or step + 1 == config.online_steps:
-            log |= {"env_steps": step + 1, "updates": updates, "update_seconds": update_seconds,
-                    "updates_per_second": updates / update_seconds if update_seconds else None,
-                    "act_ms_p50": float(np.percentile(act_seconds, 50) * 1e3) if act_seconds else None,
-                    "act_ms_p99": float(np.percentile(act_seconds, 99) * 1e3) if act_seconds else None,
+            log |= {"env_steps": step + 1, "updates": loop.updates, "update_seconds": loop.update_seconds,
+                    "updates_per_second": loop.updates / loop.update_seconds if loop.update_seconds else None,
+                    "act_ms_p50": float(np.percentile(loop.act_seconds, 50) * 1e3) if loop.act_seconds else None,
+                    "act_ms_p99": float(np.percentile(loop.act_seconds, 99) * 1e3) if loop.act_seconds else None,
                     "last_metrics": metrics}
             save_run(agent, out, log)
+            save_state(out, agent, replay, env, loop, rng, generator)
     env.close()
     return out
 
@@ -281,12 +325,131 @@ def save_run(agent: Agent, out: Path, log: dict) -> None:
     plot_returns(log, out / PLOT_FILE)
 
 
+def _mujoco(env):
+    """(model, data) of a MuJoCo task, None for another."""
+    unwrapped = env.unwrapped
+    return (unwrapped.model, unwrapped.data) if hasattr(unwrapped, "model") and hasattr(unwrapped, "data") else None
+
+
+def _time_limit(env):
+    while not hasattr(env, "_elapsed_steps") and hasattr(env, "env"):
+        env = env.env
+    return env if hasattr(env, "_elapsed_steps") else None
+
+
+def save_state(out: Path, agent: Agent, replay: TransitionReplay, env, loop: LoopState, rng: np.random.Generator,
+               generator: torch.Generator) -> None:
+    """online_state.safetensors + online_state.json (module doc)."""
+    import mujoco
+
+    state: AgentState = agent.state()
+    tensors = {f"module.{name}.{key}": value.detach().cpu().contiguous()
+               for name, module in state.modules.items() for key, value in module.state_dict().items()}
+    tensors |= {f"tensor.{name}": value.detach().cpu().contiguous() for name, value in state.tensors.items()}
+    param_groups = {}
+    for name, optimizer in state.optimizers.items():
+        optimizer_state = optimizer.state_dict()
+        param_groups[name] = optimizer_state["param_groups"]
+        tensors |= {f"optimizer.{name}.{index}.{key}": torch.as_tensor(value).cpu().contiguous()
+                    for index, values in optimizer_state["state"].items() for key, value in values.items()}
+    tensors |= {f"replay.{name}": torch.from_numpy(np.ascontiguousarray(values))
+                for name, values in replay.arrays().items()}
+    tensors |= {"loop.obs": torch.from_numpy(np.asarray(loop.obs, np.float64)),
+                "loop.act_seconds": torch.tensor(loop.act_seconds, dtype=torch.float64),
+                "random.generator": generator.get_state(), "random.torch": torch.get_rng_state()}
+    physics = _mujoco(env)
+    if physics is not None:
+        model, data = physics
+        mujoco_state = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(model, data, mujoco_state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        tensors["env.mujoco_state"] = torch.from_numpy(mujoco_state)
+    time_limit = _time_limit(env)
+    document = {"env_steps": loop.step, "episode_return": loop.episode_return, "episode_length": loop.episode_length,
+                "updates": loop.updates, "update_seconds": loop.update_seconds, "counters": state.counters,
+                "optimizer_param_groups": param_groups, "numpy_rng": rng.bit_generator.state,
+                "env_rng": env.unwrapped.np_random.bit_generator.state,
+                "action_space_rng": env.action_space.np_random.bit_generator.state,
+                "elapsed_steps": time_limit._elapsed_steps if time_limit is not None else None}
+    save_file(tensors, str(out / STATE_WEIGHTS))
+    (out / STATE_JSON).write_text(json.dumps(document, indent=2))
+
+
+def restore_state(out: Path, agent: Agent, replay: TransitionReplay, env, rng: np.random.Generator,
+                  generator: torch.Generator) -> LoopState:
+    """The inverse of `save_state`, into a freshly built agent, buffer and environment (reset with the run's
+    seed); returns the loop's state. A task that is not MuJoCo starts a new episode instead."""
+    import mujoco
+
+    for name in (STATE_WEIGHTS, STATE_JSON, LOG_JSON):
+        if not (out / name).is_file():
+            raise CheckpointError(f"cannot resume: {out / name} is missing (was the run made with this mvp_ros?)")
+    try:
+        tensors = load_file(str(out / STATE_WEIGHTS))
+        document = json.loads((out / STATE_JSON).read_text())
+        state: AgentState = agent.state()
+        for name, module in state.modules.items():
+            prefix = f"module.{name}."
+            module.load_state_dict({key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)})
+        with torch.no_grad():
+            for name, tensor in state.tensors.items():
+                tensor.copy_(tensors[f"tensor.{name}"])
+        for name, optimizer in state.optimizers.items():
+            prefix = f"optimizer.{name}."
+            values: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith(prefix):
+                    index, field_name = key[len(prefix):].split(".", 1)
+                    values.setdefault(int(index), {})[field_name] = value
+            optimizer.load_state_dict({"state": values, "param_groups": document["optimizer_param_groups"][name]})
+        agent.restore_counters(document["counters"])
+    except (KeyError, ValueError, RuntimeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot resume from {out}: its training state does not fit this run ({error!r})") from None
+    replay.extend({name: tensors[f"replay.{name}"].numpy() for name in ("obs", "actions", "rewards", "next_obs",
+                                                                          "terminated")})
+    rng.bit_generator.state = document["numpy_rng"]
+    generator.set_state(tensors["random.generator"])
+    torch.set_rng_state(tensors["random.torch"])
+    env.action_space.np_random.bit_generator.state = document["action_space_rng"]
+    loop = LoopState(step=document["env_steps"], updates=document["updates"], update_seconds=document["update_seconds"],
+                     act_seconds=tensors["loop.act_seconds"].tolist())
+    physics = _mujoco(env)
+    if physics is not None and "env.mujoco_state" in tensors:
+        model, data = physics
+        mujoco.mj_setState(model, data, tensors["env.mujoco_state"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+        env.unwrapped.np_random.bit_generator.state = document["env_rng"]
+        if _time_limit(env) is not None:
+            _time_limit(env)._elapsed_steps = document["elapsed_steps"]
+        loop.obs = tensors["loop.obs"].numpy()
+        loop.episode_return, loop.episode_length = document["episode_return"], document["episode_length"]
+    else:
+        env.unwrapped.np_random.bit_generator.state = document["env_rng"]
+        loop.obs = env.reset()[0]
+    return loop
+
+
+def resume_config(out: str | Path, online_steps: int, **changes) -> OnlineRunConfig:
+    """The settings of the run saved in `out`, with a larger total and `changes` to the settings a resumed
+    run may change (FIXED_SETTINGS may not)."""
+    log_path = Path(out) / LOG_JSON
+    if not log_path.is_file():
+        raise ConfigError(f"--resume: {log_path} is missing: {out} holds no online run to continue")
+    saved = json.loads(log_path.read_text())
+    settings = saved["settings"]
+    for name, value in changes.items():
+        if name in FIXED_SETTINGS and value != settings[name]:
+            raise ConfigError(f"--resume: {name} was {settings[name]!r} in {out}, now {value!r}; a resumed run keeps it")
+    if online_steps <= saved["env_steps"]:
+        raise ConfigError(f"--online-steps: {out} already took {saved['env_steps']} environment steps; "
+                          f"--resume needs a larger total, got {online_steps}")
+    return OnlineRunConfig(**(settings | changes | {"online_steps": online_steps, "out": str(out)}))
+
+
 def run_command(args: argparse.Namespace) -> int:
     """`mvp train` with --algo fpmd, mfpo or sac (mvp_ros.training.command routes here)."""
     if not args.env:
         raise ConfigError(f"--algo {args.algo} trains online in a Gymnasium task: give it with --env, e.g. Hopper-v5")
-    if args.resume or args.dataset:
-        raise ConfigError(f"--algo {args.algo} trains from scratch online: --resume and --dataset do not apply")
+    if args.dataset:
+        raise ConfigError(f"--algo {args.algo} trains online: --dataset does not apply")
     ignored = [flag for flag, name in DATASET_FLAGS.items() if getattr(args, name) is not None]
     if ignored:
         raise ConfigError(f"{', '.join(ignored)}: not settings of --algo {args.algo} (docs/rl_online.md lists its flags)")
@@ -294,7 +457,12 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--head: {args.algo.upper()}'s actor is fixed; --head picks FPMD's (mvp: FPMD-M, flow: FPMD-R)")
     settings = {name: getattr(args, name) for name in ("head", "seed", "batch_size", "eval_every", "eval_episodes",
                                                        "device", "threads") if getattr(args, name) is not None}
-    config = OnlineRunConfig(algo=args.algo, env=args.env, online_steps=args.online_steps or 0, out=args.out or "",
-                             **settings)
-    print(f"saved checkpoint to {run_online(config, progress=not args.no_progress)}")
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out, the directory of the run to continue")
+        config = resume_config(args.out, args.online_steps or 0, algo=args.algo, env=args.env, **settings)
+    else:
+        config = OnlineRunConfig(algo=args.algo, env=args.env, online_steps=args.online_steps or 0,
+                                 out=args.out or "", **settings)
+    print(f"saved checkpoint to {run_online(config, progress=not args.no_progress, resume=args.resume)}")
     return 0

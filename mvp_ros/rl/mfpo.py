@@ -61,7 +61,7 @@ from ..policy.mvp import mean_flow_loss, sample_time_pairs
 from ..policy.networks import TimeEmbedding, mlp
 from ..policy.normalizer import Normalization
 from .replay import ChunkBatch
-from .sac import ActorCriticConfig, TwinCritic, soft_td_target, temperature_loss
+from .sac import ActorCriticConfig, AgentState, TwinCritic, soft_td_target, temperature_loss
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # v(a, t)
 AverageDivergence = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # D(a, t, r) -> (B,)
@@ -262,6 +262,16 @@ class MfpoAgent:
             best = self.q_values(self.critics.critic, obs, candidates).argmax(dim=-1)
             actions = candidates[torch.arange(candidates.shape[0], device=candidates.device), best]
         return self.actor.action_scaler.unnormalize(actions)
+
+    def state(self) -> AgentState:
+        return AgentState(modules={"actor": self.actor, "divergence": self.divergence, "critic": self.critics.critic,
+                                   "critic_target": self.critics.target},
+                          optimizers={"actor": self.actor_optimizer, "divergence": self.divergence_optimizer,
+                                      "critic": self.critics.optimizer, "alpha": self.alpha_optimizer},
+                          tensors={"log_alpha": self.log_alpha})
+
+    def restore_counters(self, counters: dict) -> None:
+        """MFPO counts nothing."""
 
     def save(self, directory: str | Path, training: dict) -> Path:
         """The actor as a policy checkpoint (`Policy.load`, two steps) and the twin critics beside it."""

@@ -22,7 +22,7 @@ import copy
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -56,6 +56,17 @@ class ActorCriticConfig:
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
     initial_alpha: float = 1.0
+
+
+@dataclass
+class AgentState:
+    """What an agent needs to continue training (mvp_ros.rl.gym_online's --resume): its networks, optimizers,
+    loose tensors (the temperature) and counters (JSON numbers)."""
+
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    tensors: dict[str, torch.Tensor]
+    counters: dict = field(default_factory=dict)
 
 
 class TwinCritic:
@@ -167,6 +178,15 @@ class SacAgent:
 
     def act(self, obs: dict[str, torch.Tensor], explore: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.actor.act(obs, generator, deterministic=not explore)
+
+    def state(self) -> AgentState:
+        return AgentState(modules={"actor": self.actor, "critic": self.critics.critic, "critic_target": self.critics.target},
+                          optimizers={"actor": self.actor_optimizer, "critic": self.critics.optimizer,
+                                      "alpha": self.alpha_optimizer},
+                          tensors={"log_alpha": self.log_alpha})
+
+    def restore_counters(self, counters: dict) -> None:
+        """SAC counts nothing."""
 
     def save(self, directory: str | Path, training: dict) -> Path:
         """The actor as sac_actor.safetensors + sac_actor.json (its sizes, the task's statistics, the run)."""
