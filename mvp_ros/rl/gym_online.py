@@ -14,7 +14,8 @@ MFPO: `model.safetensors` + `config.json`, which `Policy.load` runs, and the cri
 `sac_actor.safetensors` + `sac_actor.json`) and `online_log.json`: every training episode's return
 against environment steps, the evaluations (`--eval-every`: episodes without exploration noise in a
 separate environment), the last update's losses, the updates per second and the time per action
-while training (the agent's acting rule, FPMD's best-of-N included); `returns.png` plots the returns.
+while training (the agent's acting rule, FPMD's best-of-N included), each in wall-clock time and in
+the thread's CPU time (which a busy machine inflates less); `returns.png` plots the returns.
 
 Beside them, `online_state.safetensors` + `online_state.json` hold what `--resume` needs to continue
 as if never stopped: the agent's networks, optimizers, temperature and counters, the replay buffer,
@@ -253,7 +254,9 @@ class LoopState:
     episode_length: int = 0
     updates: int = 0
     update_seconds: float = 0.0
+    update_cpu_seconds: float = 0.0  # the thread's CPU time: on a shared machine, what the work itself cost
     act_seconds: list[float] = field(default_factory=list)
+    act_cpu_seconds: list[float] = field(default_factory=list)
 
 
 def _run(config: OnlineRunConfig, progress: bool, resume: bool) -> Path:
@@ -283,9 +286,10 @@ def _run(config: OnlineRunConfig, progress: bool, resume: bool) -> Path:
         if step < config.learning_starts:
             action = env.action_space.sample()
         else:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             action = agent.act(observation_batch(loop.obs, device), explore=True, generator=generator)[0].cpu().numpy()
             loop.act_seconds.append(time.perf_counter() - started)
+            loop.act_cpu_seconds.append(time.thread_time() - cpu_started)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         replay.add(loop.obs, action, float(reward), next_obs, terminated)
         loop.episode_return, loop.episode_length = loop.episode_return + float(reward), loop.episode_length + 1
@@ -295,9 +299,10 @@ def _run(config: OnlineRunConfig, progress: bool, resume: bool) -> Path:
             bar.set_postfix(episode_return=f"{loop.episode_return:.1f}")
             loop.obs, loop.episode_return, loop.episode_length = env.reset()[0], 0.0, 0
         if step + 1 > config.learning_starts:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             metrics = agent.update(replay.sample(config.batch_size, rng, device), generator)
             loop.update_seconds += time.perf_counter() - started
+            loop.update_cpu_seconds += time.thread_time() - cpu_started
             loop.updates += 1
             if not all(np.isfinite(value) for value in metrics.values()):
                 raise RuntimeError(f"{config.algo} on {config.env}: a loss became non-finite at environment step "
@@ -310,6 +315,9 @@ def _run(config: OnlineRunConfig, progress: bool, resume: bool) -> Path:
                     "updates_per_second": loop.updates / loop.update_seconds if loop.update_seconds else None,
                     "act_ms_p50": float(np.percentile(loop.act_seconds, 50) * 1e3) if loop.act_seconds else None,
                     "act_ms_p99": float(np.percentile(loop.act_seconds, 99) * 1e3) if loop.act_seconds else None,
+                    "update_cpu_seconds": loop.update_cpu_seconds,
+                    "updates_per_cpu_second": loop.updates / loop.update_cpu_seconds if loop.update_cpu_seconds else None,
+                    "act_cpu_ms_p50": float(np.percentile(loop.act_cpu_seconds, 50) * 1e3) if loop.act_cpu_seconds else None,
                     "last_metrics": metrics}
             save_run(agent, out, log)
             save_state(out, agent, replay, env, loop, rng, generator)
@@ -356,6 +364,7 @@ def save_state(out: Path, agent: Agent, replay: TransitionReplay, env, loop: Loo
                 for name, values in replay.arrays().items()}
     tensors |= {"loop.obs": torch.from_numpy(np.asarray(loop.obs, np.float64)),
                 "loop.act_seconds": torch.tensor(loop.act_seconds, dtype=torch.float64),
+                "loop.act_cpu_seconds": torch.tensor(loop.act_cpu_seconds, dtype=torch.float64),
                 "random.generator": generator.get_state(), "random.torch": torch.get_rng_state()}
     physics = _mujoco(env)
     if physics is not None:
@@ -365,7 +374,8 @@ def save_state(out: Path, agent: Agent, replay: TransitionReplay, env, loop: Loo
         tensors["env.mujoco_state"] = torch.from_numpy(mujoco_state)
     time_limit = _time_limit(env)
     document = {"env_steps": loop.step, "episode_return": loop.episode_return, "episode_length": loop.episode_length,
-                "updates": loop.updates, "update_seconds": loop.update_seconds, "counters": state.counters,
+                "updates": loop.updates, "update_seconds": loop.update_seconds,
+                "update_cpu_seconds": loop.update_cpu_seconds, "counters": state.counters,
                 "optimizer_param_groups": param_groups, "numpy_rng": rng.bit_generator.state,
                 "env_rng": env.unwrapped.np_random.bit_generator.state,
                 "action_space_rng": env.action_space.np_random.bit_generator.state,
@@ -411,7 +421,8 @@ def restore_state(out: Path, agent: Agent, replay: TransitionReplay, env, rng: n
     torch.set_rng_state(tensors["random.torch"])
     env.action_space.np_random.bit_generator.state = document["action_space_rng"]
     loop = LoopState(step=document["env_steps"], updates=document["updates"], update_seconds=document["update_seconds"],
-                     act_seconds=tensors["loop.act_seconds"].tolist())
+                     update_cpu_seconds=document["update_cpu_seconds"], act_seconds=tensors["loop.act_seconds"].tolist(),
+                     act_cpu_seconds=tensors["loop.act_cpu_seconds"].tolist())
     physics = _mujoco(env)
     if physics is not None and "env.mujoco_state" in tensors:
         model, data = physics
