@@ -1,5 +1,6 @@
 """`mvp train --algo fpmd|mfpo|sac --env TASK --online-steps N`: online RL in a Gymnasium MuJoCo task
-(Hopper-v5, HalfCheetah-v5, ...) with FPMD (mvp_ros.rl.fpmd; `--head mvp` FPMD-M, `--head flow`
+(Hopper-v5, HalfCheetah-v5, ...) or a robosuite task with dense reward (Lift, PickPlaceCan,
+NutAssemblySquare: RobosuiteTask) with FPMD (mvp_ros.rl.fpmd; `--head mvp` FPMD-M, `--head flow`
 FPMD-R), MFPO (mvp_ros.rl.mfpo) or the SAC baseline (mvp_ros.rl.sac). Guide: docs/rl_online.md.
 
 The task's observation is the policy's one low-dim key `observation`, standardized by mean 0 and
@@ -137,10 +138,61 @@ class TransitionReplay:
                           next_obs={OBSERVATION_KEY: self.next_obs[rows][:, None]}).to(device)
 
 
+# robosuite tasks by the `mvp` commands' names and by robosuite's: name -> the task of mvp_ros.sim.envs
+ROBOSUITE_TASKS = {"lift": "lift", "Lift": "lift", "can": "can", "PickPlaceCan": "can", "square": "square",
+                   "NutAssemblySquare": "square"}
+ROBOSUITE_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
+
+
+class RobosuiteTask:
+    """A robosuite task of mvp_ros.sim.envs (its SimEnv, its env_args) with dense reward
+    (`reward_shaping`), as a Gymnasium task: the observation is the low-dim keys ROBOSUITE_OBS_KEYS
+    concatenated in that order, an episode is the task's horizon and never terminates (success does not
+    end it, so a shaped reward does not make success worse than hovering near it), and `unwrapped.np_random`
+    is the generator robosuite places its objects with. No MuJoCo state is saved for `--resume`: a
+    resumed run starts a new episode."""
+
+    def __init__(self, task: str):
+        import gymnasium
+
+        from ..sim.envs import env_args_for
+        from ..sim.envs import make_env as make_sim_env
+
+        env_args = env_args_for(task, images=False)
+        env_args["env_kwargs"]["reward_shaping"] = True
+        self.sim = make_sim_env(env_args)
+        obs_dim = self.vector(self.sim.reset(seed=0)).shape[0]
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64)
+        self.action_space = gymnasium.spaces.Box(self.sim.action_low.astype(np.float32),
+                                                 self.sim.action_high.astype(np.float32))
+        self.unwrapped = self
+
+    @property
+    def np_random(self) -> np.random.Generator:
+        return self.sim.unwrapped.rng
+
+    @staticmethod
+    def vector(observation: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(observation[key], np.float64).ravel() for key in ROBOSUITE_OBS_KEYS])
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]:
+        return self.vector(self.sim.reset(seed=seed)), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        observation, reward, _, info = self.sim.step(action)
+        return self.vector(observation), reward, False, self.sim.unwrapped.timestep >= self.sim.horizon, info
+
+    def close(self) -> None:
+        self.sim.close()
+
+
 def make_env(name: str):
-    """The Gymnasium task `name`, checked to have a vector observation and bounded vector actions."""
+    """The Gymnasium task `name`, or the robosuite task (RobosuiteTask), checked to have a vector
+    observation and bounded vector actions."""
     import gymnasium
 
+    if name in ROBOSUITE_TASKS:
+        return RobosuiteTask(ROBOSUITE_TASKS[name])
     try:
         env = gymnasium.make(name)
     except gymnasium.error.Error as error:
