@@ -271,13 +271,26 @@ def test_eval_json_fields_are_consistent_and_seeded_runs_repeat(checkpoint, tmp_
     assert first["checkpoint"] == str(checkpoint.resolve()) and first["env_name"] == "Lift"
     assert first["settings"] == {"seed": 7, "max_steps": 30, "horizon": HORIZON, "execute": HORIZON,
                                  "temporal_ensemble": False, "ensemble_decay": 0.01, "best_of": 1,
-                                 "device": "cpu", "torch_threads": 1}
+                                 "device": "cpu", "torch_threads": 1, "workers": 1}
     assert first["inference_calls"] == sum(-(-steps // HORIZON) for steps in first["episode_steps"])
     assert 0 < first["inference_ms_p50"] <= first["inference_ms_p99"]
 
     second = evaluate_cli(checkpoint, tmp_path, "second", "--episodes", "2", "--seed", "7", "--max-steps", "30")
     assert {k: v for k, v in first.items() if k not in TIMING_KEYS} == \
         {k: v for k, v in second.items() if k not in TIMING_KEYS}
+
+
+@pytest.mark.slow
+def test_eval_workers_give_the_episodes_of_one_process(checkpoint, tmp_path):
+    """Episodes spread over two spawned processes are those one process runs, in seed order, video included."""
+    common = ("--episodes", "3", "--seed", "11", "--max-steps", "25", "--video-episodes", "1")
+    alone = evaluate_cli(checkpoint, tmp_path, "alone", *common, "--video", str(tmp_path / "alone.gif"))
+    shared = evaluate_cli(checkpoint, tmp_path, "shared", *common, "--workers", "2",
+                          "--video", str(tmp_path / "shared.gif"))
+    assert (alone["settings"].pop("workers"), shared["settings"].pop("workers")) == (1, 2)
+    ignored = TIMING_KEYS | {"video"}
+    assert {k: v for k, v in alone.items() if k not in ignored} == {k: v for k, v in shared.items() if k not in ignored}
+    assert shared["seeds"] == [11, 12, 13] and shared["video_frames"] == alone["video_frames"] == alone["episode_steps"][0] + 1
 
 
 @pytest.mark.slow
@@ -383,6 +396,7 @@ def test_bad_arguments_are_refused(tmp_path, capsys):
     missing = tmp_path / "no_such_checkpoint"
     assert f"checkpoint directory {missing} does not exist" in eval_error(capsys, missing)
     assert "--episodes must be at least 1, got 0" in eval_error(capsys, checkpoint, "--episodes", "0")
+    assert "--workers must be at least 1, got 0" in eval_error(capsys, checkpoint, "--workers", "0")
     assert "must end in .mp4 or .gif" in eval_error(capsys, checkpoint, "--video", str(tmp_path / "eval.avi"))
     assert f"directory {tmp_path / 'nowhere'} does not exist" in eval_error(
         capsys, checkpoint, "--json", str(tmp_path / "nowhere" / "eval.json"))

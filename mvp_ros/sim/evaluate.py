@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterator
 
@@ -154,11 +156,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Batch-1 inference of a small network gains nothing from intra-op threads, and loses a lot when
     # the cores are busy (on a loaded 2-core machine: p50 40 ms with 2 threads, 0.4 ms with 1).
     parser.add_argument("--torch-threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes running episodes side by side, each with its own environment and policy "
+                             "(default 1); the results are the same, the latency figures are taken while they "
+                             "share the cores")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    for name in ("episodes", "video_episodes", "video_size", "max_steps", "torch_threads", "best_of"):
+    for name in ("episodes", "video_episodes", "video_size", "max_steps", "torch_threads", "best_of", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -171,17 +177,55 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"cannot write {path}: directory {path.absolute().parent} does not exist")
 
 
-def run_episodes(env: SimEnv, policy: Policy, executor: ChunkExecutor, seeds: list[int], max_steps: int,
-                 args: argparse.Namespace, initial_states: list[InitialState] | None = None) -> list[EpisodeResult]:
-    results: list[EpisodeResult] = []
-    progress = tqdm(seeds, desc="eval", unit="episode", disable=args.no_progress)
-    for episode, seed in enumerate(progress):
-        filmed = args.video is not None and episode < args.video_episodes
-        results.append(run_episode(env, policy, seed, max_steps, executor, record_frames=filmed,
-                                   camera=args.video_camera, frame_size=args.video_size,
-                                   initial_state=initial_states[episode] if initial_states else None))
-        progress.set_postfix(success_rate=f"{sum(r.success for r in results) / len(results):.2f}")
-    return results
+def _run_one(env: SimEnv, policy: Policy, executor: ChunkExecutor, episode: int, max_steps: int,
+             args: argparse.Namespace, initial_state: InitialState | None) -> EpisodeResult:
+    return run_episode(env, policy, args.seed + episode, max_steps, executor,
+                       record_frames=args.video is not None and episode < args.video_episodes,
+                       camera=args.video_camera, frame_size=args.video_size, initial_state=initial_state)
+
+
+def run_episodes(env: SimEnv, policy: Policy, executor: ChunkExecutor, max_steps: int, args: argparse.Namespace,
+                 initial_states: list[InitialState] | None = None) -> list[EpisodeResult]:
+    """Episodes 0..--episodes-1 here, or spread over --workers processes (each episode is seeded on its
+    own, so the results are the same either way)."""
+    progress = tqdm(total=args.episodes, desc="eval", unit="episode", disable=args.no_progress)
+    results: dict[int, EpisodeResult] = {}
+
+    def done(episode: int, result: EpisodeResult) -> None:
+        results[episode] = result
+        progress.update()
+        progress.set_postfix(success_rate=f"{sum(r.success for r in results.values()) / len(results):.2f}")
+
+    with progress:
+        if args.workers == 1:
+            for episode in range(args.episodes):
+                done(episode, _run_one(env, policy, executor, episode, max_steps, args,
+                                       initial_states[episode] if initial_states else None))
+        else:
+            with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_start_worker, initargs=(args,)) as pool:
+                futures = {pool.submit(_worker_episode, episode, max_steps,
+                                       initial_states[episode] if initial_states else None): episode
+                           for episode in range(args.episodes)}
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+    return [results[episode] for episode in range(args.episodes)]
+
+
+_worker: tuple[SimEnv, Policy, ChunkExecutor, argparse.Namespace] | None = None
+
+
+def _start_worker(args: argparse.Namespace) -> None:
+    global _worker
+    torch.set_num_threads(args.torch_threads)
+    policy, executor, env = _set_up(args)
+    _warm_up(env, policy, args)
+    _worker = (env, policy, executor, args)
+
+
+def _worker_episode(episode: int, max_steps: int, initial_state: InitialState | None) -> EpisodeResult:
+    env, policy, executor, args = _worker
+    return _run_one(env, policy, executor, episode, max_steps, args, initial_state)
 
 
 def dataset_initial_states(args: argparse.Namespace, env_name: str) -> tuple[list[str], list[InitialState] | None]:
@@ -199,25 +243,34 @@ def dataset_initial_states(args: argparse.Namespace, env_name: str) -> tuple[lis
     return [name for name, _, _ in chosen], [InitialState(state, model_xml) for _, state, model_xml in chosen]
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def _set_up(args: argparse.Namespace) -> tuple[Policy, ChunkExecutor, SimEnv]:
     policy = Policy.load(args.checkpoint, device=args.device, best_of=args.best_of)
     if not policy.info.env_args:
         raise ValueError(
             f"checkpoint {args.checkpoint} has no env_args: it was trained on data without a simulator; evaluate "
             "it on its robot with the policy node, or train on a dataset that records env_args (e.g. from mvp demos)")
     executor = ChunkExecutor(policy.horizon, args.execute, args.temporal_ensemble, args.ensemble_decay)
-    demos, initial_states = dataset_initial_states(args, policy.info.env_args["env_name"])
     env = build_env(with_cameras_of(policy.info.env_args, policy.obs_keys), args.seed,
                     offscreen_render=args.video is not None)
+    return policy, executor, env
+
+
+def _warm_up(env: SimEnv, policy: Policy, args: argparse.Namespace) -> None:
+    obs = env.reset(seed=args.seed)
+    check_checkpoint_fits(policy.config, env, obs, args.checkpoint)
+    for _ in range(WARMUP_CALLS):  # the first calls are slow (allocation, kernel selection); not timed
+        policy.act({key: obs[key] for key in policy.obs_keys})
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    policy, executor, env = _set_up(args)
     seeds = [args.seed + episode for episode in range(args.episodes)]
     max_steps = args.max_steps or env.horizon
     try:
-        obs = env.reset(seed=args.seed)
-        check_checkpoint_fits(policy.config, env, obs, args.checkpoint)
-        for _ in range(WARMUP_CALLS):  # the first calls are slow (allocation, kernel selection); not timed
-            policy.act({key: obs[key] for key in policy.obs_keys})
+        demos, initial_states = dataset_initial_states(args, policy.info.env_args["env_name"])
+        _warm_up(env, policy, args)
         started = time.perf_counter()
-        results = run_episodes(env, policy, executor, seeds, max_steps, args, initial_states)
+        results = run_episodes(env, policy, executor, max_steps, args, initial_states)
         seconds = time.perf_counter() - started
     finally:
         env.close()
@@ -229,7 +282,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "settings": {"seed": args.seed, "max_steps": max_steps, "horizon": policy.horizon,
                      "execute": executor.execute, "temporal_ensemble": executor.temporal_ensemble,
                      "ensemble_decay": executor.ensemble_decay, "best_of": policy.best_of, "device": str(policy.device),
-                     "torch_threads": args.torch_threads},
+                     "torch_threads": args.torch_threads, "workers": args.workers},
     }
     if demos:
         summary["settings"] |= {"init_states": str(args.init_states), "init_states_filter_key": args.init_states_filter_key}
