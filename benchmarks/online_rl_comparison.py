@@ -51,7 +51,7 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale(online_steps=900, learning_starts=300, batch_size=64, hidden_dim=128, depth=3, eval_every=300,
+    "small": Scale(online_steps=1200, learning_starts=300, batch_size=64, hidden_dim=128, depth=3, eval_every=300,
                    eval_episodes=2, eval_seed=100000),
     "quick": Scale(online_steps=24, learning_starts=12, batch_size=8, hidden_dim=16, depth=2, eval_every=12,
                    eval_episodes=1, eval_seed=100000),
@@ -67,10 +67,14 @@ class Method:
     algo: str
     head: str
     color: str  # of its line in the plot
+    agent: tuple[tuple[str, object], ...] = ()  # settings of its own beyond the scale's
 
 
-METHODS = (Method("fpmd_m", "FPMD-M", "fpmd", "mvp", "tab:blue"),
-           Method("fpmd_r", "FPMD-R", "fpmd", "flow", "tab:orange"),
+# FPMD's actor learning rate decays over a million updates, as in the paper's 1M-step runs, so these
+# first steps train at the rate the paper's first steps do (not decayed to its end within the run).
+PAPER_DECAY = (("actor_lr_decay_updates", 1_000_000),)
+METHODS = (Method("fpmd_m", "FPMD-M", "fpmd", "mvp", "tab:blue", PAPER_DECAY),
+           Method("fpmd_r", "FPMD-R", "fpmd", "flow", "tab:orange", PAPER_DECAY),
            Method("mfpo", "MFPO", "mfpo", "mvp", "tab:green"),
            Method("sac", "SAC", "sac", "mvp", "tab:grey"))
 
@@ -86,7 +90,7 @@ def run_config(scale: Scale, method: Method, env: str, seed: int, out: Path) -> 
                            out=str(out), seed=seed, batch_size=scale.batch_size,
                            learning_starts=scale.learning_starts, eval_every=scale.eval_every,
                            eval_episodes=scale.eval_episodes, eval_seed=scale.eval_seed, device="cpu", threads=1,
-                           agent={"hidden_dim": scale.hidden_dim, "depth": scale.depth})
+                           agent={"hidden_dim": scale.hidden_dim, "depth": scale.depth, **dict(method.agent)})
 
 
 def run_once(config: OnlineRunConfig) -> dict:
