@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--online-steps", dest="online_steps", type=int,
                         help="mvp-rl: environment steps of online fine-tuning in the dataset's robosuite task; "
                              "fpmd, mfpo, sac: environment steps in --env")
-    parser.add_argument("--env", help="fpmd, mfpo, sac: the Gymnasium MuJoCo task, e.g. Hopper-v5 or HalfCheetah-v5")
+    parser.add_argument("--env", help="fpmd, mfpo, sac: the Gymnasium MuJoCo task, e.g. Hopper-v5 or HalfCheetah-v5, "
+                                      "or a robosuite task with dense reward: Lift, PickPlaceCan, NutAssemblySquare")
     parser.add_argument("--filter-key", dest="filter_key",
                         help="train on the demos of mask/FILTER_KEY, e.g. better or 20_percent (default: mask/train)")
     parser.add_argument("--valid-filter-key", dest="valid_filter_key",
