@@ -121,6 +121,10 @@ def test_resume_continues_from_the_saved_step(dataset, tmp_path):
     assert state["step"] == 30
     first_weights = (out / "model.safetensors").read_bytes()
 
+    config_file = tmp_path / "run_settings.yaml"
+    config_file.write_text(yaml.safe_dump({"out": str(out), "steps": 40}))
+    assert main(["train", "--config", str(config_file), "--resume", "--no-progress"]) == 0  # `out:` from the file
+    assert json.loads((out / "training_state.json").read_text())["step"] == 40
     assert main(["train", "--out", str(out), "--resume", "--steps", "50", "--no-progress"]) == 0
     rows = read_log(out)
     assert [row["step"] for row in rows] == [10, 20, 30, 40, 50]
@@ -136,6 +140,8 @@ def test_resume_refuses_what_would_lose_work(dataset, tmp_path, capsys):
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--resume", "--steps", "5", "--no-progress"]) == 2
     assert "already trained to step 5" in capsys.readouterr().err
+    assert main(["train", "--resume", "--steps", "9", "--no-progress"]) == 2
+    assert "--resume needs the directory of the run to continue" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--resume", "--steps", "9", "--head", "flow", "--no-progress"]) == 2
     assert "head was 'mvp'" in capsys.readouterr().err
     (out / "training_state.safetensors").unlink()

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 import torch
+import yaml
 
 from ..policy.checkpoint import read_checkpoint_info
 from ..policy.config import HEADS, ConfigError
@@ -92,11 +93,20 @@ def run(args: argparse.Namespace) -> int:
                   "valid_filter_key", "eval_every", "eval_episodes", "eval_max_steps")}
     base = None
     if args.resume:
-        if not args.out:
-            raise ConfigError("--resume needs --out, the directory of the run to continue")
-        base = read_checkpoint_info(args.out).training.get("settings")
+        out = args.out or _config_file_out(args.config)
+        if not out:
+            raise ConfigError("--resume needs the directory of the run to continue: --out DIR, or `out:` in --config")
+        base = read_checkpoint_info(out).training.get("settings")
     config = load_train_config(args.config, overrides, base)
     checkpoint = train(config, progress=not args.no_progress, resume=args.resume)
     if distributed.ranks_from_environment().is_main:
         print(f"saved checkpoint to {checkpoint}")
     return 0
+
+
+def _config_file_out(path: str | None) -> str | None:
+    """The `out:` of a --config file, if it has one (load_train_config reports a file that is no mapping)."""
+    if path is None:
+        return None
+    loaded = yaml.safe_load(Path(path).read_text())
+    return loaded.get("out") if isinstance(loaded, dict) else None
