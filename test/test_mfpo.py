@@ -1,8 +1,9 @@
 """MFPO (mvp_ros.rl.mfpo) against closed forms: Hutchinson's divergence estimate, the average divergence
 identity and a divergence network trained on linear fields, whose exact divergence is the trace of their
 matrix; the log-likelihood of a mean-flow sample; effective sample sizes on a known distribution, the ESS
-mixture of two estimates and the soft velocity target of a Gaussian Boltzmann policy; and a short run in
-Gymnasium's Hopper-v5 whose checkpoint `Policy.load` runs."""
+mixture of two estimates, the soft velocity target of a Gaussian Boltzmann policy and of one uniform on the
+action box (through the truncated normal clean-action proposal); the authors' time distribution mirrored into
+this package's convention; and a short run in Gymnasium's Hopper-v5 whose checkpoint `Policy.load` runs."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,8 @@ from mvp_ros.policy import Policy
 from mvp_ros.rl.gym_online import OBSERVATION_KEY, OnlineRunConfig, make_env, run_online, task_description
 from mvp_ros.rl.mfpo import (DivergenceNetwork, MfpoAgent, MfpoConfig, average_divergence_target,
                              effective_sample_size, ess_mixture, hutchinson_divergence, rademacher,
-                             sample_with_log_likelihood, soft_velocity_target)
+                             sample_with_log_likelihood, soft_velocity_target, truncated_standard_normal)
+from mvp_ros.policy.mvp import sample_time_pairs
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from fixed_critics import DistanceCritic  # noqa: E402
@@ -147,6 +149,56 @@ def test_the_soft_velocity_target_is_the_velocity_of_the_boltzmann_policy():
                                                            samples, generator)
     assert torch.allclose(velocity[:, 0], gaussian_posterior_velocity(a_t[:, 0], t, sigma), atol=0.01)
     assert (ess_policy > 100).all() and (ess_clean > 100).all()
+
+
+def truncated_normal_mean(mean, std, low: float, high: float):
+    """E[x] of N(mean, std^2) restricted to [low, high]: mean + std (phi(a) - phi(b)) / (Phi(b) - Phi(a))."""
+    a, b = (low - mean) / std, (high - mean) / std
+    density = torch.distributions.Normal(0.0, 1.0).log_prob
+    return mean + std * (density(a).exp() - density(b).exp()) / (torch.special.ndtr(b) - torch.special.ndtr(a))
+
+
+def test_truncated_standard_normal_samples_stay_in_their_interval_with_the_closed_form_mean():
+    generator = torch.Generator().manual_seed(6)
+    low = torch.tensor([-1.0, 6.0, -9.0, 0.5], dtype=torch.float64).expand(100000, -1)
+    high = torch.tensor([2.0, 8.0, -7.5, 0.6], dtype=torch.float64).expand(100000, -1)
+    samples = truncated_standard_normal(low, high, generator)
+    assert ((samples >= low) & (samples <= high)).all()
+    expected = truncated_normal_mean(torch.zeros(4, dtype=torch.float64), 1.0, low[0], high[0])
+    assert torch.allclose(samples.mean(dim=0), expected, atol=0.01)
+
+
+def test_the_soft_velocity_target_of_a_policy_uniform_on_the_box_is_a_truncated_posterior_velocity():
+    # Q constant: pi* is uniform on [-1, 1], so a | a_t ~ N(a_t / t, ((1 - t) / t)^2) truncated to [-1, 1]
+    samples = 40000
+    generator = torch.Generator().manual_seed(7)
+
+    def q_of(actions):
+        return torch.zeros(actions.shape[:-1], dtype=actions.dtype)
+
+    a_t = torch.tensor([[0.15], [-0.5], [0.9]], dtype=torch.float64)
+    t = torch.tensor([0.2, 0.6, 0.9], dtype=torch.float64)
+    actions = 2 * torch.rand((3, samples, 1), generator=generator, dtype=torch.float64) - 1  # the uniform policy
+    log_prob = torch.full((3, samples), math.log(0.5), dtype=torch.float64)
+    velocity, _, ess_clean = soft_velocity_target(q_of, a_t, t, actions, log_prob, q_of(actions), 1.0, samples,
+                                                  generator)
+    posterior_mean = truncated_normal_mean(a_t[:, 0] / t, (1 - t) / t, -1.0, 1.0)
+    assert torch.allclose(velocity[:, 0], (posterior_mean - a_t[:, 0]) / (1 - t), atol=0.01)
+    assert torch.allclose(ess_clean, torch.full((3,), float(samples), dtype=torch.float64))  # every sample counts
+
+
+def test_mfpo_draws_its_times_from_the_authors_distribution_mirrored_to_noise_at_zero():
+    # The authors draw two logit-normal(-0.4, 1) times with noise at t = 1 and give the r = t rows the larger; here
+    # noise is at t = 0, so 1 - t of those rows is the larger of two logit-normal(-0.4, 1) samples, whose median m
+    # has Phi(logit m + 0.4)^2 = 1/2.
+    settings = MfpoConfig(hidden_dim=32, depth=2)
+    policy_config, normalization = task_description(make_env("Hopper-v5"), "mvp", settings.hidden_dim, settings.depth,
+                                                    mvp_steps=2, equal_time_fraction=0.75)
+    agent = MfpoAgent(policy_config, normalization, settings, torch.device("cpu"))
+    t, r, n_equal = sample_time_pairs(200000, agent.actor.config, torch.Generator().manual_seed(8), torch.device("cpu"))
+    assert n_equal == 150000 and torch.equal(t[:n_equal], r[:n_equal])
+    median = torch.sigmoid(torch.special.ndtri(torch.tensor(0.5).sqrt()) - 0.4)
+    assert abs((1 - t[:n_equal]).median().item() - median.item()) < 0.005
 
 
 def test_the_ess_mixture_ignores_a_proposal_without_a_sample_of_positive_weight():

@@ -2,8 +2,8 @@
 maximum-entropy soft policy iteration, in Gymnasium tasks (mvp_ros.rl.gym_online). Its action
 log-likelihood comes from an average divergence network; its policy improvement regresses the MeanFlow
 onto an importance-weighted estimate of the velocity field of pi* proportional to exp(Q / alpha), mixing
-two proposals by their effective sample sizes. This is a reading of the method's summary in issue 19,
-not checked against the authors' code (docs/rl_online.md lists what it leaves out). Notation of
+two proposals by their effective sample sizes. Checked against the authors' public code (github.com/
+dongxiaoyi-xyz/MFPO); docs/rl_online.md lists where it still differs. Notation of
 mvp_ros.policy.mvp: noise at t = 0, action at t = 1, a_t = (1 - t) eps + t a.
 
 Log-likelihood. Along a flow da/dt = v(a, t) from a_0 ~ N(0, I), d/dt log p_t(a_t) = -div v(a_t, t), so
@@ -34,17 +34,20 @@ exp(Q(s, a) / alpha) N(a_t; t a, (1 - t)^2 I) on the action box, estimated by se
 importance sampling from two proposals:
 
     policy samples        a_i ~ pi(.|s):                   log w_i = Q/alpha - |a_t - t a_i|^2 / (2 (1-t)^2) - log pi(a_i|s)
-    clean-action samples  a_i ~ N(a_t / t, ((1-t)/t)^2 I):  log w_i = Q/alpha   (the Gaussians cancel; 0 outside the box)
+    clean-action samples  a_i ~ N(a_t / t, ((1-t)/t)^2 I) truncated to the box:  log w_i = Q/alpha
+                          (the Gaussians cancel, and the truncation's normalizer is the same for every a_i of a row)
 
 mixed by their ESS. At points a_t built from the policy's own samples, with (t, r) pairs of which a
 share has r = t, the MeanFlow + IVC loss (mvp_ros.policy.mvp.mean_flow_loss) regresses the policy onto
 that velocity. Each update also takes a soft TD step of the twin critics (mvp_ros.rl.sac: y = r +
 gamma (1 - d) (min_j Qbar_j(s', a') - alpha log pi(a'|s'))), a step of D_phi, a temperature step
-towards the target entropy -0.5 |A| and a Polyak step of the target critics. It acts with one policy
-sample, and in evaluation with the best of `eval_candidates` samples under the critic.
+towards the target entropy -0.5 |A| (the entropy estimated from all the policy samples) and a Polyak step
+of the target critics. It acts with one policy sample, and in evaluation with the best of
+`eval_candidates` samples under the target critics.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,36 +138,55 @@ def ess_mixture(values_1: torch.Tensor, log_weights_1: torch.Tensor, values_2: t
     return share_1 * estimate_1 + (1 - share_1) * estimate_2, ess_1, ess_2
 
 
+def truncated_standard_normal(low: torch.Tensor, high: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, 1) samples restricted to [low, high] elementwise, by the inverse CDF in float64; an interval above zero is
+    sampled as the mirror of its negative, where the CDF keeps its precision."""
+    flip = low > 0
+    low64, high64 = torch.where(flip, -high, low).double(), torch.where(flip, -low, high).double()
+    cdf_low, cdf_high = torch.special.ndtr(low64), torch.special.ndtr(high64)
+    uniform = torch.rand(low.shape, generator=generator, device=low.device, dtype=torch.float64)
+    sample = torch.special.ndtri(cdf_low + uniform * (cdf_high - cdf_low))
+    sample = torch.minimum(torch.maximum(sample, low64), high64).to(low.dtype)
+    return torch.where(flip, -sample, sample)
+
+
 def soft_velocity_target(q_of: Callable[[torch.Tensor], torch.Tensor], a_t: torch.Tensor, t: torch.Tensor,
                          policy_actions: torch.Tensor, policy_log_prob: torch.Tensor, policy_q: torch.Tensor,
                          alpha: float, clean_count: int, generator: torch.Generator | None,
                          min_time: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """v*(a_t, t) of pi* proportional to exp(Q / alpha) on [-1, 1]^|A| from the two proposals of the module
     doc: policy samples (B, M, |A|) with their log pi and Q (B, M), and `clean_count` clean-action
-    samples per row, whose Q `q_of` gives ((B, N, |A|) -> (B, N)). Returns (v* (B, |A|), ESS_1, ESS_2)."""
+    samples per row, all inside the box, whose Q `q_of` gives ((B, N, |A|) -> (B, N)). Returns
+    (v* (B, |A|), ESS_1, ESS_2)."""
     one_minus_t = (1 - t).clamp_min(min_time)[:, None, None]
     points = a_t[:, None]
     log_likelihood = -(points - t[:, None, None] * policy_actions).pow(2).sum(dim=-1) / (2 * one_minus_t[..., 0] ** 2)
     policy_log_weights = policy_q / alpha + log_likelihood - policy_log_prob
     safe_t = t.clamp_min(min_time)[:, None, None]
-    noise = torch.randn((a_t.shape[0], clean_count, a_t.shape[1]), generator=generator, device=a_t.device)
-    clean = points / safe_t + one_minus_t / safe_t * noise
-    inside = (clean.abs() <= 1).all(dim=-1)
-    clean_log_weights = torch.where(inside, q_of(clean.clamp(-1.0, 1.0)) / alpha, -math.inf)
+    # clean = (a_t - (1 - t) n) / t lies in [-1, 1] exactly when n lies in [(a_t - t) / (1 - t), (a_t + t) / (1 - t)]
+    expanded = points.expand(-1, clean_count, -1)
+    noise = truncated_standard_normal((expanded - safe_t) / one_minus_t, (expanded + safe_t) / one_minus_t, generator)
+    clean = ((points - one_minus_t * noise) / safe_t).clamp(-1.0, 1.0)
     return ess_mixture((policy_actions - points) / one_minus_t, policy_log_weights, (clean - points) / one_minus_t,
-                       clean_log_weights)
+                       q_of(clean) / alpha)
 
 
 @dataclass
 class MfpoConfig(ActorCriticConfig):
+    """The authors' settings (their code's configs/mfpo_config.py), in this package's time convention."""
+
+    initial_alpha: float = 0.01
     target_entropy_per_dim: float = -0.5
     sampling_steps: int = 2
     equal_time_fraction: float = 0.75  # of the batch trained with r = t
-    proposal_samples: int = 16  # per proposal and state
+    # the authors' logit-normal(-0.4, 1) has noise at t = 1; with noise at t = 0 it is logit-normal(+0.4, 1)
+    time_logit_mean: float = 0.4
+    proposal_samples: int = 16  # policy samples per state
+    clean_samples: int = 32  # clean-action samples per state
     eval_candidates: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("sampling_steps", "proposal_samples", "eval_candidates"):
+        for name in ("sampling_steps", "proposal_samples", "clean_samples", "eval_candidates"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
 
@@ -174,6 +196,7 @@ class MfpoAgent:
                  device: torch.device):
         self.config = config
         self.normalization = normalization
+        policy_config = dataclasses.replace(policy_config, time_logit_mean=config.time_logit_mean)
         self.actor = ChunkPolicyModel(policy_config, normalization).to(device)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.divergence = DivergenceNetwork(policy_config.action_dim, self.actor.obs_encoder.output_dim,
@@ -229,7 +252,7 @@ class MfpoAgent:
             a_t = (1 - t)[:, None] * eps + t[:, None] * actions[:, 0]
             velocity, ess_policy, ess_clean = soft_velocity_target(
                 lambda clean: self.q_values(self.critics.critic, obs, clean), a_t, t, actions, log_prob, q, alpha,
-                self.config.proposal_samples, generator)
+                self.config.clean_samples, generator)
         loss, loss_metrics = mean_flow_loss(self.actor.backbone, cond, a_t, t, r, n_equal, velocity, config)
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -244,7 +267,7 @@ class MfpoAgent:
         divergence_loss.backward()
         self.divergence_optimizer.step()
 
-        alpha_loss = temperature_loss(self.log_alpha, log_prob[:, 0], self.target_entropy)
+        alpha_loss = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
         self.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optimizer.step()
@@ -254,12 +277,13 @@ class MfpoAgent:
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], explore: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Actions (B, |A|) in the task's units: a policy sample, or (evaluation) the best of `eval_candidates`."""
+        """Actions (B, |A|) in the task's units: a policy sample, or (evaluation) the best of `eval_candidates`
+        under the target critics, as the authors' code selects."""
         if explore:
             actions = self.sample(obs, 1, generator)[0][:, 0]
         else:
             candidates = self.sample(obs, self.config.eval_candidates, generator)[0]
-            best = self.q_values(self.critics.critic, obs, candidates).argmax(dim=-1)
+            best = self.q_values(self.critics.target, obs, candidates).argmax(dim=-1)
             actions = candidates[torch.arange(candidates.shape[0], device=candidates.device), best]
         return self.actor.action_scaler.unnormalize(actions)
 
