@@ -81,3 +81,19 @@ def test_the_benchmark_runs_at_a_tiny_budget_and_writes_real_numbers(tmp_path):
             assert math.isfinite(point["mean"]) and point["mean"] == point["min"] == point["max"] == run_point["mean_return"]
         assert all(math.isfinite(value) for value in run["last_metrics"].values())
     assert table_lines(result)[2].startswith("| FPMD-M | Hopper-v5 | ")
+
+
+def test_the_doc_states_mfpos_settings_as_the_code_has_them():
+    from mvp_ros.rl.mfpo import MfpoConfig
+
+    settings = MfpoConfig()
+    doc = DOC.read_text()
+    mfpo_row = {line.split(" | ")[0]: line.split(" | ")[2] for line in doc.splitlines() if line.startswith("| ")
+                and line.count(" | ") == 3}
+    assert (f"{settings.proposal_samples} policy samples and {settings.clean_samples} clean-action samples per state"
+            in mfpo_row["| policy step"])
+    assert f"logit-normal(+{settings.time_logit_mean}, 1) times" in mfpo_row["| policy step"]
+    assert f"{settings.equal_time_fraction:.0%} of pairs with r = t" in mfpo_row["| policy step"]
+    assert f"best of {settings.eval_candidates} under the target critics" in mfpo_row["| acting"]
+    assert (f"alpha from {settings.initial_alpha}, tuned to target entropy {settings.target_entropy_per_dim} \\|A\\|"
+            in mfpo_row["| temperature"])
