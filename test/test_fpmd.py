@@ -18,7 +18,7 @@ from mvp_ros.policy.config import ConfigError
 from mvp_ros.policy.baselines import flow_loss
 from mvp_ros.policy.mvp import mvp_loss
 from mvp_ros.policy.networks import ChunkBackbone
-from mvp_ros.rl.fpmd import FpmdAgent, FpmdConfig, RunningMoments, gaussian_entropy, mirror_descent_weights
+from mvp_ros.rl.fpmd import FpmdAgent, FpmdConfig, RunningMoments, mirror_descent_weights, noise_entropy
 from mvp_ros.rl.gym_online import OBSERVATION_KEY, OnlineRunConfig, make_env, run_online, task_description
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
@@ -55,13 +55,25 @@ def test_running_moments_of_q_by_hand():
     assert moments.std == pytest.approx(math.sqrt(15.0 - 3.5 ** 2))
 
 
-def test_gaussian_entropy_of_samples_with_a_known_variance():
-    # one state, two dimensions: samples +-1 (variance 1) and +-2 (variance 4)
-    samples = torch.tensor([[[1.0, 2.0], [-1.0, -2.0], [1.0, -2.0], [-1.0, 2.0]]])
-    expected = 0.5 * math.log(2 * math.pi * math.e * 1.0) + 0.5 * math.log(2 * math.pi * math.e * 4.0)
-    assert gaussian_entropy(samples, noise_std=0.0).item() == pytest.approx(expected, rel=1e-6)
-    noisy = 0.5 * math.log(2 * math.pi * math.e * 1.25) + 0.5 * math.log(2 * math.pi * math.e * 4.25)
-    assert gaussian_entropy(samples, noise_std=0.5).item() == pytest.approx(noisy, rel=1e-6)
+def test_noise_entropy_is_the_gaussians_closed_form():
+    # N(0, 0.5^2 I) in 3 dimensions: 3 * 1/2 log(2 pi e 0.25)
+    assert noise_entropy(3, 0.5) == pytest.approx(1.5 * math.log(2 * math.pi * math.e * 0.25), rel=1e-12)
+
+
+def test_alpha_steps_move_the_noise_entropy_towards_the_target():
+    """Alpha is the noise's scale: its fixed point is sigma* = exp(H_target / |A|) / sqrt(2 pi e),
+    alpha* = sigma* / noise_scale; from above it falls, from below it rises."""
+    env = make_env("Hopper-v5")
+    settings = FpmdConfig(**SMALL_AGENT)
+    policy_config, normalization = task_description(env, "mvp", settings.hidden_dim, settings.depth)
+    sigma_star = math.exp(settings.target_entropy_per_dim) / math.sqrt(2 * math.pi * math.e)
+    alpha_star = sigma_star / settings.noise_scale
+    assert noise_entropy(3, settings.noise_scale * alpha_star) == pytest.approx(settings.target_entropy_per_dim * 3)
+    for start, direction in ((10 * alpha_star, -1.0), (alpha_star / 10, +1.0)):
+        agent = FpmdAgent(policy_config, normalization, FpmdConfig(**SMALL_AGENT, initial_alpha=start),
+                          total_updates=10, device=torch.device("cpu"))
+        agent.update_alpha()
+        assert math.copysign(1.0, agent.alpha - start) == direction
 
 
 @pytest.mark.parametrize("head", ["mvp", "flow"])
@@ -136,7 +148,9 @@ def test_mirror_descent_steps_move_the_policy_towards_the_critics_best_action(he
         agent.critics.critic = DistanceCritic(best_action, sign)
         generator = torch.Generator().manual_seed(1)
         for _ in range(steps):
-            agent.update_policy(obs, generator)
+            with torch.no_grad():
+                actions = agent.explore(agent.best_of(obs, generator), generator)
+            agent.update_policy(obs, actions, generator)
         with torch.no_grad():
             return (agent.sample(obs, 8, generator) - best_action).norm(dim=-1).mean().item()
 

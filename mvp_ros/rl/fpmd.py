@@ -5,23 +5,25 @@ A mirror-descent step with a KL proximity term moves the policy to
 
     pi_new(a|s)  proportional to  pi_old(a|s) * exp(Q(s, a) / lambda),
 
-and FPMD fits pi_new with the generative model's own loss on samples of pi_old, importance-weighted:
+and FPMD fits pi_new with the generative model's own loss on actions of pi_old, importance-weighted.
+As in the authors' code, the fitted actions are the bootstrap's: at each next state s'_i of the batch,
 
-    a_i = clip(x_i + sigma * n_i, -1, 1),  x_i ~ pi_old(.|s_i),  n_i ~ N(0, I)      (one per state)
-    z_i = clip((min_j Q_j(s_i, a_i) - m) / d, -3, 3)     m, d: running mean and std of the batches' Q
+    a_i = clip(argmax_{x in X_i} min_j Q_j(s'_i, x) + sigma * n_i, -1, 1),  X_i: N samples of pi_old(.|s'_i)
+    z_i = clip((min_j Q_j(s'_i, a_i) - m) / d, -3, 3)     m, d: running mean and std of the batches' Q
     w_i = exp(z_i / alpha) / mean_k exp(z_k / alpha)     a constant factor does not move the minimizer
-    L_pi = mean_i w_i * l(a_i | s_i)
+    L_pi = mean_i w_i * l(a_i | s'_i)
 
 with l the MeanFlow + IVC loss of mvp_ros.policy.mvp (FPMD-M, head "mvp") or flow matching (FPMD-R,
 head "flow"). A straight flow's one-step error is bounded by its target's variance, so both act in one
 step once trained (the saved checkpoint); FPMD-R integrates `train_flow_steps` Euler steps while training.
 
-    critic       y = r + gamma (1 - d) max_{i<N} min_j Qbar_j(s', a'_i),  a'_i ~ pi(.|s'), N = 32
+    critic       y = r + gamma (1 - d) min_j Qbar_j(s', a), a the action above, N = 32
                  (the twin critics of mvp_ros.rl.sac.TwinCritic)
-    acting       the best of N samples under min_j Q_j, plus N(0, sigma^2) noise, sigma = noise_scale * alpha
-    temperature  H = mean_s sum_k 1/2 log(2 pi e (Var_i[a'_{i,k}] + sigma^2)), the entropy of a Gaussian
-                 with the policy's sample variance and the noise; L_alpha = log alpha * (H - H_target)
-    schedule     a policy step, an alpha step and a target step (tau) after every `policy_delay` critic
+    acting       the same rule: the best of N samples under min_j Q_j, plus N(0, sigma^2) noise,
+                 sigma = noise_scale * alpha; without the noise in evaluation
+    temperature  H = 1/2 |A| log(2 pi e sigma^2), the entropy of the exploration noise;
+                 L_alpha = log alpha * (H - H_target), a step every `alpha_delay` critic steps
+    schedule     a policy step and a target step (tau) after every `policy_delay` critic
                  steps; the actor's learning rate decays linearly to `final_actor_lr` over the run's
                  updates (or `actor_lr_decay_updates`); a run resumed with more steps continues the decay
                  from the rate it had reached to `final_actor_lr` at its new end
@@ -52,19 +54,22 @@ FPMD_HEADS = ("mvp", "flow")
 class FpmdConfig(ActorCriticConfig):
     head: str = "mvp"  # mvp: FPMD-M; flow: FPMD-R
     final_actor_lr: float = 3e-5
+    initial_alpha: float = 5.0
+    alpha_lr: float = 7e-3
+    alpha_delay: int = 250
     noise_scale: float = 0.1
-    target_entropy_per_dim: float = -1.0
+    target_entropy_per_dim: float = -1.5
     num_candidates: int = 32
     policy_delay: int = 2
     weight_clip: float = 3.0
-    q_statistics_rate: float = 0.01
-    train_flow_steps: int = 10
+    q_statistics_rate: float = 0.001
+    train_flow_steps: int = 20
     actor_lr_decay_updates: int = 0  # critic updates over which the actor's rate decays; 0: all of the run's
 
     def __post_init__(self) -> None:
         if self.head not in FPMD_HEADS:
             raise ConfigError(f"head: FPMD trains an MVP head (FPMD-M) or a flow head (FPMD-R), not {self.head!r}")
-        for name in ("num_candidates", "policy_delay", "train_flow_steps"):
+        for name in ("num_candidates", "policy_delay", "alpha_delay", "train_flow_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.actor_lr_decay_updates < 0:
@@ -102,10 +107,9 @@ def mirror_descent_weights(q: torch.Tensor, mean: float, std: float, alpha: floa
     return q.numel() * torch.softmax(z / alpha, dim=0)
 
 
-def gaussian_entropy(samples: torch.Tensor, noise_std: float) -> torch.Tensor:
-    """Mean over states of sum_k 1/2 log(2 pi e (Var_i[a_{i,k}] + noise_std^2)); samples (B, N, |A|)."""
-    variance = samples.var(dim=1, unbiased=False) + noise_std ** 2
-    return 0.5 * torch.log(2 * math.pi * math.e * variance).sum(dim=-1).mean()
+def noise_entropy(action_dim: int, noise_std: float) -> float:
+    """The entropy of N(0, noise_std^2 I) in `action_dim` dimensions: 1/2 |A| log(2 pi e noise_std^2)."""
+    return 0.5 * action_dim * math.log(2 * math.pi * math.e * noise_std ** 2)
 
 
 class FpmdAgent:
@@ -148,14 +152,11 @@ class FpmdAgent:
         """min_j Q_j (B, N) of normalized actions (B, N, |A|)."""
         return critic.value(obs, self.actor.action_scaler.unnormalize(actions)[:, :, None])
 
-    def best_of(self, critic: ChunkCritic, obs: dict[str, torch.Tensor],
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(the best of N samples (B, |A|), its min_j Q_j (B,), all N samples (B, N, |A|))."""
+    def best_of(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None) -> torch.Tensor:
+        """The best (B, |A|) of N samples per state under the online critics' min_j Q_j."""
         candidates = self.sample(obs, self.config.num_candidates, generator)
-        values = self.q_values(critic, obs, candidates)
-        best = values.argmax(dim=-1)
-        rows = torch.arange(candidates.shape[0], device=candidates.device)
-        return candidates[rows, best], values[rows, best], candidates
+        best = self.q_values(self.critics.critic, obs, candidates).argmax(dim=-1)
+        return candidates[torch.arange(candidates.shape[0], device=candidates.device), best]
 
     def explore(self, actions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         noise = torch.randn(actions.shape, generator=generator, device=actions.device)
@@ -163,20 +164,23 @@ class FpmdAgent:
 
     def update(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
         with torch.no_grad():
-            _, next_q, next_candidates = self.best_of(self.critics.target, batch.next_obs, generator)
+            next_actions = self.explore(self.best_of(batch.next_obs, generator), generator)
+            next_q = self.q_values(self.critics.target, batch.next_obs, next_actions[:, None])[:, 0]
             target = chunk_td_target(batch.rewards, batch.step_mask, batch.bootstrap, next_q, self.config.gamma)
         metrics = self.critics.step(batch, target)
         self.updates += 1
         if self.updates % self.config.policy_delay == 0:
-            metrics.update(self.update_policy(batch.obs, generator))
-            metrics.update(self.update_alpha(gaussian_entropy(next_candidates, self.noise_std)))
+            metrics.update(self.update_policy(batch.next_obs, next_actions, generator))
             self.critics.update_target(self.config.tau)
-        return metrics
+        if self.updates % self.config.alpha_delay == 0:
+            self.update_alpha()
+        return metrics | {"alpha": self.alpha, "entropy": self.entropy()}
 
-    def update_policy(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None) -> dict[str, float]:
-        """One importance-weighted fitting step towards pi_old * exp(Q / alpha) (module doc)."""
+    def update_policy(self, obs: dict[str, torch.Tensor], actions: torch.Tensor,
+                      generator: torch.Generator | None = None) -> dict[str, float]:
+        """One importance-weighted fitting step towards pi_old * exp(Q / alpha) on `actions` (B, |A|) of
+        pi_old at `obs` (module doc)."""
         with torch.no_grad():
-            actions = self.explore(self.sample(obs, 1, generator)[:, 0], generator)
             q = self.q_values(self.critics.critic, obs, actions[:, None])[:, 0]
             self.q_moments.update(q)
             weights = mirror_descent_weights(q, self.q_moments.mean, self.q_moments.std, self.alpha,
@@ -199,17 +203,19 @@ class FpmdAgent:
         fraction = min((self.policy_updates - start_update) / max(self.planned_policy_updates - start_update, 1), 1.0)
         return start_lr + (self.config.final_actor_lr - start_lr) * fraction
 
-    def update_alpha(self, entropy: torch.Tensor) -> dict[str, float]:
-        loss = self.log_alpha * (entropy.item() - self.target_entropy)
+    def entropy(self) -> float:
+        return noise_entropy(self.actor.config.action_dim, self.noise_std)
+
+    def update_alpha(self) -> None:
+        loss = self.log_alpha * (self.entropy() - self.target_entropy)
         self.alpha_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.alpha_optimizer.step()
-        return {"alpha": self.alpha, "entropy": entropy.item()}
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], explore: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         """Actions (B, |A|) in the task's units: the best of N under the critic, with exploration noise if `explore`."""
-        actions = self.best_of(self.critics.critic, obs, generator)[0]
+        actions = self.best_of(obs, generator)
         return self.actor.action_scaler.unnormalize(self.explore(actions, generator) if explore else actions)
 
     def state(self) -> AgentState:
