@@ -121,10 +121,16 @@ def test_resume_continues_from_the_saved_step(dataset, tmp_path):
     assert state["step"] == 30
     first_weights = (out / "model.safetensors").read_bytes()
 
+    # A run stopped after step 30's checkpoint had logged step 40: that row goes, as step 40 runs again.
+    with (out / "train_log.csv").open("a") as stream:
+        stream.write("40,999.0,1.0,1.0,1.0,,,\n")
     config_file = tmp_path / "run_settings.yaml"
     config_file.write_text(yaml.safe_dump({"out": str(out), "steps": 40}))
     assert main(["train", "--config", str(config_file), "--resume", "--no-progress"]) == 0  # `out:` from the file
     assert json.loads((out / "training_state.json").read_text())["step"] == 40
+    rows = read_log(out)
+    assert [row["step"] for row in rows] == [10, 20, 30, 40]
+    assert rows[2]["seconds"] <= rows[3]["seconds"] < 999  # the seconds of training so far, continued
     assert main(["train", "--out", str(out), "--resume", "--steps", "50", "--no-progress"]) == 0
     rows = read_log(out)
     assert [row["step"] for row in rows] == [10, 20, 30, 40, 50]

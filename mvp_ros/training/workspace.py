@@ -327,17 +327,20 @@ def plot_losses(log_path: Path, plot_path: Path) -> None:
     plt.close(figure)
 
 
-def _rewrite_with_columns(log_path: Path, columns: list[str]) -> None:
-    """Gives a log from before a column was added (e.g. eval_step) the header of `columns`, keeping its rows."""
+def _log_up_to(log_path: Path, columns: list[str], step: int) -> float:
+    """Keeps the rows of a resumed run's log up to `step`, the one it resumes from (rows after it were
+    written by steps that run again), under the header of `columns` (a log from before a column was
+    added, e.g. eval_step, gains it); returns the seconds of its last kept row."""
     with log_path.open(newline="") as stream:
         reader = csv.DictReader(stream)
         rows = list(reader)
-    if reader.fieldnames == columns:
-        return
-    with log_path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    kept = [row for row in rows if int(row["step"]) <= step]
+    if reader.fieldnames != columns or len(kept) != len(rows):
+        with log_path.open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+    return float(kept[-1]["seconds"]) if kept else 0.0
 
 
 @dataclass
@@ -392,16 +395,19 @@ class Workspace:
     @contextlib.contextmanager
     def log(self, columns: list[str], resume: bool) -> Iterator[Callable[[int, dict], None]]:
         """`write(step, values)`: a row of train_log.csv (appended to a resumed run's log), with the
-        seconds since the log was opened, flushed at once; values outside `columns` are left out. Only
-        rank 0 writes: on the other ranks `write` does nothing."""
+        seconds of training so far (a resumed run's continue from the step it resumes from), flushed
+        at once; values outside `columns` are left out. Only rank 0 writes: on the other ranks `write`
+        does nothing."""
         if not self.ranks.is_main:
             yield lambda step, values: None
             return
         path = self.out / LOG_FILE
         append = resume and path.exists()
+        earlier_seconds = 0.0
         if append:
-            _rewrite_with_columns(path, columns)
-        started = time.perf_counter()
+            resumed_step = json.loads((self.out / STATE_JSON).read_text())["step"]
+            earlier_seconds = _log_up_to(path, columns, resumed_step)
+        started = time.perf_counter() - earlier_seconds
         with path.open("a" if append else "w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
             if not append:
