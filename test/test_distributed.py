@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -141,9 +143,18 @@ def torchrun_train(*arguments: str) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--node_rank=0", "--nproc_per_node=2",
                "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{free_port()}", "--no-python",
                str(Path(sys.executable).parent / "mvp"), "train", *arguments, "--no-progress"]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=240)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert finished.stdout.count("saved checkpoint to") == 1  # rank 0 alone reports (and writes)
+    # Its own process group, so that a run past the limit is stopped with its workers, which would
+    # otherwise outlive the launcher and hold both cores for the tests after it.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    assert process.returncode == 0, stderr[-3000:]
+    assert stdout.count("saved checkpoint to") == 1  # rank 0 alone reports (and writes)
 
 
 def log_steps(out: Path) -> list[int]:
