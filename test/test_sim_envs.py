@@ -248,14 +248,15 @@ def test_render_needs_an_offscreen_renderer(lift):
         env.close()
 
 
-def test_an_environment_renders_only_the_cameras_its_policy_reads(lift_images):
+def test_an_environment_renders_only_the_cameras_its_policy_reads():
     env_args = env_args_for("lift", images=True)
     lowdim_keys = ["robot0_eef_pos", "object"]
     assert with_cameras_of(env_args, [*lowdim_keys, "agentview_image", "robot0_eye_in_hand_image"]) is env_args
+    both_cameras = make_env(env_args)  # a fresh one: other tests move the module's environments' cameras
     one_camera = make_env(with_cameras_of(env_args, [*lowdim_keys, "agentview_image"]))
     lowdim = make_env(with_cameras_of(env_args, lowdim_keys))
     try:
-        reference = lift_images.reset(seed=3)
+        reference = both_cameras.reset(seed=3)
         for env, images in ((one_camera, ["agentview_image"]), (lowdim, [])):
             obs = env.reset(seed=3)
             assert sorted(key for key in obs if key.endswith("_image")) == images
@@ -263,5 +264,6 @@ def test_an_environment_renders_only_the_cameras_its_policy_reads(lift_images):
                 np.testing.assert_array_equal(obs[key], reference[key])
         assert lowdim.unwrapped.sim._render_context_offscreen is None
     finally:
+        both_cameras.close()
         one_camera.close()
         lowdim.close()
