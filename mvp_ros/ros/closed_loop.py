@@ -50,8 +50,9 @@ STEP_TIMEOUT_S = 2.0  # the simulation's lockstep wait: a missing command holds 
 # from `mvp eval`'s. A silent policy is caught by the simulation's own wait, as long as this.
 WATCHDOG_TIMEOUT_S = STEP_TIMEOUT_S
 # How long the nodes get to exit after a SIGINT/SIGTERM is passed on, before SIGKILL: they took 2-5 s
-# on a busy host (most of it the interpreter's and libraries' teardown after the node stopped).
-SIGNAL_STOP_TIMEOUT_S = 10.0
+# on a busy host (most of it the interpreter's and libraries' teardown after the node stopped), and
+# more than 10 s once under a full test run on two shared cores.
+SIGNAL_STOP_TIMEOUT_S = 20.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
