@@ -27,6 +27,7 @@ from mvp_ros.data.robomimic import (
     _env_args_of,
     _read,
     decode_attr,
+    mask_demo_names,
     open_hdf5,
     write_robomimic,
 )
@@ -34,14 +35,14 @@ from mvp_ros.data.robomimic import (
 SPLIT_MASK = re.compile(r"(\d+_percent)?(_?train|_?valid)?")
 
 
-def _carried_masks(file, path: Path) -> dict[str, list[str]]:
+def _carried_masks(file) -> dict[str, list[str]]:
     """Named masks other than train/valid splits and percent subsets: {mask: [demo names]}."""
     masks = file.get("mask")
     carried = {}
     for name in (masks.keys() if masks is not None else ()):
         if SPLIT_MASK.fullmatch(name):
             continue
-        carried[name] = [value.decode("utf-8") for value in np.asarray(masks[name][()]).reshape(-1)]
+        carried[name] = mask_demo_names(masks, name)
     return carried
 
 
@@ -53,7 +54,7 @@ def _described(path: Path) -> tuple[dict | None, dict, list[str], dict[str, list
         if not demos:
             raise DatasetError(f"{path}: no demos in data/")
         attrs = {key: decode_attr(value) for key, value in file.attrs.items()}
-        return _env_args_of(data, path), attrs, demos, _carried_masks(file, path)
+        return _env_args_of(data, path), attrs, demos, _carried_masks(file)
 
 
 def _episodes(paths: Sequence[Path]) -> Iterator[Episode]:

@@ -385,6 +385,12 @@ def _demo_sort_key(name: str) -> tuple[int, str]:
     return (int(match.group(1)) if match else -1, name)
 
 
+def mask_demo_names(masks: h5py.Group, key: str) -> list[str]:
+    """The demo names listed by mask/<key>, decoded, in stored order (empty if the mask lists none)."""
+    return [name.decode("utf-8") if isinstance(name, bytes) else str(name)
+            for name in np.asarray(masks[key][()]).reshape(-1)]
+
+
 def _selected_demos(file: h5py.File, path: Path, filter_key: str | None) -> list[str]:
     data = _data_group(file, path)
     if filter_key is None:
@@ -396,7 +402,7 @@ def _selected_demos(file: h5py.File, path: Path, filter_key: str | None) -> list
             raise DatasetError(
                 f"{path}: filter key '{filter_key}' not in mask/ (available: {', '.join(available) or 'none'})"
             )
-        names = [name.decode("utf-8") for name in np.asarray(masks[filter_key][()]).reshape(-1)]
+        names = mask_demo_names(masks, filter_key)
         missing = [name for name in names if name not in data]
         if missing:
             raise DatasetError(f"{path}: mask/{filter_key} lists demos not in data/: {', '.join(missing)}")
