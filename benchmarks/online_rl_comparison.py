@@ -68,6 +68,7 @@ class Method:
     head: str
     color: str  # of its line in the plot
     agent: tuple[tuple[str, object], ...] = ()  # settings of its own beyond the scale's
+    task_agent: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # (env, settings) for one task only
 
 
 # FPMD's actor learning rate decays over a million updates, as in the paper's 1M-step runs, so these
@@ -75,7 +76,9 @@ class Method:
 PAPER_DECAY = (("actor_lr_decay_updates", 1_000_000),)
 METHODS = (Method("fpmd_m", "FPMD-M", "fpmd", "mvp", "tab:blue", PAPER_DECAY),
            Method("fpmd_r", "FPMD-R", "fpmd", "flow", "tab:orange", PAPER_DECAY),
-           Method("mfpo", "MFPO", "mfpo", "mvp", "tab:green"),
+           # the MFPO authors' README runs HalfCheetah without the twin minimum (use_cdq False): their mean
+           Method("mfpo", "MFPO", "mfpo", "mvp", "tab:green",
+                  task_agent=(("HalfCheetah-v5", (("twin_aggregate", "mean"),)),)),
            Method("sac", "SAC", "sac", "mvp", "tab:grey"))
 
 
@@ -90,7 +93,8 @@ def run_config(scale: Scale, method: Method, env: str, seed: int, out: Path) -> 
                            out=str(out), seed=seed, batch_size=scale.batch_size,
                            learning_starts=scale.learning_starts, eval_every=scale.eval_every,
                            eval_episodes=scale.eval_episodes, eval_seed=scale.eval_seed, device="cpu", threads=1,
-                           agent={"hidden_dim": scale.hidden_dim, "depth": scale.depth, **dict(method.agent)})
+                           agent={"hidden_dim": scale.hidden_dim, "depth": scale.depth, **dict(method.agent),
+                                  **dict(dict(method.task_agent).get(env, ()))})
 
 
 def run_once(config: OnlineRunConfig) -> dict:
@@ -182,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
         "evaluation_seeds": list(range(scale.eval_seed, scale.eval_seed + scale.eval_episodes)),
         "settings": {method.name: asdict(run_config(scale, method, args.envs[0], args.seeds[0], work))
                      for method in METHODS},
+        "task_settings": {method.name: {env: dict(settings) for env, settings in method.task_agent}
+                          for method in METHODS if method.task_agent},
         "machine": {**machine(), "load_average_1min_range": [min(loads), max(loads)]},
         "wall_seconds": round(wall, 1), "cpu_seconds": round(time.process_time() - cpu_started, 1),
         "methods": [{"name": method.name, "label": method.label, "algo": method.algo, "head": method.head,

@@ -3,7 +3,8 @@ identity and a divergence network trained on linear fields, whose exact divergen
 matrix; the log-likelihood of a mean-flow sample; effective sample sizes on a known distribution, the ESS
 mixture of two estimates, the soft velocity target of a Gaussian Boltzmann policy and of one uniform on the
 action box (through the truncated normal clean-action proposal); the authors' time distribution mirrored into
-this package's convention; and a short run in Gymnasium's Hopper-v5 whose checkpoint `Policy.load` runs."""
+this package's convention; the categorical critics' projection and soft TD target by hand; and a short run
+in Gymnasium's Hopper-v5 whose checkpoint `Policy.load` runs."""
 from __future__ import annotations
 
 import json
@@ -18,9 +19,13 @@ import torch
 from mvp_ros.cli import main
 from mvp_ros.policy import Policy
 from mvp_ros.rl.gym_online import OBSERVATION_KEY, OnlineRunConfig, make_env, run_online, task_description
+from mvp_ros.policy.critic import load_critic
 from mvp_ros.rl.mfpo import (DivergenceNetwork, MfpoAgent, MfpoConfig, average_divergence_target,
-                             effective_sample_size, ess_mixture, hutchinson_divergence, rademacher,
-                             sample_with_log_likelihood, soft_velocity_target, truncated_standard_normal)
+                             categorical_projection, categorical_soft_td_target, effective_sample_size, ess_mixture,
+                             hutchinson_divergence, rademacher, sample_with_log_likelihood, soft_velocity_target,
+                             truncated_standard_normal)
+from mvp_ros.rl.replay import ChunkBatch
+from mvp_ros.rl.sac import TwinCritic
 from mvp_ros.policy.mvp import sample_time_pairs
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
@@ -224,6 +229,9 @@ def test_a_short_mfpo_run_in_hopper_saves_a_two_step_policy_that_loads(tmp_path)
     observation = {"observation": np.zeros(11, np.float32)}
     assert policy.act(observation).shape == (1, 3)
     assert Policy.load(out, device="cpu", best_of=10).act(observation).shape == (1, 3)
+    critic = load_critic(out)
+    assert (critic.config.atoms, critic.config.value_min, critic.config.value_max) == (101, -1600.0, 1600.0)
+    assert critic.outputs({"observation": torch.zeros(1, 1, 11)}, torch.zeros(1, 1, 1, 3)).shape == (2, 1, 1, 101)
 
 
 def test_mvp_train_mfpo_refuses_a_head(tmp_path, capsys):
@@ -253,3 +261,70 @@ def test_soft_policy_improvement_steps_move_the_policy_towards_the_critics_best_
 
     start = distance_after_steps(-1.0, 0)
     assert distance_after_steps(-1.0, 60) < 0.5 * start < start < distance_after_steps(+1.0, 60)
+
+
+SUPPORT = torch.linspace(0.0, 3.0, 4)  # the values 0, 1, 2, 3
+
+
+def test_categorical_projection_keeps_atoms_on_the_support_and_splits_the_others_by_closeness():
+    one_hot = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    assert torch.equal(categorical_projection(one_hot, SUPPORT[None], 0.0, 3.0), one_hot)
+    # the atom at 1 moved to 1.25: a quarter of the way to 2, so three quarters stay at 1
+    moved = categorical_projection(one_hot, (SUPPORT + 0.25)[None], 0.0, 3.0)
+    assert torch.allclose(moved, torch.tensor([[0.0, 0.75, 0.25, 0.0]]))
+    # atoms beyond the ends are clipped onto them
+    assert torch.allclose(categorical_projection(one_hot, (SUPPORT + 10.0)[None], 0.0, 3.0),
+                          torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
+    assert torch.allclose(categorical_projection(one_hot, (SUPPORT - 10.0)[None], 0.0, 3.0),
+                          torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+
+
+def test_categorical_projection_keeps_the_mass_and_the_mean_of_atoms_inside_the_support():
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(5, 4, generator=generator), dim=-1)
+    atoms = torch.rand(5, 4, generator=generator) * 3.0
+    projected = categorical_projection(probs, atoms, 0.0, 3.0)
+    assert torch.allclose(projected.sum(dim=-1), torch.ones(5))
+    assert torch.allclose((projected * SUPPORT).sum(dim=-1), (probs * atoms).sum(dim=-1), atol=1e-6)
+
+
+def windows(rewards: list[float], bootstrap: list[float]) -> ChunkBatch:
+    rows = len(rewards)
+    observations = {OBSERVATION_KEY: torch.zeros(rows, 1, 11)}
+    return ChunkBatch(obs=observations, actions=torch.zeros(rows, 1, 3), rewards=torch.tensor(rewards)[:, None],
+                      step_mask=torch.ones(rows, 1), bootstrap=torch.tensor(bootstrap), next_obs=observations)
+
+
+def test_categorical_soft_td_target_by_hand():
+    batch = windows(rewards=[0.5, 1.0], bootstrap=[1.0, 0.0])
+    support = torch.linspace(-4.0, 4.0, 9)
+    # critic 1 puts its mass on 2, critic 2 on 1 (logits far apart enough to be one-hot in float32)
+    next_logits = torch.full((2, 2, 9), -1e4)
+    next_logits[0, :, 6], next_logits[1, :, 5] = 0.0, 0.0
+    log_prob, alpha, gamma = torch.tensor([-1.0, -1.0]), 0.5, 0.5
+    target_min = categorical_soft_td_target(batch, next_logits, support, log_prob, alpha, gamma, "min")
+    # row 0 under critic 2: 0.5 + 0.5 (1 + 0.5) = 1.25, a quarter of the way from 1 to 2
+    expected_row_0 = torch.zeros(9)
+    expected_row_0[5], expected_row_0[6] = 0.75, 0.25
+    # row 1 is terminal: all mass at its reward, 1.0, whichever critic
+    expected_row_1 = torch.zeros(9)
+    expected_row_1[5] = 1.0
+    assert torch.allclose(target_min, torch.stack([expected_row_0, expected_row_1]), atol=1e-6)
+    target_mean = categorical_soft_td_target(batch, next_logits, support, log_prob, alpha, gamma, "mean")
+    # row 0 under critic 1 is 0.5 + 0.5 (2 + 0.5) = 1.75; the average of the two projections has mean 1.5
+    assert (target_mean[0] * support).sum().item() == pytest.approx(1.5)
+    assert torch.allclose(target_mean[1], expected_row_1, atol=1e-6)
+
+
+def test_categorical_twin_critics_learn_a_target_distribution():
+    policy_config, normalization = task_description(make_env("Hopper-v5"), "mvp", 32, 2, mvp_steps=2)
+    torch.manual_seed(0)
+    critics = TwinCritic(policy_config, normalization, 32, 2, 1e-2, torch.device("cpu"), atoms=21,
+                         value_min=-10.0, value_max=10.0)
+    batch = windows(rewards=[0.0] * 8, bootstrap=[1.0] * 8)
+    batch.obs = {OBSERVATION_KEY: torch.randn(8, 1, 11, generator=torch.Generator().manual_seed(1))}
+    target = categorical_projection(torch.ones(8, 21) / 21, torch.full((8, 21), 3.3), -10.0, 10.0)  # mass at 3 and 4
+    for _ in range(300):
+        critics.step(batch, target)
+    chunks = batch.actions[:, None]
+    assert torch.allclose(critics.critic.value(batch.obs, chunks), torch.full((8, 1), 3.3), atol=0.1)

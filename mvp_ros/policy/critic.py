@@ -9,7 +9,9 @@ with the checkpoint's statistics, one small CNN per camera). The policy is train
 MVP loss, so the TD loss must not reach its encoder either; for low-dim observations the encoder
 has no parameters at all. Action chunks enter normalized to [-1, 1] by the policy's statistics and
 flattened. The ensemble members share the encoder; each is a depth x hidden GELU MLP with layer
-norm, and their values combine into one Q by their mean (or min). The members run as one batched
+norm, and their values combine into one Q by their mean (or min). A member either outputs Q itself
+(`atoms` = 1) or is categorical, as MFPO's authors train theirs: logits over `atoms` fixed values
+evenly spaced on [value_min, value_max], Q being the expectation under their softmax. The members run as one batched
 module (`ChunkCritic`), which is what makes scoring 16 candidates per state cheap.
 
 Files, next to the policy checkpoint (`model.safetensors` + `config.json`) in the same directory:
@@ -48,13 +50,18 @@ class CriticConfig:
     hidden_dim: int = 512
     depth: int = 4
     aggregate: str = "mean"  # "mean" or "min" over the ensemble
+    atoms: int = 1  # 1: each member outputs Q; more: a categorical distribution on that many values
+    value_min: float = -1600.0  # the categorical support's ends (atoms > 1)
+    value_max: float = 1600.0
 
     def __post_init__(self) -> None:
         if self.aggregate not in ("mean", "min"):
             raise ConfigError(f"critic aggregate (rl.critic_aggregate): {self.aggregate!r} is not 'mean' or 'min'")
-        for name in ("num_critics", "hidden_dim", "depth"):
+        for name in ("num_critics", "hidden_dim", "depth", "atoms"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"critic {name}: must be >= 1, got {getattr(self, name)}")
+        if self.atoms > 1 and not self.value_min < self.value_max:
+            raise ConfigError(f"critic value_min {self.value_min} must be below value_max {self.value_max}")
 
 
 def linear_init(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:
@@ -89,11 +96,24 @@ class ChunkCritic(nn.Module):
         self.hidden_bias = nn.Parameter(linear_init((depth - 1, members, width), width))
         self.norm_weight = nn.Parameter(torch.ones(depth, members, width))
         self.norm_bias = nn.Parameter(torch.zeros(depth, members, width))
-        self.output_weight = nn.Parameter(linear_init((members, width, 1), width))
-        self.output_bias = nn.Parameter(linear_init((members, 1), width))
+        self.output_weight = nn.Parameter(linear_init((members, width, config.atoms), width))
+        self.output_bias = nn.Parameter(linear_init((members, config.atoms), width))
+
+    @property
+    def support(self) -> torch.Tensor:
+        """The values a categorical member's atoms stand for, (atoms,)."""
+        return torch.linspace(self.config.value_min, self.config.value_max, self.config.atoms,
+                              device=self.output_bias.device)
 
     def forward(self, obs: dict[str, torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
         """Every member's Q of every candidate: chunks (B, N, horizon, action_dim) in data units -> (K, B, N)."""
+        outputs = self.outputs(obs, chunks)
+        if self.config.atoms == 1:
+            return outputs[..., 0]
+        return (torch.softmax(outputs, dim=-1) * self.support).sum(dim=-1)
+
+    def outputs(self, obs: dict[str, torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
+        """Every member's output layer (Q, or the logits of a categorical member): (K, B, N, atoms)."""
         batch, candidates = chunks.shape[:2]
         members, width = self.first_bias.shape
         features = self.obs_encoder(obs)
@@ -107,7 +127,7 @@ class ChunkCritic(nn.Module):
             x = torch.addcmul(self.norm_bias[layer, :, None], nn.functional.layer_norm(x, (width,)),
                               self.norm_weight[layer, :, None])
             x = nn.functional.gelu(x)
-        return torch.baddbmm(self.output_bias[:, None], x, self.output_weight).view(members, batch, candidates)
+        return torch.baddbmm(self.output_bias[:, None], x, self.output_weight).view(members, batch, candidates, -1)
 
     def value(self, obs: dict[str, torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
         """The ensemble's combined Q: chunks (B, N, horizon, action_dim) -> (B, N)."""

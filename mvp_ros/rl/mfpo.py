@@ -39,8 +39,17 @@ importance sampling from two proposals:
 
 mixed by their ESS. At points a_t built from the policy's own samples, with (t, r) pairs of which a
 share has r = t, the MeanFlow + IVC loss (mvp_ros.policy.mvp.mean_flow_loss) regresses the policy onto
-that velocity. Each update also takes a soft TD step of the twin critics (mvp_ros.rl.sac: y = r +
-gamma (1 - d) (min_j Qbar_j(s', a') - alpha log pi(a'|s'))), a step of D_phi, a temperature step
+that velocity.
+
+Critics. As in the authors' code, each twin critic is categorical: logits over atoms z_k evenly spaced
+on [value_min, value_max], Q the expectation. The soft TD target of critic j moves Qbar_j(s', a')'s atoms
+to r + gamma (1 - d) (z_k - alpha log pi(a'|s')), clipped to the support, and projects them back onto it
+(each atom's probability split between its two neighbours in proportion to closeness, which keeps the
+mean); of the two projected targets the one with the smaller mean is the target of both critics
+(`twin_aggregate` "min"; "mean": their average), each trained by cross-entropy. With `value_atoms` 1 they
+are scalar critics with the squared soft TD loss of mvp_ros.rl.sac instead.
+
+Each update also takes a soft TD step of the twin critics, a step of D_phi, a temperature step
 towards the target entropy -0.5 |A| (the entropy estimated from all the policy samples) and a Polyak step
 of the target critics. It acts with one policy sample, and in evaluation with the best of
 `eval_candidates` samples under the target critics.
@@ -65,6 +74,7 @@ from ..policy.networks import TimeEmbedding, mlp
 from ..policy.normalizer import Normalization
 from .replay import ChunkBatch
 from .sac import ActorCriticConfig, AgentState, TwinCritic, soft_td_target, temperature_loss
+from .td import discounted_chunk_return
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # v(a, t)
 AverageDivergence = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # D(a, t, r) -> (B,)
@@ -83,6 +93,38 @@ class DivergenceNetwork(nn.Module):
     def forward(self, a: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         features = [a, cond, self.time_embedding(t), self.interval_embedding(r - t)]
         return self.net(torch.cat(features, dim=-1))[:, 0]
+
+
+def categorical_projection(probs: torch.Tensor, atoms: torch.Tensor, value_min: float,
+                           value_max: float) -> torch.Tensor:
+    """Distributions with probabilities `probs` on values `atoms` (..., K) moved onto the K evenly spaced
+    values of [value_min, value_max]: each atom clipped to the interval and its probability split between
+    its two neighbouring support values, in proportion to how close it is to each."""
+    count = probs.shape[-1]
+    position = (atoms.clamp(value_min, value_max) - value_min) / ((value_max - value_min) / (count - 1))
+    lower = position.floor().long().clamp(0, count - 1)
+    upper = position.ceil().long().clamp(0, count - 1)
+    on_support = lower == upper
+    projected = torch.zeros_like(probs)
+    projected.scatter_add_(-1, lower, probs * torch.where(on_support, 1.0, upper - position))
+    projected.scatter_add_(-1, upper, probs * torch.where(on_support, 0.0, position - lower))
+    return projected
+
+
+def categorical_soft_td_target(batch: ChunkBatch, next_logits: torch.Tensor, support: torch.Tensor,
+                               next_log_prob: torch.Tensor, alpha: float, gamma: float, aggregate: str) -> torch.Tensor:
+    """The target distribution (B, K) of both critics from the target critics' logits at (s', a') (2, B, K) (module
+    doc): each shifted by the chunk's discounted rewards and the discounted soft value of its atoms, projected
+    onto the support; then the one with the smaller mean per row ("min"), or their average ("mean")."""
+    rewards = discounted_chunk_return(batch.rewards, batch.step_mask, gamma)
+    discount = gamma ** batch.rewards.shape[-1] * batch.bootstrap
+    atoms = rewards[:, None] + discount[:, None] * (support - alpha * next_log_prob[:, None])
+    projected = categorical_projection(torch.softmax(next_logits, dim=-1), atoms.expand_as(next_logits),
+                                       float(support[0]), float(support[-1]))
+    if aggregate == "mean":
+        return projected.mean(dim=0)
+    smaller = (projected * support).sum(dim=-1).argmin(dim=0)
+    return projected[smaller, torch.arange(projected.shape[1], device=projected.device)]
 
 
 def rademacher(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -184,11 +226,18 @@ class MfpoConfig(ActorCriticConfig):
     proposal_samples: int = 16  # policy samples per state
     clean_samples: int = 32  # clean-action samples per state
     eval_candidates: int = 10
+    value_atoms: int = 101  # of each categorical critic; 1: scalar critics
+    value_min: float = -1600.0
+    value_max: float = 1600.0
+    # their README's command turns the twin minimum off ("use_cdq False") on HalfCheetah: "mean" there
+    twin_aggregate: str = "min"
 
     def __post_init__(self) -> None:
-        for name in ("sampling_steps", "proposal_samples", "clean_samples", "eval_candidates"):
+        for name in ("sampling_steps", "proposal_samples", "clean_samples", "eval_candidates", "value_atoms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.twin_aggregate not in ("min", "mean"):
+            raise ConfigError(f"twin_aggregate: {self.twin_aggregate!r} is not 'min' or 'mean'")
 
 
 class MfpoAgent:
@@ -203,7 +252,8 @@ class MfpoAgent:
                                             config.hidden_dim, config.depth).to(device)
         self.divergence_optimizer = torch.optim.Adam(self.divergence.parameters(), lr=config.actor_lr)
         self.critics = TwinCritic(policy_config, normalization, config.hidden_dim, config.depth, config.critic_lr,
-                                  device)
+                                  device, aggregate=config.twin_aggregate, atoms=config.value_atoms,
+                                  value_min=config.value_min, value_max=config.value_max)
         self.log_alpha = torch.tensor(math.log(config.initial_alpha), device=device, requires_grad=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
         self.target_entropy = config.target_entropy_per_dim * policy_config.action_dim
@@ -224,15 +274,22 @@ class MfpoAgent:
         return actions.clamp(-1.0, 1.0).view(-1, count, actions.shape[-1]), log_prob.view(-1, count)
 
     def q_values(self, critic: ChunkCritic, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
-        """min_j Q_j (B, N) of normalized actions (B, N, |A|)."""
+        """min_j Q_j (or their mean) (B, N) of normalized actions (B, N, |A|)."""
         return critic.value(obs, self.actor.action_scaler.unnormalize(actions)[:, :, None])
 
     def update(self, batch: ChunkBatch, generator: torch.Generator | None = None) -> dict[str, float]:
-        alpha = self.alpha
+        alpha, target_critic = self.alpha, self.critics.target
         with torch.no_grad():
             next_actions, next_log_prob = self.sample(batch.next_obs, 1, generator)
-            next_q = self.q_values(self.critics.target, batch.next_obs, next_actions)[:, 0]
-            target = soft_td_target(batch, next_q, next_log_prob[:, 0], alpha, self.config.gamma)
+            if self.config.value_atoms > 1:
+                next_logits = target_critic.outputs(batch.next_obs,
+                                                    self.actor.action_scaler.unnormalize(next_actions)[:, :, None])
+                target = categorical_soft_td_target(batch, next_logits[:, :, 0], target_critic.support,
+                                                    next_log_prob[:, 0], alpha, self.config.gamma,
+                                                    self.config.twin_aggregate)
+            else:
+                next_q = self.q_values(target_critic, batch.next_obs, next_actions)[:, 0]
+                target = soft_td_target(batch, next_q, next_log_prob[:, 0], alpha, self.config.gamma)
         metrics = self.critics.step(batch, target)
         metrics.update(self.update_policy(batch.obs, alpha, generator))
         self.critics.update_target(self.config.tau)

@@ -73,16 +73,24 @@ class TwinCritic:
     """Q_1, Q_2 and their targets Qbar_1, Qbar_2, the optimizer, the TD step and the Polyak step."""
 
     def __init__(self, policy_config: PolicyConfig, normalization: Normalization, hidden_dim: int, depth: int,
-                 lr: float, device: torch.device):
-        config = CriticConfig(num_critics=2, hidden_dim=hidden_dim, depth=depth, aggregate="min")
+                 lr: float, device: torch.device, **settings):
+        """settings: CriticConfig fields beyond the twin minimum's (MFPO's categorical members, its mean)."""
+        config = CriticConfig(**({"num_critics": 2, "hidden_dim": hidden_dim, "depth": depth, "aggregate": "min"}
+                                 | settings))
         self.critic = ChunkCritic(policy_config, normalization, config).to(device)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr)
 
     def step(self, batch: ChunkBatch, target: torch.Tensor) -> dict[str, float]:
-        """One gradient step of L_Q = sum_j mean (Q_j(s, a) - y)^2 on the batch's transitions."""
-        q_values = self.critic(batch.obs, batch.actions[:, None])[..., 0]
-        loss = (q_values - target).pow(2).mean(dim=1).sum()
+        """One gradient step on the batch's transitions: L_Q = sum_j mean (Q_j(s, a) - y)^2 towards y (B,), or,
+        for categorical members, sum_j mean cross-entropy of Q_j's distribution against the target's (B, atoms)."""
+        outputs = self.critic.outputs(batch.obs, batch.actions[:, None])[:, :, 0]  # (K, B, atoms)
+        if target.dim() == 1:
+            q_values = outputs[..., 0]
+            loss = (q_values - target).pow(2).mean(dim=1).sum()
+        else:
+            loss = -(target * torch.log_softmax(outputs, dim=-1)).sum(dim=-1).mean(dim=1).sum()
+            q_values = (torch.softmax(outputs, dim=-1) * self.critic.support).sum(dim=-1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
