@@ -50,7 +50,7 @@ def demo_lines(demo: dict) -> list[str]:
 
 
 def ros_demo_cells(demo: dict) -> str:
-    """A row's figures in models/lift_image/README.md's table of `mvp demo` runs."""
+    """A row's figures in a camera policy's README table of `mvp demo` runs."""
     low, high = demo["success_rate_ci95"]
     return (f"| {demo['success_rate']:.2f} ({demo['successes']}/{demo['episodes']}, {low:.2f}-{high:.2f}) | "
             f"{demo['tick_latency_ms_p50']:.1f} / {demo['tick_latency_ms_p99']:.1f} ms | "
@@ -201,9 +201,10 @@ def test_nothing_refers_outside_the_repository() -> None:
 
 README_DEMOS = ("models/lift_image/demo_ros_image.json",)
 MODEL_DEMOS = {"models/lift_lowdim/README.md": "benchmarks/results/demo_lift_lowdim.json"}
-CAMERA_POLICY_DEMOS = {"sensor_msgs/msg/Image": "demo_ros_image.json",
-                       "sensor_msgs/msg/CompressedImage (png)": "demo_ros_compressed.json",
-                       "sensor_msgs/msg/CompressedImage (jpeg)": "demo_ros_compressed_jpeg.json"}
+CAMERA_POLICY_DEMOS = {("lift_image", "sensor_msgs/msg/Image"): "demo_ros_image.json",
+                       ("lift_image", "sensor_msgs/msg/CompressedImage (png)"): "demo_ros_compressed.json",
+                       ("lift_image", "sensor_msgs/msg/CompressedImage (jpeg)"): "demo_ros_compressed_jpeg.json",
+                       ("can_image", "sensor_msgs/msg/Image"): "demo_ros_image.json"}
 # The README's table of shipped policies: each evaluation's row, by the cell naming how it ran.
 SHIPPED_EVALUATIONS = {
     "models/lift_image/eval_50.json": ("`--seed 1000000 --temporal-ensemble` ", range(1_000_000, 1_000_050)),
@@ -231,13 +232,12 @@ def test_the_demo_blocks_are_the_committed_demo_runs() -> None:
 
 
 def test_the_camera_policy_ros_table_is_its_demo_runs() -> None:
-    """models/lift_image/README.md: one row per way the cameras travel, each its run's figures."""
-    readme = read("models/lift_image/README.md")
-    for messages, name in CAMERA_POLICY_DEMOS.items():
-        demo = result(f"models/lift_image/{name}")
-        assert demo["checkpoint"] == "models/lift_image" and demo["node_exit_codes"] == {"sim": 0, "policy": 0}
+    """models/lift_image/README.md and can_image's: one row per way the cameras travel, each its run's figures."""
+    for (model, messages), name in CAMERA_POLICY_DEMOS.items():
+        demo = result(f"models/{model}/{name}")
+        assert demo["checkpoint"] == f"models/{model}" and demo["node_exit_codes"] == {"sim": 0, "policy": 0}
         assert set(demo["camera_messages"].values()) == {messages}
-        assert f"`{name}` " + ros_demo_cells(demo) in readme, name
+        assert f"`{name}` " + ros_demo_cells(demo) in read(f"models/{model}/README.md"), (model, name)
 
 
 def test_the_shipped_policies_table_is_their_committed_evaluations() -> None:

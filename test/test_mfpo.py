@@ -24,12 +24,12 @@ from mvp_ros.rl.mfpo import (DivergenceNetwork, MfpoAgent, MfpoConfig, average_d
                              categorical_projection, categorical_soft_td_target, effective_sample_size, ess_mixture,
                              hutchinson_divergence, rademacher, sample_with_log_likelihood, soft_velocity_target,
                              truncated_standard_normal)
-from mvp_ros.rl.replay import ChunkBatch
 from mvp_ros.rl.sac import TwinCritic
 from mvp_ros.policy.mvp import sample_time_pairs
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from fixed_critics import DistanceCritic  # noqa: E402
+from transition_batches import transitions  # noqa: E402
 
 MATRIX = torch.tensor([[0.5, 1.0, -0.3], [0.2, -1.5, 0.7], [-0.4, 0.1, 2.0]])  # trace 1.0
 
@@ -288,15 +288,8 @@ def test_categorical_projection_keeps_the_mass_and_the_mean_of_atoms_inside_the_
     assert torch.allclose((projected * SUPPORT).sum(dim=-1), (probs * atoms).sum(dim=-1), atol=1e-6)
 
 
-def windows(rewards: list[float], bootstrap: list[float]) -> ChunkBatch:
-    rows = len(rewards)
-    observations = {OBSERVATION_KEY: torch.zeros(rows, 1, 11)}
-    return ChunkBatch(obs=observations, actions=torch.zeros(rows, 1, 3), rewards=torch.tensor(rewards)[:, None],
-                      step_mask=torch.ones(rows, 1), bootstrap=torch.tensor(bootstrap), next_obs=observations)
-
-
 def test_categorical_soft_td_target_by_hand():
-    batch = windows(rewards=[0.5, 1.0], bootstrap=[1.0, 0.0])
+    batch = transitions(obs_dim=11, action_dim=3, rewards=[0.5, 1.0], bootstrap=[1.0, 0.0])
     support = torch.linspace(-4.0, 4.0, 9)
     # critic 1 puts its mass on 2, critic 2 on 1 (logits far apart enough to be one-hot in float32)
     next_logits = torch.full((2, 2, 9), -1e4)
@@ -321,7 +314,7 @@ def test_categorical_twin_critics_learn_a_target_distribution():
     torch.manual_seed(0)
     critics = TwinCritic(policy_config, normalization, 32, 2, 1e-2, torch.device("cpu"), atoms=21,
                          value_min=-10.0, value_max=10.0)
-    batch = windows(rewards=[0.0] * 8, bootstrap=[1.0] * 8)
+    batch = transitions(obs_dim=11, action_dim=3, rewards=[0.0] * 8, bootstrap=[1.0] * 8)
     batch.obs = {OBSERVATION_KEY: torch.randn(8, 1, 11, generator=torch.Generator().manual_seed(1))}
     target = categorical_projection(torch.ones(8, 21) / 21, torch.full((8, 21), 3.3), -10.0, 10.0)  # mass at 3 and 4
     for _ in range(300):

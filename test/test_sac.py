@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,18 +15,12 @@ from mvp_ros.cli import main
 from mvp_ros.policy import CheckpointError
 from mvp_ros.rl.gym_online import (OBSERVATION_KEY, OnlineRunConfig, TransitionReplay, make_env, run_online,
                                    task_description)
-from mvp_ros.rl.replay import ChunkBatch
 from mvp_ros.rl.sac import ACTOR_WEIGHTS, TanhGaussianActor, load_sac_actor, soft_td_target, tanh_log_det, temperature_loss
 
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from transition_batches import transitions  # noqa: E402
+
 SMALL_AGENT = {"hidden_dim": 64, "depth": 2}
-
-
-def transitions(rewards: list[float], bootstrap: list[float]) -> ChunkBatch:
-    """A batch of horizon-1 windows as the replay buffer gives them (only the reward fields matter here)."""
-    rows = len(rewards)
-    observations = {OBSERVATION_KEY: torch.zeros(rows, 1, 3)}
-    return ChunkBatch(obs=observations, actions=torch.zeros(rows, 1, 2), rewards=torch.tensor(rewards)[:, None],
-                      step_mask=torch.ones(rows, 1), bootstrap=torch.tensor(bootstrap), next_obs=observations)
 
 
 def test_soft_td_target_by_hand():
