@@ -88,6 +88,16 @@ def test_image_observations_and_frame_stack_train(dataset, tmp_path):
     assert chunk.shape == (2, 2) and np.all(np.isfinite(chunk))
 
 
+def test_no_progress_silences_every_bar_including_the_datasets_loading(dataset, tmp_path, capsys):
+    assert train_cli(dataset, tmp_path / "quiet", "--obs-keys", "position", "--steps", "5", "--batch-size", "8") == 0
+    assert "loading toy.hdf5" not in capsys.readouterr().err
+    config_path = tmp_path / "loud.yaml"
+    config_path.write_text(yaml.safe_dump({"policy": SMALL_NET, "threads": 1}))
+    assert main(["train", "--config", str(config_path), "--dataset", str(dataset), "--out", str(tmp_path / "loud"),
+                 "--obs-keys", "position", "--steps", "5", "--batch-size", "8"]) == 0
+    assert "loading toy.hdf5" in capsys.readouterr().err
+
+
 def test_flags_override_the_yaml_config(tmp_path):
     config_path = tmp_path / "train.yaml"
     config_path.write_text(yaml.safe_dump({"dataset": "a.hdf5", "out": "ckpt", "obs_keys": ["x", "y"],

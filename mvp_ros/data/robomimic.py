@@ -429,8 +429,9 @@ class RobomimicDataset:
     Item i is {"obs": {key: (frame_stack, *shape)}, "actions": (action_horizon, A)}: observation
     frames k-F+1..k and actions k..k+H-1 of the step k it stands for, padded at episode ends as
     robomimic's SequenceDataset pads (see mvp_ros.data.windows). Arrays keep the file's dtypes.
-    With cache=True the selected demos are loaded once into contiguous arrays and `get_batch` is
-    pure numpy indexing; with cache=False every batch is read from the file.
+    With cache=True the selected demos are loaded once into contiguous arrays (with a progress bar
+    unless progress=False) and `get_batch` is pure numpy indexing; with cache=False every batch is
+    read from the file.
     """
 
     def __init__(
@@ -442,6 +443,7 @@ class RobomimicDataset:
         frame_stack: int = 1,
         filter_key: str | None = None,
         cache: bool = True,
+        progress: bool = True,
     ):
         if isinstance(obs_keys, str) or not obs_keys:
             raise ValueError(f"obs_keys must be a non-empty list of keys, got {obs_keys!r}")
@@ -459,7 +461,7 @@ class RobomimicDataset:
             self._actions: np.ndarray | None = None
             self._obs: dict[str, np.ndarray] = {}
             if cache:
-                self._load_into_memory(file)
+                self._load_into_memory(file, progress)
 
     def _check_layout(self, file: h5py.File) -> list[int]:
         """Validate every selected demo; set obs_shapes, obs_dtypes, action_dim; return lengths."""
@@ -506,13 +508,13 @@ class RobomimicDataset:
             lengths.append(length)
         return lengths
 
-    def _load_into_memory(self, file: h5py.File) -> None:
+    def _load_into_memory(self, file: h5py.File, progress: bool) -> None:
         total = len(self.windows)
         names = {"actions": "actions", **{key: f"obs/{key}" for key in self.obs_keys}}
         first = file[f"data/{self.demo_names[0]}"]
         arrays = {field: np.empty((total, *first[name].shape[1:]), first[name].dtype) for field, name in names.items()}
         bounds = zip(self.windows.episode_starts, self.windows.episode_starts + self.windows.episode_lengths)
-        demos = tqdm(self.demo_names, desc=f"loading {self.path.name}", unit="demo", leave=False)
+        demos = tqdm(self.demo_names, desc=f"loading {self.path.name}", unit="demo", leave=False, disable=not progress)
         for demo_name, (start, end) in zip(demos, bounds):
             for field, name in names.items():
                 _read(file[f"data/{demo_name}/{name}"], self.path, arrays[field][start:end])

@@ -41,7 +41,7 @@ def optimizer_step(loss_function: LossFunction, optimizer: torch.optim.Optimizer
 def train_bc(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
     """Trains `config.head` by behaviour cloning into `config.out` (continuing the run there if
     `resume`); returns the checkpoint directory."""
-    workspace = Workspace.open(config, resume)
+    workspace = Workspace.open(config, resume, progress)
     model, device, generator = workspace.model, workspace.device, workspace.generator
     ranks = workspace.ranks
     train_set, valid_set = workspace.train_set, workspace.valid_set

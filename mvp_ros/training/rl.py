@@ -50,7 +50,7 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
     """Trains the MVP policy and its critic into `config.out`: `config.steps` offline updates, then
     `config.online_steps` environment steps online (continuing the run there if `resume`); returns
     the checkpoint directory."""
-    workspace = Workspace.open(config, resume)
+    workspace = Workspace.open(config, resume, progress)
     device, rng, generator = workspace.device, workspace.rng, workspace.generator
     train_set, valid_set = workspace.train_set, workspace.valid_set
     if config.online_steps and not train_set.env_args:

@@ -171,12 +171,13 @@ def to_tensors(batch: dict, device: torch.device, pin: bool = False) -> tuple[di
     return {key: tensor(values) for key, values in batch["obs"].items()}, tensor(batch["actions"])
 
 
-def load_datasets(config: TrainConfig) -> tuple[RobomimicDataset, RobomimicDataset | None]:
+def load_datasets(config: TrainConfig, progress: bool = True) -> tuple[RobomimicDataset, RobomimicDataset | None]:
     """Training windows from mask/<filter_key> (default mask/train, all demos if there is none) and validation
-    from mask/<valid_filter_key> (default mask/valid if it lists any)."""
+    from mask/<valid_filter_key> (default mask/valid if it lists any); `progress`: a bar while loading."""
     with open_hdf5(config.dataset) as file:
         masks = {name for name, demos in file["mask"].items() if len(demos)} if "mask" in file else set()
-    options = dict(obs_keys=config.obs_keys, action_horizon=config.horizon, frame_stack=config.frame_stack)
+    options = dict(obs_keys=config.obs_keys, action_horizon=config.horizon, frame_stack=config.frame_stack,
+                   progress=progress)
     train_key = config.filter_key or ("train" if "train" in masks else None)
     valid_key = config.valid_filter_key or ("valid" if "valid" in masks else None)
     train_set = RobomimicDataset(config.dataset, filter_key=train_key, **options)
@@ -364,9 +365,10 @@ class Workspace:
     normalization: Normalization
 
     @classmethod
-    def open(cls, config: TrainConfig, resume: bool) -> Workspace:
+    def open(cls, config: TrainConfig, resume: bool, progress: bool = True) -> Workspace:
         """A new run, refusing a directory that holds a checkpoint; with `resume`, the run in it, which
-        must train the same thing on the same data (its state is restored by `resume`)."""
+        must train the same thing on the same data (its state is restored by `resume`). `progress`: bars
+        while loading the data, on the main rank."""
         out = Path(config.out)
         if resume:
             check_resumable(out, config)
@@ -376,7 +378,7 @@ class Workspace:
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed + ranks.rank)
         generator = torch.Generator(device=device).manual_seed(config.seed + ranks.rank)
-        train_set, valid_set = load_datasets(config)
+        train_set, valid_set = load_datasets(config, progress=progress and ranks.is_main)
         contract = dataset_contract(config.dataset) if ranks.is_main else None
         model, normalization = build_model(config, train_set)
         return cls(config, out, ranks, device, rng, generator, train_set, valid_set, contract, model, normalization)
