@@ -88,6 +88,15 @@ def machine() -> dict:
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "threads": 1}
 
 
+def command_of(arguments: list[str]) -> str:
+    """The command that wrote the result, less --work-dir: where the runs were kept changes no figure."""
+    kept = [argument for argument in arguments if not argument.startswith("--work-dir=")]
+    if "--work-dir" in kept:
+        index = kept.index("--work-dir")
+        del kept[index:index + 2]
+    return shlex.join([".venv/bin/python", "benchmarks/online_rl_comparison.py", *kept])
+
+
 def run_config(scale: Scale, method: Method, env: str, seed: int, out: Path) -> OnlineRunConfig:
     return OnlineRunConfig(algo=method.algo, head=method.head, env=env, online_steps=scale.online_steps,
                            out=str(out), seed=seed, batch_size=scale.batch_size,
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     loads = [load for method_runs in runs.values() for run in method_runs for load in run["load_average_1min"]]
     result = {
-        "command": shlex.join([".venv/bin/python", "benchmarks/online_rl_comparison.py", *(argv or sys.argv[1:])]),
+        "command": command_of(argv or sys.argv[1:]),
         "scale_name": scale_name, "scale": asdict(scale), "envs": args.envs, "seeds": args.seeds,
         "evaluation_seeds": list(range(scale.eval_seed, scale.eval_seed + scale.eval_episodes)),
         "settings": {method.name: asdict(run_config(scale, method, args.envs[0], args.seeds[0], work))

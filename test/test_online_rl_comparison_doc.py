@@ -81,6 +81,7 @@ def test_the_benchmark_runs_at_a_tiny_budget_and_writes_real_numbers(tmp_path):
             assert math.isfinite(point["mean"]) and point["mean"] == point["min"] == point["max"] == run_point["mean_return"]
         assert all(math.isfinite(value) for value in run["last_metrics"].values())
     assert table_lines(result)[2].startswith("| FPMD-M | Hopper-v5 | ")
+    assert result["command"].endswith("--plot " + str(tmp_path / "result.png")) and "--work-dir" not in result["command"]
 
 
 def test_the_doc_states_mfpos_settings_as_the_code_has_them():
@@ -95,5 +96,7 @@ def test_the_doc_states_mfpos_settings_as_the_code_has_them():
     assert f"logit-normal(+{settings.time_logit_mean}, 1) times" in mfpo_row["| policy step"]
     assert f"{settings.equal_time_fraction:.0%} of pairs with r = t" in mfpo_row["| policy step"]
     assert f"best of {settings.eval_candidates} under the target critics" in mfpo_row["| acting"]
+    assert (f"logits over {settings.value_atoms} values evenly spaced on [{settings.value_min:.0f}, "
+            f"{settings.value_max:.0f}]" in mfpo_row["| networks"])
     assert (f"alpha from {settings.initial_alpha}, tuned to target entropy {settings.target_entropy_per_dim} \\|A\\|"
             in mfpo_row["| temperature"])
