@@ -11,8 +11,8 @@ has no parameters at all. Action chunks enter normalized to [-1, 1] by the polic
 flattened. The ensemble members share the encoder; each is a depth x hidden GELU MLP with layer
 norm, and their values combine into one Q by their mean (or min). A member either outputs Q itself
 (`atoms` = 1) or is categorical, as MFPO's authors train theirs: logits over `atoms` fixed values
-evenly spaced on [value_min, value_max], Q being the expectation under their softmax. The members run as one batched
-module (`ChunkCritic`), which is what makes scoring 16 candidates per state cheap.
+evenly spaced on [value_min, value_max], Q being the expectation under their softmax. The members
+run as one batched module (`ChunkCritic`), which is what makes scoring 16 candidates per state cheap.
 
 Files, next to the policy checkpoint (`model.safetensors` + `config.json`) in the same directory:
 `critic.safetensors` (weights) and `critic.json` (CriticConfig, SHA-256 of the weights).
