@@ -107,7 +107,10 @@ class ChunkCritic(nn.Module):
 
     def forward(self, obs: dict[str, torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
         """Every member's Q of every candidate: chunks (B, N, horizon, action_dim) in data units -> (K, B, N)."""
-        outputs = self.outputs(obs, chunks)
+        return self.q_of(self.outputs(obs, chunks))
+
+    def q_of(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Q from the output layer (..., atoms) -> (...): the output itself, or a categorical member's expectation."""
         if self.config.atoms == 1:
             return outputs[..., 0]
         return (torch.softmax(outputs, dim=-1) * self.support).sum(dim=-1)

@@ -85,12 +85,11 @@ class TwinCritic:
         """One gradient step on the batch's transitions: L_Q = sum_j mean (Q_j(s, a) - y)^2 towards y (B,), or,
         for categorical members, sum_j mean cross-entropy of Q_j's distribution against the target's (B, atoms)."""
         outputs = self.critic.outputs(batch.obs, batch.actions[:, None])[:, :, 0]  # (K, B, atoms)
+        q_values = self.critic.q_of(outputs)
         if target.dim() == 1:
-            q_values = outputs[..., 0]
             loss = (q_values - target).pow(2).mean(dim=1).sum()
         else:
             loss = -(target * torch.log_softmax(outputs, dim=-1)).sum(dim=-1).mean(dim=1).sum()
-            q_values = (torch.softmax(outputs, dim=-1) * self.critic.support).sum(dim=-1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
