@@ -10,7 +10,6 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..policy.checkpoint import read_checkpoint_info
 from ..policy.config import HEADS, ConfigError
@@ -19,7 +18,7 @@ from ..rl import gym_online
 from . import distributed
 from .behaviour_cloning import train_bc
 from .rl import train_mvp_rl
-from .workspace import ALGOS, PRECISIONS, TrainConfig, load_train_config
+from .workspace import ALGOS, PRECISIONS, TrainConfig, load_train_config, read_config_file
 
 
 def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> Path:
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                   "valid_filter_key", "eval_every", "eval_episodes", "eval_max_steps")}
     base = None
     if args.resume:
-        out = args.out or _config_file_out(args.config)
+        out = args.out or (read_config_file(args.config).get("out") if args.config else None)
         if not out:
             raise ConfigError("--resume needs the directory of the run to continue: --out DIR, or `out:` in --config")
         base = read_checkpoint_info(out).training.get("settings")
@@ -102,11 +101,3 @@ def run(args: argparse.Namespace) -> int:
     if distributed.ranks_from_environment().is_main:
         print(f"saved checkpoint to {checkpoint}")
     return 0
-
-
-def _config_file_out(path: str | None) -> str | None:
-    """The `out:` of a --config file, if it has one (load_train_config reports a file that is no mapping)."""
-    if path is None:
-        return None
-    loaded = yaml.safe_load(Path(path).read_text())
-    return loaded.get("out") if isinstance(loaded, dict) else None

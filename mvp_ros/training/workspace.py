@@ -121,14 +121,19 @@ class TrainConfig:
             RLConfig.from_dict(self.rl)
 
 
+def read_config_file(path: str | Path) -> dict:
+    """The settings of a training config file (YAML)."""
+    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a training config must be a YAML mapping")
+    return loaded
+
+
 def load_train_config(path: str | Path | None, overrides: dict, base: dict | None = None) -> TrainConfig:
     """Defaults < base (a resumed run's settings) < YAML file < overrides (None entries are ignored)."""
     values: dict = dict(base or {})
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a training config must be a YAML mapping")
-        values.update(loaded)
+        values.update(read_config_file(path))
     values.update({key: value for key, value in overrides.items() if value is not None})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
