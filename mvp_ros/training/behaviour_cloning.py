@@ -68,7 +68,7 @@ def train_bc(config: TrainConfig, progress: bool = True, resume: bool = False) -
     evaluator = SuccessEvaluator(workspace, resume)
     columns = ["step", "seconds", *_metric_names(config.head), "valid_loss", *EVAL_COLUMNS]
     batches = Batches(train_set, config.batch_size, workspace.rng, device, config.prefetch)
-    with contextlib.closing(evaluator), contextlib.closing(batches), workspace.log(columns, resume) as log:
+    with contextlib.closing(evaluator), contextlib.closing(batches), workspace.log(columns, start if resume else None) as log:
         bar = tqdm(range(start + 1, config.steps + 1), desc=f"train {config.head}",
                    disable=not (progress and ranks.is_main), unit="step", initial=start, total=config.steps)
         for step in bar:

@@ -95,7 +95,7 @@ def train_mvp_rl(config: TrainConfig, progress: bool = True, resume: bool = Fals
         return path
 
     evaluator = SuccessEvaluator(workspace, resume)
-    with contextlib.closing(evaluator), workspace.log(LOG_COLUMNS, resume) as log:
+    with contextlib.closing(evaluator), workspace.log(LOG_COLUMNS, start if resume else None) as log:
 
         def train_step(step: int) -> dict:
             """One update; validation, a log row and a checkpoint when their step comes."""

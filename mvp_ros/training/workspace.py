@@ -400,19 +400,18 @@ class Workspace:
         return document
 
     @contextlib.contextmanager
-    def log(self, columns: list[str], resume: bool) -> Iterator[Callable[[int, dict], None]]:
-        """`write(step, values)`: a row of train_log.csv (appended to a resumed run's log), with the
-        seconds of training so far (a resumed run's continue from the step it resumes from), flushed
-        at once; values outside `columns` are left out. Only rank 0 writes: on the other ranks `write`
-        does nothing."""
+    def log(self, columns: list[str], resumed_step: int | None) -> Iterator[Callable[[int, dict], None]]:
+        """`write(step, values)`: a row of train_log.csv (appended to the log of a run resumed from
+        `resumed_step`; None for a new run), with the seconds of training so far (a resumed run's
+        continue from that step's), flushed at once; values outside `columns` are left out. Only rank 0
+        writes: on the other ranks `write` does nothing."""
         if not self.ranks.is_main:
             yield lambda step, values: None
             return
         path = self.out / LOG_FILE
-        append = resume and path.exists()
+        append = resumed_step is not None and path.exists()
         earlier_seconds = 0.0
         if append:
-            resumed_step = json.loads((self.out / STATE_JSON).read_text())["step"]
             earlier_seconds = _log_up_to(path, columns, resumed_step)
         started = time.perf_counter() - earlier_seconds
         with path.open("a" if append else "w", newline="") as stream:
